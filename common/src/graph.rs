@@ -1,0 +1,638 @@
+//! The job graph: a sweep expanded into jobs with dependency edges (DESIGN.md §2).
+//!
+//! A job's id is a hash of everything that changes its result: its kind and names, the resolved
+//! settings, the definitions of the models and tasks it touches, and the ids of the jobs it
+//! depends on (so an upstream change ripples down). The sweep's name, worker counts and other
+//! run-time choices are not part of it, so an edited sweep reuses every job it did not change.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::spec::{
+    CrossModelPair, Indicator, ModelSpec, Objective, ProjectorSettings, PromptSettings, Sweep,
+    SyntheticSpec, TaskSpec, TptPairs,
+};
+
+/// The name of the random-prompt source in transfer and activations jobs.
+pub const RANDOM: &str = "random";
+
+/// A content hash, hex, 128 bits: collisions are not a concern at grid sizes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub String);
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Train,
+    Transfer,
+    Tpt,
+    Activations,
+    Projector,
+    CrossModel,
+    Synthetic,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 7] = [
+        JobKind::Train,
+        JobKind::Transfer,
+        JobKind::Tpt,
+        JobKind::Activations,
+        JobKind::Projector,
+        JobKind::CrossModel,
+        JobKind::Synthetic,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JobKind::Train => "train",
+            JobKind::Transfer => "transfer",
+            JobKind::Tpt => "tpt",
+            JobKind::Activations => "activations",
+            JobKind::Projector => "projector",
+            JobKind::CrossModel => "cross_model",
+            JobKind::Synthetic => "synthetic",
+        }
+    }
+}
+
+/// Where a TPT job's initial prompt comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum TptSource {
+    /// The source task's prompt on the same model (TPT-task).
+    Task { task: String },
+    /// The same task's prompt of another model, through a projector (TPT-model).
+    Projected {
+        task: String,
+        model: String,
+        objective: Objective,
+    },
+}
+
+/// What a job does: names and settings only, never paths. This is the wire payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobSpec {
+    /// Prompt tuning of `task` on `model` from the settings' init.
+    Train {
+        task: String,
+        model: String,
+        seed: u64,
+        settings: PromptSettings,
+    },
+    /// Zero-shot: the prompt of `src` (a task, or [`RANDOM`]) on `tgt`'s template and split.
+    Transfer {
+        src: String,
+        tgt: String,
+        model: String,
+        seed: u64,
+        split: String,
+    },
+    /// Prompt tuning of `tgt` starting from another prompt, with the vanilla run's settings.
+    Tpt {
+        source: TptSource,
+        tgt: String,
+        model: String,
+        seed: u64,
+        settings: PromptSettings,
+    },
+    /// The binary FFN activation mask the prompt of `task` (or [`RANDOM`]) induces.
+    Activations {
+        task: String,
+        model: String,
+        seed: u64,
+    },
+    /// A projector from `src_model`'s prompts to `tgt_model`'s.
+    Projector {
+        src_model: String,
+        tgt_model: String,
+        objective: Objective,
+        train_tasks: Vec<String>,
+        seed: u64,
+        settings: ProjectorSettings,
+    },
+    /// `task`'s prompt of `src_model`, projected and scored zero-shot on `tgt_model`.
+    CrossModel {
+        task: String,
+        src_model: String,
+        tgt_model: String,
+        objective: Objective,
+        held_out: bool,
+        seed: u64,
+        split: String,
+    },
+    /// No ML: sleeps, maybe fails, and returns a payload; tests and benchmarks the runtime.
+    Synthetic {
+        index: u32,
+        duration_ms: u32,
+        fail: bool,
+        payload_bytes: u32,
+    },
+}
+
+impl JobSpec {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            JobSpec::Train { .. } => JobKind::Train,
+            JobSpec::Transfer { .. } => JobKind::Transfer,
+            JobSpec::Tpt { .. } => JobKind::Tpt,
+            JobSpec::Activations { .. } => JobKind::Activations,
+            JobSpec::Projector { .. } => JobKind::Projector,
+            JobSpec::CrossModel { .. } => JobKind::CrossModel,
+            JobSpec::Synthetic { .. } => JobKind::Synthetic,
+        }
+    }
+
+    /// The model a worker must hold to run it; the job subject carries it so that workers can
+    /// prefer the model they have loaded.
+    pub fn model(&self) -> Option<&str> {
+        match self {
+            JobSpec::Train { model, .. }
+            | JobSpec::Transfer { model, .. }
+            | JobSpec::Tpt { model, .. }
+            | JobSpec::Activations { model, .. } => Some(model),
+            JobSpec::Projector { tgt_model, .. } | JobSpec::CrossModel { tgt_model, .. } => {
+                Some(tgt_model)
+            }
+            JobSpec::Synthetic { .. } => None,
+        }
+    }
+
+    /// The readable key: `train/sst2/roberta-base/s1`, `transfer/imdb->sst2/roberta-base/s1`.
+    pub fn key(&self) -> String {
+        match self {
+            JobSpec::Train {
+                task, model, seed, ..
+            } => format!("train/{task}/{model}/s{seed}"),
+            JobSpec::Transfer {
+                src,
+                tgt,
+                model,
+                seed,
+                ..
+            } => {
+                format!("transfer/{src}->{tgt}/{model}/s{seed}")
+            }
+            JobSpec::Tpt {
+                source,
+                tgt,
+                model,
+                seed,
+                ..
+            } => match source {
+                TptSource::Task { task } => format!("tpt/{task}->{tgt}/{model}/s{seed}"),
+                TptSource::Projected {
+                    task,
+                    model: src_model,
+                    objective,
+                } => format!(
+                    "tpt/{task}@{src_model}:{}->{tgt}/{model}/s{seed}",
+                    objective.name()
+                ),
+            },
+            JobSpec::Activations { task, model, seed } => {
+                format!("activations/{task}/{model}/s{seed}")
+            }
+            JobSpec::Projector {
+                src_model,
+                tgt_model,
+                objective,
+                seed,
+                ..
+            } => {
+                format!(
+                    "projector/{src_model}->{tgt_model}/{}/s{seed}",
+                    objective.name()
+                )
+            }
+            JobSpec::CrossModel {
+                task,
+                src_model,
+                tgt_model,
+                objective,
+                seed,
+                ..
+            } => format!(
+                "cross_model/{task}/{src_model}->{tgt_model}/{}/s{seed}",
+                objective.name()
+            ),
+            JobSpec::Synthetic { index, .. } => format!("synthetic/{index:06}"),
+        }
+    }
+}
+
+/// A node of the graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub key: String,
+    pub spec: JobSpec,
+    /// Jobs that must be done before this one is published.
+    pub deps: Vec<JobId>,
+    /// For TPT with `top_k`: the job runs only if its source is among the k best by this
+    /// indicator, which is known once the prompts exist.
+    pub gate: Option<(u32, Indicator)>,
+}
+
+impl Job {
+    pub fn kind(&self) -> JobKind {
+        self.spec.kind()
+    }
+}
+
+/// All jobs of a sweep in a topological order (every job after its dependencies).
+#[derive(Debug, Clone, Default)]
+pub struct JobGraph {
+    jobs: Vec<Job>,
+    index: HashMap<JobId, usize>,
+}
+
+impl JobGraph {
+    pub fn jobs(&self) -> &[Job] {
+        &self.jobs
+    }
+
+    pub fn get(&self, id: &JobId) -> Option<&Job> {
+        self.index.get(id).map(|&i| &self.jobs[i])
+    }
+
+    pub fn by_key(&self, key: &str) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.key == key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Jobs per kind.
+    pub fn counts(&self) -> BTreeMap<JobKind, usize> {
+        let mut counts = BTreeMap::new();
+        for j in &self.jobs {
+            *counts.entry(j.kind()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// The number of jobs on the longest dependency chain (1 when nothing depends on anything).
+    pub fn depth(&self) -> usize {
+        let mut depth: Vec<usize> = Vec::with_capacity(self.jobs.len());
+        for j in &self.jobs {
+            let d = j
+                .deps
+                .iter()
+                .map(|d| depth[self.index[d]])
+                .max()
+                .unwrap_or(0)
+                + 1;
+            depth.push(d);
+        }
+        depth.into_iter().max().unwrap_or(0)
+    }
+
+    /// Expands a validated sweep.
+    pub fn build(sweep: &Sweep) -> JobGraph {
+        let mut b = Builder {
+            sweep,
+            graph: JobGraph::default(),
+            train: HashMap::new(),
+        };
+        if let Some(synthetic) = &sweep.synthetic {
+            b.synthetic(synthetic);
+        }
+        for &seed in &sweep.seeds {
+            b.seed(seed);
+        }
+        b.graph
+    }
+
+    fn push(&mut self, job: Job) -> JobId {
+        if let Some(&i) = self.index.get(&job.id) {
+            return self.jobs[i].id.clone();
+        }
+        let id = job.id.clone();
+        self.index.insert(id.clone(), self.jobs.len());
+        self.jobs.push(job);
+        id
+    }
+}
+
+/// Expansion state: the graph so far and the train job of each (task, model, seed).
+struct Builder<'a> {
+    sweep: &'a Sweep,
+    graph: JobGraph,
+    train: HashMap<(String, String, u64), JobId>,
+}
+
+impl Builder<'_> {
+    fn add(&mut self, spec: JobSpec, deps: Vec<JobId>, gate: Option<(u32, Indicator)>) -> JobId {
+        let id = self.content_id(&spec, &deps);
+        let key = spec.key();
+        self.graph.push(Job {
+            id,
+            key,
+            spec,
+            deps,
+            gate,
+        })
+    }
+
+    /// Hash of the spec, the definitions it names and its dependencies' ids.
+    fn content_id(&self, spec: &JobSpec, deps: &[JobId]) -> JobId {
+        #[derive(Serialize)]
+        struct Content<'a> {
+            v: u32,
+            spec: &'a JobSpec,
+            models: Vec<&'a ModelSpec>,
+            tasks: Vec<&'a TaskSpec>,
+            deps: Vec<&'a JobId>,
+        }
+        let (models, tasks) = self.names_in(spec);
+        let mut deps: Vec<&JobId> = deps.iter().collect();
+        deps.sort();
+        let content = Content {
+            v: 1,
+            spec,
+            models,
+            tasks,
+            deps,
+        };
+        // serde_json writes struct fields in declaration order and maps sorted (BTreeMap), so
+        // the bytes are canonical for a given content.
+        let bytes = serde_json::to_vec(&content).unwrap_or_default();
+        let digest = Sha256::digest(&bytes);
+        JobId(hex::encode(&digest[..16]))
+    }
+
+    fn names_in(&self, spec: &JobSpec) -> (Vec<&ModelSpec>, Vec<&TaskSpec>) {
+        let (models, tasks): (Vec<&str>, Vec<&str>) = match spec {
+            JobSpec::Train { task, model, .. } | JobSpec::Activations { task, model, .. } => {
+                (vec![model], vec![task])
+            }
+            JobSpec::Transfer {
+                src, tgt, model, ..
+            } => (vec![model], vec![src, tgt]),
+            JobSpec::Tpt {
+                source, tgt, model, ..
+            } => match source {
+                TptSource::Task { task } => (vec![model], vec![task, tgt]),
+                TptSource::Projected {
+                    task, model: src, ..
+                } => (vec![src, model], vec![task, tgt]),
+            },
+            JobSpec::Projector {
+                src_model,
+                tgt_model,
+                train_tasks,
+                ..
+            } => (
+                vec![src_model, tgt_model],
+                train_tasks.iter().map(String::as_str).collect(),
+            ),
+            JobSpec::CrossModel {
+                task,
+                src_model,
+                tgt_model,
+                ..
+            } => (vec![src_model, tgt_model], vec![task]),
+            JobSpec::Synthetic { .. } => (vec![], vec![]),
+        };
+        (
+            models
+                .into_iter()
+                .filter_map(|m| self.sweep.model(m))
+                .collect(),
+            tasks
+                .into_iter()
+                .filter_map(|t| self.sweep.task(t))
+                .collect(),
+        )
+    }
+
+    fn settings(&self, model: &str, task: &str) -> PromptSettings {
+        self.sweep.settings(model, task).clone()
+    }
+
+    fn train_job(&mut self, task: &str, model: &str, seed: u64) -> JobId {
+        let k = (task.to_string(), model.to_string(), seed);
+        if let Some(id) = self.train.get(&k) {
+            return id.clone();
+        }
+        let settings = self.settings(model, task);
+        let spec = JobSpec::Train {
+            task: task.into(),
+            model: model.into(),
+            seed,
+            settings,
+        };
+        let id = self.add(spec, vec![], None);
+        self.train.insert(k, id.clone());
+        id
+    }
+
+    fn seed(&mut self, seed: u64) {
+        let sweep = self.sweep;
+        let studies = &sweep.studies;
+        for model in &sweep.models {
+            let tasks: Vec<&TaskSpec> = sweep.tasks_for(model).collect();
+            if studies.train {
+                for t in &tasks {
+                    self.train_job(t.name(), &model.name, seed);
+                }
+            }
+            if let Some(ct) = &studies.cross_task {
+                for tgt in &tasks {
+                    let sources = tasks.iter().map(|t| t.name()).chain([RANDOM]);
+                    for src in sources {
+                        let mut deps = vec![];
+                        if src != RANDOM {
+                            deps.push(self.train_job(src, &model.name, seed));
+                        }
+                        let spec = JobSpec::Transfer {
+                            src: src.into(),
+                            tgt: tgt.name().into(),
+                            model: model.name.clone(),
+                            seed,
+                            split: ct.split.clone(),
+                        };
+                        self.add(spec, deps, None);
+                    }
+                }
+            }
+            if let Some(tpt) = &studies.tpt {
+                for (src, tgt) in tpt_pairs(&tpt.pairs, &tasks) {
+                    let deps = vec![
+                        self.train_job(&src, &model.name, seed),
+                        self.train_job(&tgt, &model.name, seed),
+                    ];
+                    let spec = JobSpec::Tpt {
+                        source: TptSource::Task { task: src },
+                        settings: self.settings(&model.name, &tgt),
+                        tgt,
+                        model: model.name.clone(),
+                        seed,
+                    };
+                    self.add(spec, deps, tpt.top_k);
+                }
+            }
+            if let Some(ind) = &studies.indicators
+                && ind.list.contains(&Indicator::On)
+            {
+                for task in tasks.iter().map(|t| t.name()).chain([RANDOM]) {
+                    let deps = if task == RANDOM {
+                        vec![]
+                    } else {
+                        vec![self.train_job(task, &model.name, seed)]
+                    };
+                    let spec = JobSpec::Activations {
+                        task: task.into(),
+                        model: model.name.clone(),
+                        seed,
+                    };
+                    self.add(spec, deps, None);
+                }
+            }
+        }
+        for pair in &studies.cross_model {
+            self.cross_model(pair, seed);
+        }
+    }
+
+    fn cross_model(&mut self, pair: &CrossModelPair, seed: u64) {
+        let sweep = self.sweep;
+        let (Some(src), Some(tgt)) = (sweep.model(&pair.src), sweep.model(&pair.tgt)) else {
+            return;
+        };
+        // A task both models can run.
+        let shared: Vec<String> = sweep
+            .tasks_for(src)
+            .filter(|t| sweep.tasks_for(tgt).any(|u| u.name() == t.name()))
+            .map(|t| t.name().to_string())
+            .collect();
+        for &objective in &pair.objectives {
+            let mut deps = Vec::new();
+            for task in &pair.train_tasks {
+                deps.push(self.train_job(task, &src.name, seed));
+                if objective == Objective::Distance {
+                    deps.push(self.train_job(task, &tgt.name, seed));
+                }
+            }
+            let projector = self.add(
+                JobSpec::Projector {
+                    src_model: src.name.clone(),
+                    tgt_model: tgt.name.clone(),
+                    objective,
+                    train_tasks: pair.train_tasks.clone(),
+                    seed,
+                    settings: pair.settings.clone(),
+                },
+                deps,
+                None,
+            );
+            let split = sweep
+                .studies
+                .cross_task
+                .as_ref()
+                .map_or("test", |c| c.split.as_str());
+            for task in &shared {
+                let src_prompt = self.train_job(task, &src.name, seed);
+                let spec = JobSpec::CrossModel {
+                    task: task.clone(),
+                    src_model: src.name.clone(),
+                    tgt_model: tgt.name.clone(),
+                    objective,
+                    held_out: !pair.train_tasks.contains(task),
+                    seed,
+                    split: split.to_string(),
+                };
+                self.add(spec, vec![projector.clone(), src_prompt.clone()], None);
+                if sweep.studies.tpt.as_ref().is_some_and(|t| t.from_projected) {
+                    let vanilla = self.train_job(task, &tgt.name, seed);
+                    let spec = JobSpec::Tpt {
+                        source: TptSource::Projected {
+                            task: task.clone(),
+                            model: src.name.clone(),
+                            objective,
+                        },
+                        tgt: task.clone(),
+                        model: tgt.name.clone(),
+                        seed,
+                        settings: self.settings(&tgt.name, task),
+                    };
+                    self.add(spec, vec![projector.clone(), src_prompt, vanilla], None);
+                }
+            }
+        }
+    }
+
+    fn synthetic(&mut self, s: &SyntheticSpec) {
+        // A small deterministic generator: the graph must be the same on every run.
+        let mut state = s.seed ^ 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut ids: Vec<JobId> = Vec::with_capacity(s.count as usize);
+        for index in 0..s.count {
+            let (lo, hi) = s.duration_ms;
+            let duration_ms = lo + (next() % (u64::from(hi - lo) + 1)) as u32;
+            let fail = (next() as f64 / u64::MAX as f64) < s.fail_probability;
+            let mut deps = Vec::new();
+            if index > 0 {
+                for _ in 0..s.fan_in {
+                    let d = ids[(next() % u64::from(index)) as usize].clone();
+                    if !deps.contains(&d) {
+                        deps.push(d);
+                    }
+                }
+            }
+            let spec = JobSpec::Synthetic {
+                index,
+                duration_ms,
+                fail,
+                payload_bytes: s.payload_bytes,
+            };
+            ids.push(self.add(spec, deps, None));
+        }
+    }
+}
+
+/// The (source, target) task pairs of a TPT study, among the tasks a model runs.
+fn tpt_pairs(pairs: &TptPairs, tasks: &[&TaskSpec]) -> Vec<(String, String)> {
+    let runs = |name: &str| tasks.iter().any(|t| t.name() == name);
+    match pairs {
+        TptPairs::Listed(list) => list
+            .iter()
+            .filter(|(s, t)| runs(s) && runs(t))
+            .cloned()
+            .collect(),
+        TptPairs::All | TptPairs::WithinType => {
+            let mut out = Vec::new();
+            for s in tasks {
+                for t in tasks {
+                    let same_type = s.def.task_type == t.def.task_type;
+                    let wanted = matches!(pairs, TptPairs::All) || same_type;
+                    if s.name() != t.name() && wanted {
+                        out.push((s.name().to_string(), t.name().to_string()));
+                    }
+                }
+            }
+            out
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! promptgrid-common: what every part of promptgrid agrees on, with no tch and no I/O to NATS.
+//!
+//! Layout:
+//! * [`catalog`]: task definitions (`sweeps/tasks/*.toml`);
+//! * [`spec`]: the sweep file, validated and with its overrides resolved;
+//! * [`graph`]: the sweep expanded into jobs, with content-derived ids and dependency edges;
+//! * [`plan`]: what `promptgrid plan` reports about a graph;
+//! * [`error`]: errors that name the file, key and line.
+pub mod catalog;
+pub mod error;
+pub mod graph;
+pub mod plan;
+pub mod spec;
+
+pub use error::{SpecError, SpecResult};
+pub use graph::{Job, JobGraph, JobId, JobKind, JobSpec};
+pub use spec::Sweep;

@@ -1,0 +1,223 @@
+//! What `promptgrid plan` says about a sweep: job counts per kind, the dependency depth, and
+//! which jobs cannot run because an input they need is not where a worker would look.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::graph::{JobGraph, JobId, JobSpec, RANDOM};
+use crate::spec::{Init, Sweep};
+
+/// File endings a split may have, in the order a worker tries them.
+pub const SPLIT_EXTENSIONS: [&str; 4] = ["parquet", "jsonl", "csv", "tsv"];
+
+/// The roots a worker resolves names under; a plan checks inputs only for the roots it is given.
+#[derive(Debug, Clone, Default)]
+pub struct Roots {
+    pub models: Option<PathBuf>,
+    pub data: Option<PathBuf>,
+}
+
+/// An input that is not there.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct MissingInput {
+    /// The first job that needs it.
+    pub job: String,
+    pub what: String,
+    pub path: PathBuf,
+    /// How many jobs cannot run because of it, counting those downstream.
+    pub blocked_jobs: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub sweep: String,
+    pub jobs: usize,
+    pub per_kind: BTreeMap<String, usize>,
+    pub depth: usize,
+    /// TPT candidates that run only if their source ranks in the top k (`top_k`), per model.
+    pub gated: usize,
+    pub missing: Vec<MissingInput>,
+}
+
+impl Plan {
+    pub fn new(sweep: &Sweep, graph: &JobGraph, roots: &Roots) -> Plan {
+        let per_kind = graph
+            .counts()
+            .into_iter()
+            .map(|(k, n)| (k.name().to_string(), n))
+            .collect();
+        Plan {
+            sweep: sweep.name.clone(),
+            jobs: graph.len(),
+            per_kind,
+            depth: graph.depth(),
+            gated: graph.jobs().iter().filter(|j| j.gate.is_some()).count(),
+            missing: missing_inputs(sweep, graph, roots),
+        }
+    }
+}
+
+/// The split file of a task under a data root, whichever supported ending it has.
+pub fn find_split(data_root: &Path, data_dir: &str, stem: &str) -> Option<PathBuf> {
+    SPLIT_EXTENSIONS
+        .iter()
+        .map(|ext| data_root.join(data_dir).join(format!("{stem}.{ext}")))
+        .find(|p| p.is_file())
+}
+
+fn missing_inputs(sweep: &Sweep, graph: &JobGraph, roots: &Roots) -> Vec<MissingInput> {
+    // Each missing input, with the jobs that need it directly.
+    let mut direct: BTreeMap<(String, PathBuf), Vec<JobId>> = BTreeMap::new();
+    for job in graph.jobs() {
+        for (what, path) in inputs_of(sweep, &job.spec, roots) {
+            direct.entry((what, path)).or_default().push(job.id.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for ((what, path), jobs) in direct {
+        let blocked = downstream(graph, &jobs);
+        let first = graph
+            .jobs()
+            .iter()
+            .find(|j| blocked.contains(&j.id))
+            .map(|j| j.key.clone());
+        out.push(MissingInput {
+            job: first.unwrap_or_default(),
+            what,
+            path,
+            blocked_jobs: blocked.len(),
+        });
+    }
+    out
+}
+
+/// Inputs a job reads that are absent under the given roots.
+fn inputs_of(sweep: &Sweep, spec: &JobSpec, roots: &Roots) -> Vec<(String, PathBuf)> {
+    let mut missing = Vec::new();
+    let mut need_model = |name: &str| {
+        if let (Some(root), Some(m)) = (&roots.models, sweep.model(name)) {
+            let config = root.join(&m.path).join("config.json");
+            if !config.is_file() {
+                missing.push((format!("model `{name}`"), config));
+            }
+        }
+    };
+    let models: Vec<&str> = match spec {
+        JobSpec::Projector {
+            src_model,
+            tgt_model,
+            ..
+        }
+        | JobSpec::CrossModel {
+            src_model,
+            tgt_model,
+            ..
+        } => vec![src_model, tgt_model],
+        other => other.model().into_iter().collect(),
+    };
+    for m in models {
+        need_model(m);
+    }
+    let mut splits: Vec<(&str, &str)> = Vec::new();
+    match spec {
+        JobSpec::Train { task, settings, .. } => {
+            splits.push((task, "train"));
+            splits.push((task, "dev"));
+            if let (Init::From(file), Some(root)) = (&settings.init, &roots.models) {
+                let p = root.join(file);
+                if !p.is_file() {
+                    missing.push((format!("initial prompt `{file}`"), p));
+                }
+            }
+        }
+        JobSpec::Tpt { tgt, .. } => {
+            splits.push((tgt, "train"));
+            splits.push((tgt, "dev"));
+        }
+        JobSpec::Transfer { tgt, .. } => splits.push((tgt, "eval")),
+        JobSpec::CrossModel { task, .. } => splits.push((task, "eval")),
+        JobSpec::Projector {
+            objective,
+            train_tasks,
+            ..
+        } => {
+            if *objective == crate::spec::Objective::Task {
+                for t in train_tasks {
+                    splits.push((t, "train"));
+                }
+            }
+        }
+        JobSpec::Activations { .. } | JobSpec::Synthetic { .. } => {}
+    }
+    if let Some(root) = &roots.data {
+        for (task, split) in splits {
+            if task == RANDOM {
+                continue;
+            }
+            let Some(t) = sweep.task(task) else { continue };
+            let s = &t.def.splits;
+            let stem = match split {
+                "train" => s.train.as_str(),
+                "dev" => s.dev.as_str(),
+                // Transfer scores the test split where the task has one, else dev.
+                _ => s.test.as_deref().unwrap_or(&s.dev),
+            };
+            if find_split(root, t.def.data_dir(), stem).is_none() {
+                let path = root
+                    .join(t.def.data_dir())
+                    .join(format!("{stem}.{{{}}}", SPLIT_EXTENSIONS.join(",")));
+                missing.push((format!("{split} split of `{task}`"), path));
+            }
+        }
+    }
+    missing
+}
+
+/// `start` and every job that depends on one of them, transitively.
+fn downstream(graph: &JobGraph, start: &[JobId]) -> HashSet<JobId> {
+    let mut blocked: HashSet<JobId> = start.iter().cloned().collect();
+    // Jobs are in topological order, so one pass suffices.
+    for job in graph.jobs() {
+        if job.deps.iter().any(|d| blocked.contains(d)) {
+            blocked.insert(job.id.clone());
+        }
+    }
+    blocked
+}
+
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "sweep {}: {} jobs, dependency depth {}",
+            self.sweep, self.jobs, self.depth
+        )?;
+        for (kind, n) in &self.per_kind {
+            writeln!(f, "  {kind:<12} {n:>7}")?;
+        }
+        if self.gated > 0 {
+            writeln!(
+                f,
+                "  ({} TPT candidates run only if their source ranks in the top k)",
+                self.gated
+            )?;
+        }
+        if self.missing.is_empty() {
+            return Ok(());
+        }
+        writeln!(f, "missing inputs:")?;
+        for m in &self.missing {
+            writeln!(
+                f,
+                "  {} ({}), needed by {} and {} job(s) in all",
+                m.what,
+                m.path.display(),
+                m.job,
+                m.blocked_jobs
+            )?;
+        }
+        Ok(())
+    }
+}

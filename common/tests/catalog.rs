@@ -1,0 +1,319 @@
+//! The paper's 17 tasks in `sweeps/tasks/`, as written out from the official Prompt-Transferability
+//! code: names, kinds, types, labels in the official order, verbalizers, templates and metrics.
+//! Other files in the folder (the demo tasks) are loaded too but not checked here.
+
+use std::path::{Path, PathBuf};
+
+use promptgrid_common::catalog::{Catalog, MASK_FIELD, Metric, TaskDef, TaskKind};
+
+fn catalog_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sweeps/tasks")
+}
+
+fn catalog() -> Catalog {
+    let dir = catalog_dir();
+    match Catalog::load(&dir) {
+        Ok(c) => c,
+        Err(e) => panic!("loading {}: {e}", dir.display()),
+    }
+}
+
+/// One paper task: name, kind, type, labels in the official order, metric.
+struct Expected {
+    name: &'static str,
+    kind: TaskKind,
+    task_type: &'static str,
+    labels: &'static [&'static str],
+    metric: Metric,
+}
+
+const fn cls(
+    name: &'static str,
+    task_type: &'static str,
+    labels: &'static [&'static str],
+) -> Expected {
+    Expected {
+        name,
+        kind: TaskKind::Classification,
+        task_type,
+        labels,
+        metric: Metric::Accuracy,
+    }
+}
+
+const fn generation(name: &'static str, task_type: &'static str, metric: Metric) -> Expected {
+    Expected {
+        name,
+        kind: TaskKind::Generation,
+        task_type,
+        labels: &[],
+        metric,
+    }
+}
+
+const NEG_POS: &[&str] = &["negative", "positive"];
+const ABSA: &[&str] = &["negative", "neutral", "positive", "conflict"];
+const NLI3: &[&str] = &["contradiction", "neutral", "entailment"];
+const ETHICS: &[&str] = &["unacceptable", "acceptable"];
+
+/// The paper's 17 tasks, in the paper's order.
+const PAPER: &[Expected] = &[
+    cls("imdb", "sentiment", NEG_POS),
+    cls("sst2", "sentiment", NEG_POS),
+    cls("laptop", "sentiment", ABSA),
+    cls("restaurant", "sentiment", ABSA),
+    cls("movierationales", "sentiment", NEG_POS),
+    cls(
+        "tweetevalsentiment",
+        "sentiment",
+        &["negative", "neutral", "positive"],
+    ),
+    cls("mnli", "nli", NLI3),
+    cls("qnli", "nli", &["not_entailment", "entailment"]),
+    cls("snli", "nli", NLI3),
+    cls("ethicsdeontology", "ethics", ETHICS),
+    cls("ethicsjustice", "ethics", ETHICS),
+    cls("qqp", "paraphrase", &["not_duplicate", "duplicate"]),
+    cls("mrpc", "paraphrase", &["not_equivalent", "equivalent"]),
+    generation("squad", "qa", Metric::SquadF1),
+    generation("nq_open", "qa", Metric::SquadF1),
+    generation("multi_news", "summarization", Metric::RougeL),
+    generation("samsum", "summarization", Metric::RougeL),
+];
+
+fn task<'a>(catalog: &'a Catalog, name: &str) -> &'a TaskDef {
+    catalog.get(name).unwrap_or_else(|| {
+        let names: Vec<&str> = catalog.names().collect();
+        panic!("task `{name}` is missing from the catalog; it has {names:?}")
+    })
+}
+
+#[test]
+fn the_paper_tasks_are_all_there_with_their_kind_type_labels_and_metric() {
+    let catalog = catalog();
+    for want in PAPER {
+        let t = task(&catalog, want.name);
+        assert_eq!(t.name, want.name);
+        assert_eq!(t.kind, want.kind, "{}: kind", want.name);
+        assert_eq!(t.task_type, want.task_type, "{}: type", want.name);
+        assert_eq!(t.metric, want.metric, "{}: metric", want.name);
+        assert_eq!(
+            t.labels, want.labels,
+            "{}: labels in the official order",
+            want.name
+        );
+        assert!(!t.title.trim().is_empty(), "{}: title", want.name);
+        let file = catalog.file_of(want.name).unwrap();
+        assert_eq!(
+            file.file_name().and_then(|f| f.to_str()),
+            Some(format!("{}.toml", want.name).as_str()),
+            "{}: one file per task, named after it",
+            want.name
+        );
+    }
+}
+
+#[test]
+fn label_counts_match_the_official_code() {
+    let catalog = catalog();
+    let count = |name: &str| task(&catalog, name).labels.len();
+    assert_eq!(count("mnli"), 3);
+    assert_eq!(count("snli"), 3);
+    assert_eq!(count("qnli"), 2);
+    assert_eq!(count("laptop"), 4);
+    assert_eq!(count("restaurant"), 4);
+    assert_eq!(count("tweetevalsentiment"), 3);
+    for two in [
+        "imdb",
+        "sst2",
+        "movierationales",
+        "ethicsdeontology",
+        "ethicsjustice",
+        "qqp",
+        "mrpc",
+    ] {
+        assert_eq!(count(two), 2, "{two}");
+    }
+    for generation in ["squad", "nq_open", "multi_news", "samsum"] {
+        assert_eq!(count(generation), 0, "{generation}");
+    }
+}
+
+#[test]
+fn every_classification_task_has_one_word_per_label_and_a_mask() {
+    let catalog = catalog();
+    for want in PAPER.iter().filter(|w| w.kind == TaskKind::Classification) {
+        let t = task(&catalog, want.name);
+        let v = t
+            .verbalizer
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: no verbalizer", t.name));
+        assert_eq!(
+            v.encoder.len(),
+            t.labels.len(),
+            "{}: encoder words vs labels",
+            t.name
+        );
+        assert_eq!(v.t5.len(), t.labels.len(), "{}: T5 words vs labels", t.name);
+        for words in [&v.encoder, &v.t5] {
+            for (i, w) in words.iter().enumerate() {
+                assert!(
+                    !w.is_empty() && !w.chars().any(char::is_whitespace),
+                    "{}: label word {i} {w:?} must be one bare word",
+                    t.name
+                );
+                assert!(
+                    !words[..i].contains(w),
+                    "{}: label word {w:?} repeats",
+                    t.name
+                );
+            }
+        }
+        let encoder = t
+            .template
+            .encoder
+            .as_deref()
+            .unwrap_or_else(|| panic!("{}: no encoder template", t.name));
+        assert_eq!(
+            encoder.matches("{mask}").count(),
+            1,
+            "{}: one {{mask}} in {encoder:?}",
+            t.name
+        );
+        assert!(
+            !t.template.t5.contains("{mask}"),
+            "{}: T5 reads the label from its decoder",
+            t.name
+        );
+        assert!(t.columns.contains_key("label"), "{}: label column", t.name);
+        // Every field of both templates maps to a dataset column.
+        let fields = TaskDef::template_fields(encoder);
+        assert!(
+            !fields.is_empty(),
+            "{}: the encoder template has no text field",
+            t.name
+        );
+        assert_eq!(
+            fields,
+            TaskDef::template_fields(&t.template.t5),
+            "{}: the encoder and T5 templates read the same fields, in the same order",
+            t.name
+        );
+    }
+}
+
+#[test]
+fn generation_tasks_are_t5_only_with_a_target() {
+    let catalog = catalog();
+    for want in PAPER.iter().filter(|w| w.kind == TaskKind::Generation) {
+        let t = task(&catalog, want.name);
+        assert!(t.template.encoder.is_none(), "{}: T5 only", t.name);
+        assert!(t.verbalizer.is_none(), "{}: no verbalizer", t.name);
+        assert!(
+            t.columns.contains_key("target"),
+            "{}: target column",
+            t.name
+        );
+        assert!(
+            !t.template.t5.contains(&format!("{{{MASK_FIELD}}}")),
+            "{}: no mask",
+            t.name
+        );
+        assert!(
+            !TaskDef::template_fields(&t.template.t5).is_empty(),
+            "{}: no input field",
+            t.name
+        );
+    }
+}
+
+#[test]
+fn official_templates_and_words_are_kept_verbatim() {
+    let catalog = catalog();
+    let t5 = |name: &str| task(&catalog, name).template.t5.clone();
+    let words = |name: &str| task(&catalog, name).verbalizer.clone().unwrap();
+    assert_eq!(t5("squad"), "context: {context} SEP question:{question}");
+    assert_eq!(t5("nq_open"), "context: {question}");
+    assert_eq!(t5("samsum"), "context: {dialogue}");
+    assert_eq!(t5("multi_news"), "{document}");
+    assert_eq!(
+        t5("mnli"),
+        "hypothesis: {hypothesis} [SEP] sentence: premise: {premise}"
+    );
+    assert_eq!(
+        t5("qnli"),
+        "hypothesis: {question} [SEP] sentence: premise: {sentence}"
+    );
+    assert_eq!(t5("qqp"), "{question1} <extra_id_0> {question2}");
+    // The official encoder code reads the answer before the text (prompt slot 0).
+    for want in PAPER.iter().filter(|w| w.kind == TaskKind::Classification) {
+        let encoder = task(&catalog, want.name).template.encoder.clone().unwrap();
+        assert!(encoder.starts_with("{mask} "), "{}: {encoder:?}", want.name);
+    }
+    assert_eq!(words("mnli").encoder, ["no", "neutral", "yes"]);
+    assert_eq!(words("mnli").t5, ["contradiction", "neutral", "entailment"]);
+    assert_eq!(words("qnli").t5, ["contradiction", "entailment"]);
+    assert_eq!(
+        words("laptop").t5,
+        ["negative", "moderate", "positive", "conflict"]
+    );
+    assert_eq!(
+        words("tweetevalsentiment").encoder,
+        ["negative", "moderate", "positive"]
+    );
+    assert_eq!(words("mrpc").encoder, ["false", "true"]);
+    assert_eq!(words("ethicsjustice").t5, ["unacceptable", "acceptable"]);
+}
+
+#[test]
+fn the_paper_types_group_as_in_the_paper() {
+    let catalog = catalog();
+    let count = |ty: &str| {
+        PAPER
+            .iter()
+            .filter(|w| task(&catalog, w.name).task_type == ty)
+            .count()
+    };
+    assert_eq!(count("sentiment"), 6);
+    assert_eq!(count("nli"), 3);
+    assert_eq!(count("ethics"), 2);
+    assert_eq!(count("paraphrase"), 2);
+    assert_eq!(count("qa"), 2);
+    assert_eq!(count("summarization"), 2);
+}
+
+#[test]
+fn every_paper_task_cites_the_official_code_and_names_no_machine_path() {
+    let catalog = catalog();
+    for want in PAPER {
+        let t = task(&catalog, want.name);
+        let source = t
+            .source
+            .as_deref()
+            .unwrap_or_else(|| panic!("{}: no source", t.name));
+        assert!(
+            source.contains("thunlp/Prompt-Transferability"),
+            "{}: {source}",
+            t.name
+        );
+        let file = catalog.file_of(want.name).unwrap();
+        let text = std::fs::read_to_string(file).unwrap();
+        for line in text.lines() {
+            assert!(
+                !line.contains("/work/") && !line.contains("/home/") && !line.contains("/tmp/"),
+                "{}: machine path in {line:?}",
+                t.name
+            );
+        }
+        assert!(
+            !t.splits.train.is_empty() && !t.splits.dev.is_empty(),
+            "{}: splits",
+            t.name
+        );
+        assert!(
+            t.data_dir().split('/').all(|p| !p.is_empty() && p != ".."),
+            "{}: data_dir",
+            t.name
+        );
+    }
+}

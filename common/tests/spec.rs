@@ -1,0 +1,549 @@
+//! Sweep files: the paper sweeps plan to the right job counts, job ids are stable and change
+//! exactly when a setting that affects a result changes, and malformed sweeps are rejected with
+//! a message that names the file, the key and the line.
+
+use std::path::{Path, PathBuf};
+
+use promptgrid_common::catalog::Catalog;
+use promptgrid_common::graph::{JobGraph, JobKind};
+use promptgrid_common::plan::{Plan, Roots};
+use promptgrid_common::{SpecError, Sweep};
+
+fn sweeps_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sweeps")
+}
+
+fn catalog() -> Catalog {
+    Catalog::load(&sweeps_dir().join("tasks")).expect("the catalog loads")
+}
+
+fn parse(text: &str) -> Result<Sweep, SpecError> {
+    Sweep::parse(Path::new("bad.toml"), text, &catalog())
+}
+
+fn count(graph: &JobGraph, kind: JobKind) -> usize {
+    graph.counts().get(&kind).copied().unwrap_or(0)
+}
+
+#[test]
+fn paper_roberta_plans_the_full_grid() {
+    let sweep = Sweep::load(&sweeps_dir().join("paper-roberta.toml")).unwrap();
+    let graph = JobGraph::build(&sweep);
+    let n = 13;
+    // Per model: n prompts, n·(n+1) transfers (n sources + random per target), n·(n-1) TPT
+    // pairs, n+1 activation masks (the random prompt too).
+    assert_eq!(count(&graph, JobKind::Train), 2 * n);
+    assert_eq!(count(&graph, JobKind::Transfer), 2 * n * (n + 1));
+    assert_eq!(count(&graph, JobKind::Tpt), 2 * n * (n - 1));
+    assert_eq!(count(&graph, JobKind::Activations), 2 * (n + 1));
+    assert_eq!(count(&graph, JobKind::Projector), 2);
+    assert_eq!(count(&graph, JobKind::CrossModel), 2 * n);
+    assert_eq!(graph.len(), 26 + 364 + 312 + 28 + 2 + 26);
+    // train -> projector -> cross_model is the longest chain.
+    assert_eq!(graph.depth(), 3);
+}
+
+#[test]
+fn paper_t5_plans_seventeen_tasks() {
+    let sweep = Sweep::load(&sweeps_dir().join("paper-t5.toml")).unwrap();
+    let graph = JobGraph::build(&sweep);
+    let n = 17;
+    assert_eq!(sweep.tasks.len(), n);
+    assert_eq!(count(&graph, JobKind::Train), n);
+    assert_eq!(count(&graph, JobKind::Transfer), n * (n + 1));
+    assert_eq!(count(&graph, JobKind::Tpt), n * (n - 1));
+    assert_eq!(count(&graph, JobKind::Activations), n + 1);
+    assert_eq!(graph.depth(), 2);
+    // Per-task overrides reach the job: multi_news keeps more text.
+    assert_eq!(sweep.settings("t5-base", "multi_news").max_text_tokens, 412);
+    assert_eq!(sweep.settings("t5-base", "sst2").max_text_tokens, 128);
+}
+
+#[test]
+fn model_overrides_set_the_learning_rate_per_backbone() {
+    let sweep = Sweep::load(&sweeps_dir().join("paper-roberta.toml")).unwrap();
+    assert_eq!(sweep.settings("roberta-base", "sst2").learning_rate, 1e-3);
+    assert_eq!(sweep.settings("roberta-large", "sst2").learning_rate, 1e-4);
+}
+
+#[test]
+fn job_keys_are_readable() {
+    let sweep = Sweep::load(&sweeps_dir().join("paper-roberta.toml")).unwrap();
+    let graph = JobGraph::build(&sweep);
+    for key in [
+        "train/sst2/roberta-base/s1",
+        "transfer/imdb->sst2/roberta-base/s1",
+        "transfer/random->sst2/roberta-base/s1",
+        "tpt/imdb->sst2/roberta-large/s1",
+        "activations/random/roberta-base/s1",
+        "projector/roberta-base->roberta-large/distance/s1",
+        "cross_model/qqp/roberta-base->roberta-large/task/s1",
+    ] {
+        assert!(graph.by_key(key).is_some(), "missing {key}");
+    }
+    let transfer = graph.by_key("transfer/imdb->sst2/roberta-base/s1").unwrap();
+    let train = graph.by_key("train/imdb/roberta-base/s1").unwrap();
+    assert_eq!(transfer.deps, vec![train.id.clone()]);
+}
+
+const SMALL: &str = r#"
+[sweep]
+name = "small"
+
+[prompt]
+length = 20
+learning_rate = 0.3
+max_steps = 100
+seeds = [1]
+
+[[model]]
+name = "m"
+arch = "bert"
+head = "tied"
+
+[[task]]
+name = "demo-movies"
+[[task]]
+name = "demo-rt"
+
+[studies.cross_task]
+[studies.tpt]
+pairs = "all"
+"#;
+
+fn ids(text: &str) -> Vec<(String, String)> {
+    let graph = JobGraph::build(&parse(text).unwrap());
+    let mut v: Vec<(String, String)> = graph
+        .jobs()
+        .iter()
+        .map(|j| (j.key.clone(), j.id.0.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
+fn id_of(text: &str, key: &str) -> String {
+    let graph = JobGraph::build(&parse(text).unwrap());
+    graph
+        .by_key(key)
+        .unwrap_or_else(|| panic!("no job {key}"))
+        .id
+        .0
+        .clone()
+}
+
+#[test]
+fn job_ids_are_stable_across_runs() {
+    assert_eq!(ids(SMALL), ids(SMALL));
+    // Stable across processes and builds too: a pinned value catches accidental changes to
+    // what is hashed (bump the hash version on purpose when it must change).
+    let id = id_of(SMALL, "train/demo-movies/m/s1");
+    assert_eq!(id.len(), 32);
+    assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+}
+
+#[test]
+fn job_ids_ignore_what_does_not_change_results() {
+    let renamed = SMALL.replace("name = \"small\"", "name = \"other\"\ndescription = \"x\"");
+    assert_eq!(ids(SMALL), ids(&renamed));
+    // Reordering the tasks changes nothing either.
+    let reordered = SMALL.replace(
+        "name = \"demo-movies\"\n[[task]]\nname = \"demo-rt\"",
+        "name = \"demo-rt\"\n[[task]]\nname = \"demo-movies\"",
+    );
+    assert_ne!(reordered, SMALL);
+    assert_eq!(ids(SMALL), ids(&reordered));
+}
+
+#[test]
+fn job_ids_change_exactly_where_a_setting_changes() {
+    let base_train_movies = id_of(SMALL, "train/demo-movies/m/s1");
+    let base_train_rt = id_of(SMALL, "train/demo-rt/m/s1");
+    let base_transfer = id_of(SMALL, "transfer/demo-movies->demo-rt/m/s1");
+    let base_random = id_of(SMALL, "transfer/random->demo-rt/m/s1");
+
+    // A per-task override changes that task's prompt, everything built on it, and nothing else.
+    let edited = SMALL.replace(
+        "[[task]]\nname = \"demo-movies\"",
+        "[[task]]\nname = \"demo-movies\"\nprompt = { max_steps = 200 }",
+    );
+    assert_ne!(id_of(&edited, "train/demo-movies/m/s1"), base_train_movies);
+    assert_ne!(
+        id_of(&edited, "transfer/demo-movies->demo-rt/m/s1"),
+        base_transfer
+    );
+    assert_eq!(id_of(&edited, "train/demo-rt/m/s1"), base_train_rt);
+    assert_eq!(id_of(&edited, "transfer/random->demo-rt/m/s1"), base_random);
+
+    // The model's readout changes every job of that model.
+    let mlm = SMALL.replace("head = \"tied\"", "head = \"mlm\"");
+    assert_ne!(id_of(&mlm, "train/demo-rt/m/s1"), base_train_rt);
+    assert_ne!(id_of(&mlm, "transfer/random->demo-rt/m/s1"), base_random);
+
+    // A different verbalizer changes the task's jobs.
+    let words = SMALL.replace(
+        "[[task]]\nname = \"demo-rt\"",
+        "[[task]]\nname = \"demo-rt\"\nverbalizer = [\"bad\", \"good\"]",
+    );
+    assert_ne!(id_of(&words, "train/demo-rt/m/s1"), base_train_rt);
+    assert_eq!(id_of(&words, "train/demo-movies/m/s1"), base_train_movies);
+
+    // A second seed adds jobs and keeps the first seed's.
+    let seeds = SMALL.replace("seeds = [1]", "seeds = [1, 2]");
+    assert_eq!(id_of(&seeds, "train/demo-rt/m/s1"), base_train_rt);
+    assert_ne!(id_of(&seeds, "train/demo-rt/m/s2"), base_train_rt);
+}
+
+#[test]
+fn plan_lists_jobs_whose_inputs_are_missing() {
+    let sweep = parse(SMALL).unwrap();
+    let graph = JobGraph::build(&sweep);
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(models.join("m")).unwrap();
+    std::fs::write(models.join("m/config.json"), "{}").unwrap();
+    for split in ["train", "dev", "test"] {
+        std::fs::create_dir_all(data.join("demo-movies")).unwrap();
+        std::fs::write(data.join("demo-movies").join(format!("{split}.jsonl")), "").unwrap();
+    }
+    let roots = Roots {
+        models: Some(models),
+        data: Some(data),
+    };
+    let plan = Plan::new(&sweep, &graph, &roots);
+    // demo-rt has no data: its train (and so every job on its prompt), its TPT and every
+    // transfer onto it are blocked.
+    let whats: Vec<&str> = plan.missing.iter().map(|m| m.what.as_str()).collect();
+    assert_eq!(
+        whats,
+        [
+            "dev split of `demo-rt`",
+            "eval split of `demo-rt`",
+            "train split of `demo-rt`"
+        ]
+    );
+    let train = plan
+        .missing
+        .iter()
+        .find(|m| m.what == "train split of `demo-rt`")
+        .unwrap();
+    // train(demo-rt), tpt(demo-rt->movies), tpt(movies->demo-rt), transfer(rt->movies),
+    // transfer(rt->rt)
+    assert_eq!(train.blocked_jobs, 5);
+    assert_eq!(train.job, "train/demo-rt/m/s1");
+}
+
+#[test]
+fn synthetic_sweeps_expand_deterministically() {
+    let text = r#"
+[sweep]
+name = "syn"
+[[model]]
+name = "m"
+arch = "bert"
+[[task]]
+name = "demo-rt"
+[synthetic]
+count = 500
+fan_in = 2
+duration_ms = [0, 10]
+fail_probability = 0.1
+seed = 7
+"#;
+    let a = JobGraph::build(&parse(text).unwrap());
+    let b = JobGraph::build(&parse(text).unwrap());
+    assert_eq!(count(&a, JobKind::Synthetic), 500);
+    let ka: Vec<_> = a.jobs().iter().map(|j| (&j.id, &j.deps)).collect();
+    let kb: Vec<_> = b.jobs().iter().map(|j| (&j.id, &j.deps)).collect();
+    assert_eq!(ka, kb);
+    let failing = a
+        .jobs()
+        .iter()
+        .filter(|j| {
+            matches!(
+                j.spec,
+                promptgrid_common::JobSpec::Synthetic { fail: true, .. }
+            )
+        })
+        .count();
+    assert!(
+        (20..=80).contains(&failing),
+        "{failing} of 500 fail at p = 0.1"
+    );
+    assert!(a.depth() > 2);
+}
+
+/// A malformed sweep, the line its error must point at, and words the message must hold.
+struct Bad {
+    what: &'static str,
+    text: String,
+    line: usize,
+    needles: &'static [&'static str],
+}
+
+fn with(from: &str, to: &str) -> String {
+    assert!(SMALL.contains(from), "SMALL has no {from:?}");
+    SMALL.replacen(from, to, 1)
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    let offset = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("no {needle:?} in the sweep"));
+    text[..offset].matches('\n').count() + 1
+}
+
+fn bad_sweeps() -> Vec<Bad> {
+    let mut v = Vec::new();
+    let mut add = |what, text: String, at: &str, needles| {
+        let line = line_of(&text, at);
+        v.push(Bad {
+            what,
+            text,
+            line,
+            needles,
+        });
+    };
+    add(
+        "unknown task",
+        with("name = \"demo-rt\"", "name = \"sst-3\""),
+        "\"sst-3\"",
+        &["task.name", "unknown task `sst-3`", "demo-movies"],
+    );
+    add(
+        "duplicate task",
+        with("name = \"demo-rt\"", "name = \"demo-movies\""),
+        "name = \"demo-movies\"\n\n[studies",
+        &["task.name", "`demo-movies` is listed twice"],
+    );
+    let two_models = with(
+        "[[task]]",
+        "[[model]]\nname = \"m\"\narch = \"roberta\"\n\n[[task]]",
+    );
+    add(
+        "duplicate model",
+        two_models,
+        "name = \"m\"\narch = \"roberta\"",
+        &["model.name", "`m` is defined twice"],
+    );
+    add(
+        "unknown model in cross_model",
+        format!(
+            "{SMALL}\n[[studies.cross_model]]\nsrc = \"m\"\ntgt = \"nope\"\nobjectives = [\"distance\"]\ntrain_tasks = [\"demo-rt\"]\n"
+        ),
+        "\"nope\"",
+        &["studies.cross_model.tgt", "unknown model `nope`"],
+    );
+    add(
+        "zero prompt length",
+        with("length = 20", "length = 0"),
+        "length = 0",
+        &["prompt.length", "positive whole number, not 0"],
+    );
+    add(
+        "negative prompt length",
+        with("length = 20", "length = -5"),
+        "length = -5",
+        &["prompt.length", "not -5"],
+    );
+    add(
+        "zero learning rate",
+        with("learning_rate = 0.3", "learning_rate = 0.0"),
+        "learning_rate = 0.0",
+        &["prompt.learning_rate", "positive number"],
+    );
+    add(
+        "negative learning rate",
+        with("learning_rate = 0.3", "learning_rate = -0.1"),
+        "learning_rate = -0.1",
+        &["prompt.learning_rate", "positive number, not -0.1"],
+    );
+    add(
+        "nan learning rate",
+        with("learning_rate = 0.3", "learning_rate = nan"),
+        "learning_rate = nan",
+        &["prompt.learning_rate", "NaN"],
+    );
+    add(
+        "learning rate as text",
+        with("learning_rate = 0.3", "learning_rate = \"fast\""),
+        "\"fast\"",
+        &["invalid type", "string"],
+    );
+    add(
+        "length as float",
+        with("length = 20", "length = 2.5"),
+        "2.5",
+        &["invalid type", "float"],
+    );
+    add(
+        "unknown study",
+        format!("{SMALL}\n[studies.zero_shot]\n"),
+        "zero_shot",
+        &["unknown field `zero_shot`", "cross_task"],
+    );
+    add(
+        "unknown prompt key",
+        with("length = 20", "lenght = 20"),
+        "lenght",
+        &["unknown field `lenght`"],
+    );
+    add(
+        "verbalizer words do not match the labels",
+        with(
+            "name = \"demo-rt\"",
+            "name = \"demo-rt\"\nverbalizer = [\"bad\", \"ok\", \"good\"]",
+        ),
+        "verbalizer",
+        &["task.verbalizer", "3 words for the 2 labels"],
+    );
+    add(
+        "unknown arch",
+        with("arch = \"bert\"", "arch = \"gpt2\""),
+        "\"gpt2\"",
+        &["unknown variant `gpt2`"],
+    );
+    add(
+        "unknown head",
+        with("head = \"tied\"", "head = \"linear\""),
+        "\"linear\"",
+        &["unknown variant `linear`"],
+    );
+    add(
+        "unknown init",
+        with("length = 20", "length = 20\ninit = \"zeros\""),
+        "init",
+        &["prompt.init", "`zeros`"],
+    );
+    add(
+        "model path escaping the root",
+        with("arch = \"bert\"", "arch = \"bert\"\npath = \"../../etc\""),
+        "path",
+        &["model.path", "without `..`"],
+    );
+    add(
+        "absolute model path",
+        with("arch = \"bert\"", "arch = \"bert\"\npath = \"/models/m\""),
+        "path",
+        &["model.path", "relative path"],
+    );
+    add(
+        "bad sweep name",
+        with("name = \"small\"", "name = \"my sweep\""),
+        "\"my sweep\"",
+        &["sweep.name", "letters, digits"],
+    );
+    add(
+        "empty seeds",
+        with("seeds = [1]", "seeds = []"),
+        "seeds",
+        &["prompt.seeds", "at least one seed"],
+    );
+    add(
+        "duplicate seeds",
+        with("seeds = [1]", "seeds = [1, 1]"),
+        "seeds",
+        &["prompt.seeds", "seed 1 is listed twice"],
+    );
+    add(
+        "unknown tpt pairs",
+        with("pairs = \"all\"", "pairs = \"most\""),
+        "\"most\"",
+        &["studies.tpt.pairs", "`most`"],
+    );
+    add(
+        "tpt pair naming an unknown task",
+        with("pairs = \"all\"", "pairs = [[\"demo-rt\", \"imdb\"]]"),
+        "pairs",
+        &["studies.tpt.pairs", "`imdb` is not a task of this sweep"],
+    );
+    add(
+        "tpt top_k without by",
+        with("pairs = \"all\"", "pairs = \"all\"\ntop_k = 3"),
+        "top_k",
+        &["studies.tpt.top_k", "needs `by`"],
+    );
+    add(
+        "unknown indicator",
+        format!("{SMALL}\n[studies.indicators]\nlist = [\"e_concat\", \"kl\"]\n"),
+        "list",
+        &["studies.indicators.list", "unknown indicator `kl`"],
+    );
+    add(
+        "zero batch size",
+        with("max_steps = 100", "max_steps = 100\nbatch_size = 0"),
+        "batch_size",
+        &["prompt.batch_size", "not 0"],
+    );
+    add(
+        "seeds on a model",
+        with(
+            "head = \"tied\"",
+            "head = \"tied\"\nprompt = { seeds = [2] }",
+        ),
+        "seeds = [2]",
+        &["model.prompt.seeds", "whole sweep"],
+    );
+    add(
+        "generation task on an encoder",
+        with("name = \"demo-rt\"", "name = \"squad\""),
+        "\"squad\"",
+        &[
+            "task.name",
+            "generation task, T5 only",
+            "model `m` is an encoder",
+        ],
+    );
+    add(
+        "head on T5",
+        with("arch = \"bert\"", "arch = \"t5\""),
+        "head",
+        &["model.head", "is T5"],
+    );
+    add(
+        "type error: a number as a name",
+        with("name = \"m\"", "name = 5"),
+        "name = 5",
+        &["invalid type", "integer"],
+    );
+    add(
+        "missing model arch",
+        with("arch = \"bert\"\n", ""),
+        "[[model]]",
+        &["missing field `arch`"],
+    );
+    v
+}
+
+#[test]
+fn malformed_sweeps_are_rejected_with_file_key_and_line() {
+    let cases = bad_sweeps();
+    assert!(cases.len() >= 20, "{} cases", cases.len());
+    for case in cases {
+        let err = match parse(&case.text) {
+            Ok(_) => panic!("{}: accepted", case.what),
+            Err(e) => e,
+        };
+        let message = err.to_string();
+        assert!(message.starts_with("bad.toml:"), "{}: {message}", case.what);
+        assert_eq!(err.location().line, case.line, "{}: {message}", case.what);
+        for needle in case.needles {
+            assert!(
+                message.contains(needle),
+                "{}: {message:?} lacks {needle:?}",
+                case.what
+            );
+        }
+    }
+}
+
+#[test]
+fn a_missing_sweep_file_names_the_file() {
+    let err = Sweep::load(Path::new("no/such/sweep.toml")).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("no/such/sweep.toml: cannot read"),
+        "{err}"
+    );
+}
