@@ -1,0 +1,332 @@
+//! `promptgrid report RESULTS_DIR`: the study's answers from the tables of one sweep folder,
+//! written back as the derived tables `transfer_relative`, `tpt` and `correlations`, as
+//! `report.md`, and as PNG figures under `figures/`.
+//!
+//! Task types come from `ReportOptions::task_types` (the CLI fills it from the catalog) and,
+//! for tasks it does not name, from the `src_type`/`tgt_type` columns of `evals`.
+
+pub mod cross_model;
+pub mod cross_task;
+pub mod curves;
+pub mod tpt;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, ResultsError, io_at};
+use crate::external::{best_indicator, correlation_markdown, indicator_label, matrix_markdown};
+use crate::plot::{self, slug};
+use crate::schema::{
+    CorrelationRow, CrossModelRow, EvalRow, IndicatorRow, JobRow, TptRow, TransferRelativeRow,
+};
+use crate::spearman::{MEAN, correlation_rows};
+use crate::store::{read_table, table_parts};
+use crate::transfer::{RANDOM_SOURCE, relative_map};
+use crate::writer::replace_table;
+pub use cross_task::{ModelTransfer, VsRandom};
+
+/// Writer name of the derived tables' parts.
+const WRITER: &str = "report";
+
+#[derive(Debug, Clone, Default)]
+pub struct ReportOptions {
+    /// task → type (sentiment, nli, ...), e.g. from `promptgrid_common::catalog::Catalog`.
+    pub task_types: BTreeMap<String, String>,
+}
+
+impl ReportOptions {
+    /// Task types from the task catalog (`sweeps/tasks/`).
+    pub fn from_catalog(catalog: &promptgrid_common::catalog::Catalog) -> Self {
+        let task_types = catalog
+            .names()
+            .filter_map(|n| catalog.get(n).map(|t| (n.to_string(), t.task_type.clone())))
+            .collect();
+        Self { task_types }
+    }
+}
+
+/// Everything the report computed; the same numbers are in the tables and in `report.md`.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub transfer: Vec<ModelTransfer>,
+    pub tpt: Vec<TptRow>,
+    pub cross_model: Vec<CrossModelRow>,
+    pub correlations: Vec<CorrelationRow>,
+    /// Per model, the indicator with the highest mean ρ over targets.
+    pub best_indicator: BTreeMap<String, (String, f64)>,
+    /// Inputs that could not be analysed, each with its reason.
+    pub gaps: Vec<String>,
+    pub markdown_path: PathBuf,
+    pub figures: Vec<PathBuf>,
+    /// Training-curve figures: (path, jobs shown, jobs of that model).
+    pub curves: Vec<(PathBuf, usize, usize)>,
+}
+
+/// Analyses the sweep folder `results_dir` (`results/<sweep>`) with default options.
+pub fn report(results_dir: &Path) -> Result<Report> {
+    report_with(results_dir, &ReportOptions::default())
+}
+
+pub fn report_with(results_dir: &Path, opts: &ReportOptions) -> Result<Report> {
+    let evals: Vec<EvalRow> = read_table(results_dir)?;
+    let jobs: Vec<JobRow> = read_table(results_dir)?;
+    let indicators: Vec<IndicatorRow> = read_table(results_dir)?;
+    let has_metrics = !table_parts(results_dir, "metrics")?.is_empty();
+    if evals.is_empty() && indicators.is_empty() && !has_metrics {
+        return Err(ResultsError::EmptyStudy(results_dir.to_path_buf()));
+    }
+    let transfer = cross_task::analyse(&evals, &opts.task_types);
+    let (tpt, mut gaps) = tpt::analyse(results_dir, &jobs)?;
+    let (cross_model, cross_gaps) = cross_model::analyse(&evals);
+    gaps.extend(cross_gaps);
+    let mut correlations = Vec::new();
+    let mut best = BTreeMap::new();
+    let mut models: Vec<&str> = indicators.iter().map(|r| r.model.as_str()).collect();
+    models.sort();
+    models.dedup();
+    for model in models {
+        let Some(t) = transfer.iter().find(|t| t.model == model) else {
+            gaps.push(format!(
+                "indicators of {model}: no transfer results to correlate with"
+            ));
+            continue;
+        };
+        let rows = correlation_rows(model, &indicators, &relative_map(&t.cells));
+        if let Some(b) = best_indicator(&rows) {
+            best.insert(model.to_string(), b);
+        }
+        correlations.extend(rows);
+    }
+    for t in &transfer {
+        gaps.extend(t.gaps.iter().map(|g| format!("{}: {g}", t.model)));
+    }
+
+    let relative_rows: Vec<TransferRelativeRow> =
+        transfer.iter().flat_map(ModelTransfer::rows).collect();
+    replace_table(results_dir, WRITER, &relative_rows)?;
+    replace_table(results_dir, WRITER, &tpt)?;
+    replace_table(results_dir, WRITER, &cross_model)?;
+    replace_table(results_dir, WRITER, &correlations)?;
+
+    let fig_dir = results_dir.join("figures");
+    std::fs::create_dir_all(&fig_dir).map_err(io_at(&fig_dir))?;
+    let mut figures = Vec::new();
+    for t in &transfer {
+        let mut sources = t.tasks.clone();
+        if t.cells.iter().any(|c| c.source == RANDOM_SOURCE) {
+            sources.push(RANDOM_SOURCE.to_string());
+        }
+        let label = |task: &String| {
+            format!(
+                "{} ({})",
+                task,
+                t.types.get(task).map_or("-", String::as_str)
+            )
+        };
+        let rows: Vec<String> = sources
+            .iter()
+            .map(|s| {
+                if s == RANDOM_SOURCE {
+                    s.clone()
+                } else {
+                    label(s)
+                }
+            })
+            .collect();
+        let cols: Vec<String> = t.tasks.iter().map(label).collect();
+        for (kind, pick) in [("raw", 0usize), ("relative", 1)] {
+            let values: Vec<Vec<Option<f64>>> = sources
+                .iter()
+                .map(|s| {
+                    t.tasks
+                        .iter()
+                        .map(|tg| {
+                            t.relative(s, tg)
+                                .map(|c| if pick == 0 { 100.0 * c.raw } else { c.relative })
+                        })
+                        .collect()
+                })
+                .collect();
+            let path = fig_dir.join(format!("transfer_{kind}_{}.png", slug(&t.model)));
+            let title = format!(
+                "{}: {kind} zero-shot transfer (rows: source, columns: target)",
+                t.model
+            );
+            plot::heatmap(&path, &title, &rows, &cols, &values)?;
+            figures.push(path);
+        }
+    }
+    let mut by_model: BTreeMap<&str, Vec<&CorrelationRow>> = BTreeMap::new();
+    for c in correlations.iter().filter(|c| c.target == MEAN) {
+        by_model.entry(c.model.as_str()).or_default().push(c);
+    }
+    for (model, rows) in by_model {
+        let defined: Vec<_> = rows
+            .iter()
+            .filter_map(|c| {
+                c.spearman
+                    .map(|r| (indicator_label(&c.indicator, c.layers.as_deref()), r))
+            })
+            .collect();
+        if defined.is_empty() {
+            continue;
+        }
+        let path = fig_dir.join(format!("indicators_{}.png", slug(model)));
+        let (labels, values): (Vec<String>, Vec<f64>) = defined.into_iter().unzip();
+        plot::bars(
+            &path,
+            &format!("{model}: mean Spearman ρ with relative transfer"),
+            &labels,
+            &values,
+        )?;
+        figures.push(path);
+    }
+    let curves = curves::draw(results_dir, &jobs, &fig_dir)?;
+
+    let markdown_path = results_dir.join("report.md");
+    let report = Report {
+        transfer,
+        tpt,
+        cross_model,
+        correlations,
+        best_indicator: best,
+        gaps,
+        markdown_path,
+        figures,
+        curves,
+    };
+    let md = markdown(results_dir, &report);
+    std::fs::write(&report.markdown_path, md).map_err(io_at(&report.markdown_path))?;
+    Ok(report)
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("–".into(), |v| format!("{v:.digits$}"))
+}
+
+fn markdown(dir: &Path, r: &Report) -> String {
+    let rel = |p: &PathBuf| p.strip_prefix(dir).unwrap_or(p).display().to_string();
+    let mut md = String::from("# promptgrid report\n\n");
+    for t in &r.transfer {
+        let _ = writeln!(
+            md,
+            "## Cross-task zero-shot transfer: {} ({} split)\n",
+            t.model, t.split
+        );
+        let _ = writeln!(
+            md,
+            "Tasks by type: {}.\n",
+            t.tasks
+                .iter()
+                .map(|x| format!("{x} ({})", t.types[x]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut sources = t.tasks.clone();
+        if t.cells.iter().any(|c| c.source == RANDOM_SOURCE) {
+            sources.push(RANDOM_SOURCE.into());
+        }
+        md.push_str("Relative performance (%), rows = source prompt, columns = target task:\n\n");
+        md.push_str(&matrix_markdown(&t.cells, &sources, &t.tasks));
+        let _ = writeln!(
+            md,
+            "\nMean relative performance: within a type {}%, across types {}%.\n",
+            opt(t.within_type, 1),
+            opt(t.across_types, 1)
+        );
+        md.push_str("| source type | target type | mean relative (%) |\n|---|---|---|\n");
+        for ((s, tt), m) in &t.by_type_pair {
+            let _ = writeln!(md, "| {s} | {tt} | {m:.1} |");
+        }
+        md.push_str("\nMargin over the random prompt (relative points, mean over targets):\n\n| source | margin | wins |\n|---|---|---|\n");
+        for v in &t.vs_random {
+            let _ = writeln!(
+                md,
+                "| {} | {:+.1} | {}/{} |",
+                v.source, v.mean_margin, v.wins, v.targets
+            );
+        }
+        md.push('\n');
+    }
+    if !r.tpt.is_empty() {
+        md.push_str("## Transfer as initialization (TPT)\n\n| model | source | target | seed | vanilla best | steps vanilla | steps TPT | speedup | TPT best |\n|---|---|---|---|---|---|---|---|---|\n");
+        for t in &r.tpt {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {:.4} | {} | {} | {} | {:.4} |",
+                t.model,
+                t.src,
+                t.tgt,
+                t.seed.map_or("–".into(), |s| s.to_string()),
+                t.vanilla_best,
+                t.steps_vanilla,
+                t.steps_tpt.map_or("never".into(), |s| s.to_string()),
+                opt(t.speedup, 2),
+                t.tpt_best
+            );
+        }
+        md.push('\n');
+    }
+    if !r.cross_model.is_empty() {
+        md.push_str("## Cross-model transfer (projected prompts)\n\n| target model | source model | objective | task | score | own prompt | relative (%) |\n|---|---|---|---|---|---|---|\n");
+        for c in &r.cross_model {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {:.4} | {:.4} | {:.1} |",
+                c.model,
+                c.src_model,
+                c.objective.as_deref().unwrap_or("–"),
+                c.tgt_task,
+                c.value,
+                c.own,
+                c.relative
+            );
+        }
+        md.push('\n');
+    }
+    let mut models: Vec<&str> = r.correlations.iter().map(|c| c.model.as_str()).collect();
+    models.dedup();
+    for model in models {
+        let rows: Vec<CorrelationRow> = r
+            .correlations
+            .iter()
+            .filter(|c| c.model == model)
+            .cloned()
+            .collect();
+        let _ = writeln!(
+            md,
+            "## Indicators: {model}\n\nSpearman's ρ with relative transfer (sources s ≠ t, random prompt left out):\n"
+        );
+        md.push_str(&correlation_markdown(&rows));
+        if let Some((name, rho)) = r.best_indicator.get(model) {
+            let _ = writeln!(md, "\nBest predictor: **{name}** (mean ρ {rho:.3}).");
+        }
+        md.push('\n');
+    }
+    if !r.figures.is_empty() {
+        md.push_str("## Figures\n\n");
+        for f in &r.figures {
+            let _ = writeln!(md, "![{}]({})", rel(f), rel(f));
+        }
+        md.push('\n');
+    }
+    if !r.curves.is_empty() {
+        md.push_str("## Training curves\n\n");
+        for (f, shown, total) in &r.curves {
+            let _ = writeln!(
+                md,
+                "![{}]({})\n\n{shown} of {total} train/TPT jobs shown.\n",
+                rel(f),
+                rel(f)
+            );
+        }
+    }
+    if !r.gaps.is_empty() {
+        md.push_str("## Gaps (inputs that could not be analysed)\n\n");
+        for g in &r.gaps {
+            let _ = writeln!(md, "* {g}");
+        }
+    }
+    md
+}

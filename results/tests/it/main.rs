@@ -1,0 +1,8 @@
+//! The results crate's one integration-test binary; shared helpers live in `util`.
+mod bench;
+mod indicators;
+mod python;
+mod reference;
+mod report;
+mod store;
+mod util;
