@@ -1,19 +1,19 @@
 //! The `promptgrid` command: argument parsing, logging, and one library call per subcommand.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use promptgrid_common::plan::{Plan, Roots};
 use promptgrid_common::{JobGraph, SpecError, Sweep};
+use promptgrid_coordinator::parquet::{ParquetDoneSource, ParquetSink};
+use promptgrid_coordinator::{CoordinatorConfig, NatsConfig, Outcome};
+use promptgrid_worker::exec::MlExecutor;
 
 #[derive(Parser)]
-#[command(
-    name = "promptgrid",
-    version,
-    about = "Soft-prompt transferability studies at scale"
-)]
+#[command(name = "promptgrid", version, about = "Soft-prompt transferability studies at scale")]
 struct Cli {
     /// Log lines as JSON objects (for clusters) instead of human-readable text.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -36,13 +36,196 @@ enum Command {
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
-        /// Check that each model's folder exists under this root.
-        #[arg(long, env = "PROMPTGRID_MODELS_ROOT")]
-        models_root: Option<PathBuf>,
-        /// Check that each task's split files exist under this root.
-        #[arg(long, env = "PROMPTGRID_DATA_ROOT")]
-        data_root: Option<PathBuf>,
+        #[command(flatten)]
+        roots: RootArgs,
     },
+    /// Run a whole sweep on this machine: a private nats-server, the coordinator, the results
+    /// sink and local workers. Run it again to resume.
+    Run {
+        sweep: PathBuf,
+        /// Local workers (each runs one job at a time).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        #[command(flatten)]
+        results: ResultsArgs,
+        #[command(flatten)]
+        roots: RootArgs,
+        #[command(flatten)]
+        device: DeviceArgs,
+        #[command(flatten)]
+        failures: FailureArgs,
+    },
+    /// Schedule a sweep on a NATS server that workers serve; follow it until it completes.
+    Coordinator {
+        sweep: PathBuf,
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        results: ResultsArgs,
+        #[command(flatten)]
+        failures: FailureArgs,
+    },
+    /// Serve jobs from a NATS server: pull, run, commit, repeat.
+    Worker {
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// Serve only this sweep (default: every sweep on the server).
+        #[arg(long)]
+        sweep: Option<String>,
+        /// Shown in job states and logs (default: host and process id).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        roots: RootArgs,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Counts per state and kind, running jobs, recent errors and why queued jobs wait.
+    Status {
+        sweep: PathBuf,
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
+    /// Queue dead jobs again.
+    Retry {
+        sweep: PathBuf,
+        /// Re-queue every dead job.
+        #[arg(long, required = true)]
+        failed: bool,
+        #[command(flatten)]
+        nats: NatsArgs,
+    },
+    /// Analyse a sweep's results folder: tables, report.md and figures.
+    Report {
+        /// `<results>/<sweep>`, the folder holding the tables.
+        dir: PathBuf,
+        /// The task catalog, for grouping tasks by type.
+        #[arg(long, default_value = "sweeps/tasks")]
+        catalog: PathBuf,
+    },
+    /// Prompt-only indicators (and, with transfer results, correlations) for prompts made
+    /// elsewhere: safetensors files or PEFT adapters.
+    Indicators {
+        #[arg(long)]
+        prompts: PathBuf,
+        /// target_task,source_prompt,metric,value rows.
+        #[arg(long)]
+        transfer: Option<PathBuf>,
+        #[arg(long, default_value = "indicators-out")]
+        out: PathBuf,
+    },
+    /// Maintenance of a results folder.
+    Results {
+        #[command(subcommand)]
+        command: ResultsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ResultsCommand {
+    /// Merge each table's small part files, without changing a row.
+    Compact {
+        /// `<results>/<sweep>`.
+        dir: PathBuf,
+        /// Parts with fewer rows than this are merged.
+        #[arg(long, default_value_t = 100_000)]
+        small_rows: usize,
+    },
+}
+
+#[derive(Args)]
+struct RootArgs {
+    /// Model folders are resolved under this root.
+    #[arg(long, env = "PROMPTGRID_MODELS_ROOT")]
+    models_root: Option<PathBuf>,
+    /// Task data folders are resolved under this root.
+    #[arg(long, env = "PROMPTGRID_DATA_ROOT")]
+    data_root: Option<PathBuf>,
+}
+
+impl RootArgs {
+    fn required(&self) -> anyhow::Result<promptgrid_worker::exec::Roots> {
+        let need = |root: &Option<PathBuf>, flag: &str| {
+            root.clone().with_context(|| format!("{flag} is required to run jobs"))
+        };
+        Ok(promptgrid_worker::exec::Roots {
+            models: need(&self.models_root, "--models-root")?,
+            data: need(&self.data_root, "--data-root")?,
+        })
+    }
+}
+
+#[derive(Args)]
+struct ResultsArgs {
+    /// Tables go to `<results>/<sweep>/<table>/`.
+    #[arg(long, default_value = "runs")]
+    results: PathBuf,
+}
+
+#[derive(Args)]
+struct DeviceArgs {
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Intra-op threads of libtorch (default: its own choice).
+    #[arg(long)]
+    threads: Option<i32>,
+}
+
+impl DeviceArgs {
+    fn device(&self) -> anyhow::Result<promptgrid_worker::exec::Device> {
+        Ok(promptgrid_worker::exec::device(&self.device, self.threads)?)
+    }
+}
+
+#[derive(Args)]
+struct FailureArgs {
+    /// Stop once more than this many jobs are dead.
+    #[arg(long)]
+    max_failures: Option<usize>,
+    /// Stop at the first dead job.
+    #[arg(long)]
+    fail_fast: bool,
+}
+
+#[derive(Args)]
+struct NatsArgs {
+    /// nats://[user:pass@]host:port (or NATS_URL).
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    #[arg(long, env = "NATS_USER")]
+    nats_user: Option<String>,
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true)]
+    nats_password: Option<String>,
+    #[arg(long, env = "NATS_TOKEN", hide_env_values = true)]
+    nats_token: Option<String>,
+    /// A credentials file (JWT and nkey seed).
+    #[arg(long, env = "NATS_CREDS")]
+    nats_creds: Option<PathBuf>,
+    /// CA bundle for the server's TLS certificate.
+    #[arg(long, env = "NATS_CA")]
+    tls_ca: Option<PathBuf>,
+    #[arg(long, env = "NATS_CERT")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, env = "NATS_KEY")]
+    tls_key: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    fn config(&self) -> NatsConfig {
+        NatsConfig {
+            url: self.nats.clone(),
+            user: self.nats_user.clone(),
+            password: self.nats_password.clone(),
+            token: self.nats_token.clone(),
+            credentials: self.nats_creds.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            require_tls: self.nats.starts_with("tls://"),
+            name: None,
+        }
+    }
 }
 
 /// Exit status of bad input (a sweep, a file, a flag), as opposed to a failure (1).
@@ -51,58 +234,181 @@ const BAD_INPUT: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match run(cli.command) {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            if err.chain().any(|e| e.is::<SpecError>()) {
-                ExitCode::from(BAD_INPUT)
-            } else {
-                ExitCode::FAILURE
-            }
+            if is_bad_input(&err) { ExitCode::from(BAD_INPUT) } else { ExitCode::FAILURE }
         }
     }
 }
 
+fn is_bad_input(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.is::<SpecError>()
+            || e.downcast_ref::<promptgrid_worker::ml::MlError>().is_some_and(|m| m.is_bad_input())
+            || e.downcast_ref::<promptgrid_results::ResultsError>().is_some_and(|r| r.is_bad_input())
+    })
+}
+
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }
 
-fn run(command: Command) -> anyhow::Result<ExitCode> {
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Plan {
-            sweep,
-            json,
-            models_root,
-            data_root,
-        } => {
+        Command::Plan { sweep, json, roots } => {
             let sweep = Sweep::load(&sweep)?;
             let graph = JobGraph::build(&sweep);
-            let plan = Plan::new(
-                &sweep,
-                &graph,
-                &Roots {
-                    models: models_root,
-                    data: data_root,
-                },
-            );
+            let roots = Roots { models: roots.models_root, data: roots.data_root };
+            let plan = Plan::new(&sweep, &graph, &roots);
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&plan).context("writing the plan")?
-                );
+                println!("{}", serde_json::to_string_pretty(&plan).context("writing the plan")?);
             } else {
                 print!("{plan}");
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run { sweep, workers, results, roots, device, failures } => {
+            let sweep = Sweep::load(&sweep)?;
+            let roots = roots.required()?;
+            let device = device.device()?;
+            let dir = results.results.join(&sweep.name);
+            let mut config = coordinator_config(&sweep, NatsConfig::default(), &dir, &failures)?;
+            config.shutdown = Some(promptgrid_coordinator::shutdown_on_signals());
+            let outcome = promptgrid_coordinator::embedded::run(
+                config,
+                &results.results,
+                workers.max(1),
+                |_| MlExecutor::with_sweep(roots.clone(), device, sweep.clone()),
+            )
+            .await?;
+            finish(&outcome, Some(&dir))
+        }
+        Command::Coordinator { sweep, nats, results, failures } => {
+            let sweep = Sweep::load(&sweep)?;
+            let dir = results.results.join(&sweep.name);
+            let mut config = coordinator_config(&sweep, nats.config(), &dir, &failures)?;
+            config.shutdown = Some(promptgrid_coordinator::shutdown_on_signals());
+            let outcome = promptgrid_coordinator::run(config).await?;
+            finish(&outcome, Some(&dir))
+        }
+        Command::Worker { nats, sweep, name, roots, device } => {
+            let roots = roots.required()?;
+            let device = device.device()?;
+            let mut config = promptgrid_coordinator::jobloop::WorkerConfig::new(nats.config(), sweep);
+            if let Some(name) = name {
+                config.name = name;
+            }
+            config.shutdown = Some(promptgrid_coordinator::shutdown_on_signals());
+            let stats =
+                promptgrid_coordinator::jobloop::run(config, MlExecutor::new(roots, device)).await?;
+            tracing::info!(done = stats.done, failed = stats.failed, "worker stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { sweep, nats } => {
+            let sweep = Sweep::load(&sweep)?;
+            let graph = JobGraph::build(&sweep);
+            let report = promptgrid_coordinator::status(&nats.config(), &sweep.name, &graph).await?;
+            print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Retry { sweep, failed: _, nats } => {
+            let sweep = Sweep::load(&sweep)?;
+            let graph = JobGraph::build(&sweep);
+            let n = promptgrid_coordinator::retry_failed(&nats.config(), &sweep.name, &graph).await?;
+            println!("{n} dead job(s) queued again");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { dir, catalog } => {
+            let report = report(&dir, &catalog)?;
+            for line in report.summary_lines() {
+                println!("{line}");
+            }
+            println!("report: {}", report.markdown_path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Indicators { prompts, transfer, out } => {
+            let summary = tokio::task::block_in_place(|| {
+                promptgrid_results::run_indicators(&prompts, transfer.as_deref(), &out)
+            })?;
+            println!("{} prompts of {}: {} indicator values", summary.tasks.len(), summary.model, summary.indicators.len());
+            if let Some((indicator, rho)) = &summary.best {
+                println!("best indicator: {indicator} (mean Spearman rho {rho:.3})");
+            }
+            println!("summary: {}", summary.markdown_path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Results { command: ResultsCommand::Compact { dir, small_rows } } => {
+            let outcomes =
+                tokio::task::block_in_place(|| promptgrid_results::compact_all(&dir, small_rows))?;
+            for (table, o) in outcomes {
+                println!("{table}: {} parts -> {} ({} rows)", o.parts_before, o.parts_after, o.rows);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// A coordinator writing Parquet under `dir` and rebuilding from it.
+fn coordinator_config(
+    sweep: &Sweep,
+    nats: NatsConfig,
+    dir: &Path,
+    failures: &FailureArgs,
+) -> anyhow::Result<CoordinatorConfig> {
+    let mut config = CoordinatorConfig::new(nats, &sweep.name, JobGraph::build(sweep));
+    config.sweep_spec = Some(sweep.clone());
+    let task_types: BTreeMap<String, String> =
+        sweep.tasks.iter().map(|t| (t.def.name.clone(), t.def.task_type.clone())).collect();
+    config.sink = Some(Box::new(ParquetSink::open(dir.to_path_buf(), task_types)?));
+    config.done_source = Some(Box::new(ParquetDoneSource { sweep_dir: dir.to_path_buf() }));
+    config.max_failures = failures.max_failures;
+    config.fail_fast = failures.fail_fast;
+    Ok(config)
+}
+
+fn report(dir: &Path, catalog: &Path) -> anyhow::Result<promptgrid_results::Report> {
+    let catalog = promptgrid_common::catalog::Catalog::load(catalog)?;
+    let opts = promptgrid_results::ReportOptions::from_catalog(&catalog);
+    Ok(tokio::task::block_in_place(|| promptgrid_results::report_with(dir, &opts))?)
+}
+
+/// Prints how the sweep ended and, when it produced results, the report; the exit status says
+/// whether every job is done.
+fn finish(outcome: &Outcome, dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    println!(
+        "{} of {} jobs done, {} dead, {} blocked by dead dependencies{}",
+        outcome.done,
+        outcome.total,
+        outcome.dead,
+        outcome.blocked,
+        outcome.stopped.as_ref().map_or(String::new(), |why| format!(" (stopped: {why})"))
+    );
+    if let Some(dir) = dir.filter(|d| d.join("jobs").is_dir()) {
+        match report(dir, Path::new("sweeps/tasks")) {
+            Ok(r) => {
+                println!("tables: {}", dir.display());
+                println!("report: {}", r.markdown_path.display());
+                for line in r.summary_lines() {
+                    println!("  {line}");
+                }
+            }
+            Err(e) => eprintln!("warning: the report failed: {e:#}"),
+        }
+    }
+    Ok(if outcome.complete() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

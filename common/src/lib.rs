@@ -9,8 +9,10 @@
 pub mod catalog;
 pub mod error;
 pub mod graph;
+pub mod names;
 pub mod plan;
 pub mod spec;
+pub mod wire;
 
 pub use error::{SpecError, SpecResult};
 pub use graph::{Job, JobGraph, JobId, JobKind, JobSpec};

@@ -61,7 +61,7 @@ pub enum Init {
     Random,
     /// Rows of the word embedding matrix, sampled.
     Vocab,
-    /// A prompt file, named relative to the worker's prompts root.
+    /// A prompt file, named relative to the worker's models root.
     From(String),
 }
 
@@ -285,8 +285,8 @@ pub struct Sweep {
     pub seeds: Vec<u64>,
     pub models: Vec<ModelSpec>,
     pub tasks: Vec<TaskSpec>,
-    /// Resolved settings per (model, task).
-    pub settings: BTreeMap<(String, String), PromptSettings>,
+    /// Resolved settings per model, then task.
+    pub settings: BTreeMap<String, BTreeMap<String, PromptSettings>>,
     pub studies: Studies,
     pub synthetic: Option<SyntheticSpec>,
 }
@@ -323,7 +323,7 @@ impl Sweep {
 
     /// The settings a (model, task) prompt trains with.
     pub fn settings(&self, model: &str, task: &str) -> &PromptSettings {
-        &self.settings[&(model.to_string(), task.to_string())]
+        &self.settings[model][task]
     }
 
     /// Tasks a model can run: generation tasks are T5-only.
@@ -532,7 +532,10 @@ impl Sweep {
                 if let Some(p) = task_prompts.get(t.name()) {
                     s = p.apply(&ctx, "task.prompt", s)?;
                 }
-                settings.insert((m.name.clone(), t.name().to_string()), s);
+                settings
+                    .entry(m.name.clone())
+                    .or_insert_with(BTreeMap::new)
+                    .insert(t.name().to_string(), s);
             }
         }
 

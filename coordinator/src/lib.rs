@@ -1,1 +1,56 @@
-//! Placeholder until the crate lands.
+//! promptgrid-coordinator: the distributed runtime over NATS JetStream (DESIGN.md §2).
+//!
+//! Layout:
+//! * [`connect`]: NATS connection options (user/password, token, credentials, TLS);
+//! * [`layout`]: a sweep's streams, consumers and buckets;
+//! * [`state`]: job states in the KV bucket, changed only by compare-and-set;
+//! * [`scheduler`]: the coordinator ([`run`]);
+//! * [`status`]: `status` and `retry --failed`;
+//! * [`events`]: event publishing, the [`Sink`] and [`DoneSource`] hooks;
+//! * [`jobloop`]: the worker's job loop and the [`jobloop::Executor`] trait (no tch here, so
+//!   the runtime and its tests build without libtorch; `promptgrid-worker` re-exports it);
+//! * [`embedded`]: a private nats-server plus coordinator and workers in one command;
+//! * [`server`]: starting and stopping a `nats-server` child process.
+pub mod connect;
+pub mod embedded;
+pub mod error;
+pub mod events;
+pub mod jobloop;
+pub mod layout;
+pub mod manifest;
+pub mod parquet;
+mod progress;
+pub mod scheduler;
+pub mod server;
+mod sinkrun;
+pub mod state;
+pub mod status;
+
+pub use connect::NatsConfig;
+pub use error::{Error, Result};
+pub use events::{Ack, DoneSource, FileDoneSource, FileDoneSink, Sink};
+pub use scheduler::{CoordinatorConfig, Outcome, Shutdown, run};
+pub use status::{StatusReport, retry_failed, status};
+
+/// A shutdown signal that turns true on SIGINT or SIGTERM.
+pub fn shutdown_on_signals() -> Shutdown {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) =
+                (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+            else {
+                return;
+            };
+            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = tx.send(true);
+        // Keep the sender alive so receivers see `true`, not a closed channel.
+        std::future::pending::<()>().await;
+    });
+    rx
+}

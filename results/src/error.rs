@@ -62,6 +62,14 @@ pub enum ResultsError {
     EmptyStudy(PathBuf),
 }
 
+impl ResultsError {
+    /// True when the input is at fault (a foreign file, a malformed prompt or CSV, an empty
+    /// study), not the machine: the command exits 2.
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, ResultsError::Io { .. } | ResultsError::Plot { .. })
+    }
+}
+
 /// Attaches a path to an I/O error; used with `map_err(io_at(&path))`.
 pub(crate) fn io_at(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ResultsError + '_ {
     move |source| ResultsError::Io {

@@ -26,6 +26,7 @@ mod plot;
 pub mod prompts;
 pub mod report;
 pub mod schema;
+pub mod sink;
 pub mod spearman;
 pub mod store;
 pub mod transfer;

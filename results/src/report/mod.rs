@@ -63,6 +63,54 @@ pub struct Report {
     pub curves: Vec<(PathBuf, usize, usize)>,
 }
 
+impl Report {
+    /// The study's answers in five lines: best and worst transfer pair, mean relative transfer
+    /// within and across types, the best indicator and its ρ, and the mean TPT speedup.
+    pub fn summary_lines(&self) -> Vec<String> {
+        let off_diagonal = || {
+            self.transfer.iter().flat_map(|m| {
+                m.cells.iter().filter(|c| c.source != c.target && c.source != "random").map(move |c| (m, c))
+            })
+        };
+        let pair = |(m, c): (&ModelTransfer, &crate::transfer::RelativeCell)| {
+            format!("{} -> {} on {} ({:.1}%)", c.source, c.target, m.model, c.relative)
+        };
+        let by_relative = |a: &(&ModelTransfer, &crate::transfer::RelativeCell),
+                           b: &(&ModelTransfer, &crate::transfer::RelativeCell)| {
+            a.1.relative.total_cmp(&b.1.relative)
+        };
+        let mut lines = Vec::new();
+        match (off_diagonal().max_by(by_relative), off_diagonal().min_by(by_relative)) {
+            (Some(best), Some(worst)) => {
+                lines.push(format!("best transfer:  {}", pair(best)));
+                lines.push(format!("worst transfer: {}", pair(worst)));
+            }
+            _ => lines.push("transfer: no cross-task results".into()),
+        }
+        let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+        let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |x| format!("{x:.1}%"));
+        let within = mean(self.transfer.iter().filter_map(|m| m.within_type).collect());
+        let across = mean(self.transfer.iter().filter_map(|m| m.across_types).collect());
+        lines.push(format!("mean relative transfer: {} within types, {} across types", fmt(within), fmt(across)));
+        match self.best_indicator.iter().max_by(|a, b| a.1.1.total_cmp(&b.1.1)) {
+            Some((model, (ind, rho))) => {
+                lines.push(format!("best indicator: {ind} (mean Spearman rho {rho:.3} on {model})"))
+            }
+            None => lines.push("best indicator: n/a (no indicator correlations)".into()),
+        }
+        let speedups: Vec<f64> = self.tpt.iter().filter_map(|t| t.speedup).collect();
+        let reached = speedups.len();
+        match mean(speedups) {
+            Some(s) => lines.push(format!(
+                "mean TPT speedup: {s:.2}x ({reached} of {} pairs reached the vanilla best)",
+                self.tpt.len()
+            )),
+            None => lines.push("mean TPT speedup: n/a".into()),
+        }
+        lines
+    }
+}
+
 /// Analyses the sweep folder `results_dir` (`results/<sweep>`) with default options.
 pub fn report(results_dir: &Path) -> Result<Report> {
     report_with(results_dir, &ReportOptions::default())

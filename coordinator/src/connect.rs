@@ -1,0 +1,109 @@
+//! Connecting to NATS the standard ways: user/password or token in the URL or flags, a
+//! credentials file, TLS with a CA and a client certificate. Environment variables
+//! (`NATS_URL`, `NATS_USER`, `NATS_PASSWORD`, `NATS_TOKEN`, `NATS_CREDS`, `NATS_CA`,
+//! `NATS_CERT`, `NATS_KEY`) fill whatever the flags leave unset.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// How to reach the NATS server.
+#[derive(Debug, Clone, Default)]
+pub struct NatsConfig {
+    /// `nats://[user:pass@]host:port`; `tls://` requires TLS.
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    /// A `.creds` file (JWT and nkey seed).
+    pub credentials: Option<PathBuf>,
+    /// CA bundle that signed the server's certificate.
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate and key, for servers that verify clients.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub require_tls: bool,
+    /// Shown in the server's connection list (`worker-3@host`).
+    pub name: Option<String>,
+}
+
+impl NatsConfig {
+    pub fn new(url: impl Into<String>) -> NatsConfig {
+        NatsConfig { url: url.into(), ..NatsConfig::default() }
+    }
+
+    /// Fills unset fields from the standard environment variables.
+    pub fn with_env(mut self) -> NatsConfig {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        if self.url.is_empty() {
+            self.url = var("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into());
+        }
+        self.user = self.user.or_else(|| var("NATS_USER"));
+        self.password = self.password.or_else(|| var("NATS_PASSWORD"));
+        self.token = self.token.or_else(|| var("NATS_TOKEN"));
+        self.credentials = self.credentials.or_else(|| var("NATS_CREDS").map(PathBuf::from));
+        self.tls_ca = self.tls_ca.or_else(|| var("NATS_CA").map(PathBuf::from));
+        self.tls_cert = self.tls_cert.or_else(|| var("NATS_CERT").map(PathBuf::from));
+        self.tls_key = self.tls_key.or_else(|| var("NATS_KEY").map(PathBuf::from));
+        self
+    }
+
+    pub async fn connect(&self) -> Result<async_nats::Client> {
+        let mut opts = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            // Reconnects forever: a restarted server must not kill workers or the coordinator.
+            .max_reconnects(None)
+            .retry_on_initial_connect();
+        if let (Some(u), Some(p)) = (&self.user, &self.password) {
+            opts = opts.user_and_password(u.clone(), p.clone());
+        }
+        if let Some(t) = &self.token {
+            opts = opts.token(t.clone());
+        }
+        if let Some(c) = &self.credentials {
+            opts = opts.credentials_file(c).await.map_err(|e| {
+                Error::io(format!("cannot read credentials {}", c.display()), e)
+            })?;
+        }
+        if let Some(ca) = &self.tls_ca {
+            opts = opts.add_root_certificates(ca.clone());
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => opts = opts.add_client_certificate(c.clone(), k.clone()),
+            (None, None) => {}
+            _ => return Err(Error::Config("--tls-cert and --tls-key go together".into())),
+        }
+        if self.require_tls || self.url.starts_with("tls://") {
+            opts = opts.require_tls(true);
+        }
+        if let Some(n) = &self.name {
+            opts = opts.name(n);
+        }
+        // retry_on_initial_connect makes connect() return at once; the first request then waits
+        // for the connection, so check it here and fail with the URL rather than hang.
+        let client = opts
+            .connect(self.url.as_str())
+            .await
+            .map_err(|e| Error::Connect { url: redact(&self.url), message: e.to_string() })?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while client.connection_state() != async_nats::connection::State::Connected {
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Connect {
+                    url: redact(&self.url),
+                    message: "no connection after 10 s (wrong address or credentials?)".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(client)
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}

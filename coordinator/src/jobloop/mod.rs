@@ -1,0 +1,362 @@
+//! The worker's job loop (DESIGN.md §2, "Worker"): pull a job, preferring the model the
+//! executor holds; take it with a compare-and-set on its state; hold the lease with progress
+//! acks; run it; commit the result only if the state still names this attempt; publish the
+//! event; ack. On shutdown it takes no new job, lets the executor checkpoint, and hands the
+//! job back.
+
+mod executor;
+mod synthetic;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{Consumer, pull};
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use promptgrid_common::JobId;
+use promptgrid_common::wire::{Event, Failure, JobMessage, JobState, now_ms};
+use tokio::sync::watch;
+
+pub use executor::{Executor, JobContext, JobError};
+pub use synthetic::{Synthetic, synthetic_graph};
+
+use crate::connect::NatsConfig;
+use crate::error::{Error, Result};
+use crate::events;
+use crate::layout::{Layout, sweeps_on_server};
+use crate::scheduler::Shutdown;
+use crate::state::{self, Versioned};
+
+/// Everything `run` needs besides the executor.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    pub nats: NatsConfig,
+    /// The sweep to serve; `None` serves every sweep on the server.
+    pub sweep: Option<String>,
+    /// Shown in job states and events.
+    pub name: String,
+    pub shutdown: Option<Shutdown>,
+    /// Progress acks keep the lease; off only in tests that simulate a stalled worker.
+    pub heartbeats: bool,
+}
+
+impl WorkerConfig {
+    pub fn new(nats: NatsConfig, sweep: Option<String>) -> WorkerConfig {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+        WorkerConfig {
+            nats,
+            sweep,
+            name: format!("{host}-{}", std::process::id()),
+            shutdown: None,
+            heartbeats: true,
+        }
+    }
+}
+
+/// What a worker did before it stopped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerStats {
+    pub done: usize,
+    pub failed: usize,
+    /// Messages dropped: duplicates, jobs already done, malformed ones.
+    pub dropped: usize,
+}
+
+/// A source of jobs: one model's consumer of one sweep.
+struct Source {
+    layout: Layout,
+    token: String,
+    consumer: Consumer<pull::Config>,
+    lease: Duration,
+}
+
+/// Pulls and runs jobs until shutdown.
+pub async fn run<E: Executor>(config: WorkerConfig, executor: E) -> Result<WorkerStats> {
+    let executor = Arc::new(executor);
+    let client = config.nats.connect().await?;
+    let js = jetstream::new(client.clone());
+    let mut shutdown = config.shutdown.clone().unwrap_or_else(|| watch::channel(false).1);
+    let mut stats = WorkerStats::default();
+    let mut sources: Vec<Source> = Vec::new();
+    let mut refreshed: Option<Instant> = None;
+    let mut next = 0usize;
+    while !*shutdown.borrow() {
+        if refreshed.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) || sources.is_empty() {
+            match discover(&js, &config).await {
+                Ok(s) => sources = s,
+                Err(e) => tracing::warn!(error = %e, "cannot list job sources"),
+            }
+            refreshed = Some(Instant::now());
+            if sources.is_empty() {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+        }
+        // The resident model's source first, then the others in turn.
+        let resident = executor.resident_model().map(|m| promptgrid_common::names::model_token(Some(&m)));
+        let mut order: Vec<usize> = (0..sources.len()).map(|k| (next + k) % sources.len()).collect();
+        order.sort_by_key(|&k| Some(&sources[k].token) != resident.as_ref());
+        next = next.wrapping_add(1);
+        let wait = if sources.len() == 1 { Duration::from_secs(1) } else { Duration::from_millis(100) };
+        let mut got = None;
+        for k in order {
+            let fetched = tokio::select! {
+                m = fetch_one(&sources[k].consumer, wait) => m,
+                _ = shutdown.changed() => break,
+            };
+            match fetched {
+                Ok(Some(m)) => {
+                    got = Some((k, m));
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "fetch failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        let Some((k, msg)) = got else { continue };
+        let src = &sources[k];
+        match handle(&config, executor.as_ref(), src, msg).await {
+            Ok(Handled::Done) => stats.done += 1,
+            Ok(Handled::Failed) => stats.failed += 1,
+            Ok(Handled::Dropped) => stats.dropped += 1,
+            Ok(Handled::HandedBack) => break,
+            Err(e) => tracing::warn!(error = %e, "job handling failed; the lease will bring it back"),
+        }
+    }
+    client.flush().await.ok();
+    Ok(stats)
+}
+
+async fn fetch_one(c: &Consumer<pull::Config>, wait: Duration) -> Result<Option<jetstream::Message>> {
+    let mut batch = c.fetch().max_messages(1).expires(wait).messages().await.map_err(Error::nats)?;
+    match batch.next().await {
+        Some(Ok(m)) => Ok(Some(m)),
+        Some(Err(e)) => Err(Error::nats(e)),
+        None => Ok(None),
+    }
+}
+
+async fn discover(js: &jetstream::Context, config: &WorkerConfig) -> Result<Vec<Source>> {
+    let sweeps = match &config.sweep {
+        Some(s) => vec![s.clone()],
+        None => sweeps_on_server(js).await?,
+    };
+    let mut out = Vec::new();
+    for sweep in sweeps {
+        let layout = match Layout::open(js.client().clone(), &sweep).await {
+            Ok(l) => l,
+            Err(Error::NoSweep(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        for token in layout.model_tokens().await? {
+            let name = layout.names.model_consumer(&token);
+            let Ok(mut consumer) = layout.jobs.get_consumer::<pull::Config>(&name).await else { continue };
+            let lease = consumer.info().await.map(|i| i.config.ack_wait).unwrap_or(Duration::from_secs(30));
+            out.push(Source { layout: layout.clone(), token, consumer, lease });
+        }
+    }
+    Ok(out)
+}
+
+enum Handled {
+    Done,
+    Failed,
+    Dropped,
+    HandedBack,
+}
+
+/// Retries an operation on the server through short outages (a restart, a leader change).
+async fn persist<T, F, Fut>(what: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut delay = Duration::from_millis(50);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() < deadline && !matches!(e, Error::BadState { .. }) => {
+                tracing::debug!(error = %e, "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn handle<E: Executor>(config: &WorkerConfig, executor: &E, src: &Source, msg: jetstream::Message) -> Result<Handled> {
+    let layout = &src.layout;
+    let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+    let Some(id) = layout.names.job_id_of_subject(&msg.subject) else {
+        tracing::warn!(subject = %msg.subject, "message on the jobs stream without a job id; dropped");
+        msg.ack_with(AckKind::Term).await.map_err(Error::nats)?;
+        return Ok(Handled::Dropped);
+    };
+    let job = serde_json::from_slice::<JobMessage>(&msg.payload)
+        .map_err(|e| format!("malformed job message: {e}"))
+        .and_then(|j| {
+            if j.id != id {
+                return Err(format!("malformed job message: its id {} is not the subject's {id}", j.id));
+            }
+            j.check_names().map_err(|e| format!("refused job message: {e}"))?;
+            Ok(j)
+        });
+    let job = match job {
+        Ok(j) => j,
+        Err(reason) => {
+            tracing::warn!(job = %id, %reason, "failing a job whose message cannot be run");
+            fail_unrunnable(config, layout, &id, &reason).await?;
+            msg.ack_with(AckKind::Term).await.map_err(Error::nats)?;
+            return Ok(Handled::Failed);
+        }
+    };
+
+    // Take the job: a compare-and-set from the state we read, so two workers never both run it.
+    let (attempt, revision, retries, lost) = loop {
+        let current = persist("read state", || state::read(&layout.state, &id)).await?;
+        let (rev, next) = match current {
+            None => (0, running(config, src, 1, job.retry, 0, seq)),
+            Some(Versioned { state: JobState::Pending { attempts, retries, lost, .. }, revision }) => {
+                (revision, running(config, src, attempts + 1, retries, lost, seq))
+            }
+            Some(Versioned { state: JobState::Running { attempt, retries, lost, msg_seq, worker, .. }, revision }) => {
+                if msg_seq != seq {
+                    // Another message of the same job is held by a live worker (or will be
+                    // redelivered if it is not): this one is a duplicate.
+                    msg.ack().await.map_err(Error::nats)?;
+                    return Ok(Handled::Dropped);
+                }
+                // Our own message again: its last holder's lease ran out.
+                tracing::info!(job = %job.key, lost_worker = %worker, attempt, "redelivered after a lost worker");
+                if lost + 1 > job.lost_budget {
+                    let failure = Failure { reason: format!("lost its worker {} times (last: {worker})", lost + 1), retryable: false };
+                    let failed = JobState::Failed { attempt, retries, lost: lost + 1, worker: config.name.clone(), failure: failure.clone(), at_ms: now_ms() };
+                    if persist("write state", || state::cas(&layout.state, &id, &failed, revision)).await?.is_some() {
+                        publish(layout, &Event::Failed { job: id.clone(), key: job.key.clone(), attempt, worker: config.name.clone(), at_ms: now_ms(), failure }).await?;
+                        msg.ack().await.map_err(Error::nats)?;
+                        return Ok(Handled::Failed);
+                    }
+                    continue;
+                }
+                (revision, running(config, src, attempt + 1, retries, lost + 1, seq))
+            }
+            Some(Versioned { state: JobState::Done { attempt, worker, started_ms, finished_ms, output }, .. }) => {
+                // Committed, but the event or the ack may not have gone out: repeat both (the
+                // event's dedup id makes a repeat a no-op).
+                let ev = Event::Finished { job: id.clone(), key: job.key.clone(), attempt, worker, started_ms, at_ms: finished_ms, spec: Some(job.spec.clone()), output };
+                publish(layout, &ev).await?;
+                msg.ack().await.map_err(Error::nats)?;
+                return Ok(Handled::Dropped);
+            }
+            Some(_) => {
+                msg.ack().await.map_err(Error::nats)?;
+                return Ok(Handled::Dropped);
+            }
+        };
+        let attempt = next.counters().0;
+        let (_, retries, lost) = next.counters();
+        if let Some(rev) = persist("write state", || state::cas(&layout.state, &id, &next, rev)).await? {
+            break (attempt, rev, retries, lost);
+        }
+    };
+    let started_ms = now_ms();
+    tracing::debug!(job = %job.key, attempt, "started");
+    publish(layout, &Event::Started { job: id.clone(), key: job.key.clone(), attempt, worker: config.name.clone(), at_ms: started_ms }).await?;
+
+    // Hold the lease while the executor runs.
+    let msg = Arc::new(msg);
+    let heartbeat = config.heartbeats.then(|| {
+        let msg = msg.clone();
+        let every = src.lease / 3;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let _ = msg.ack_with(AckKind::Progress).await;
+            }
+        })
+    });
+    let cancel = config.shutdown.clone().unwrap_or_else(|| watch::channel(false).1);
+    let ctx = JobContext { layout: layout.clone(), job: id.clone(), attempt, cancel, started: Instant::now(), seq: AtomicU64::new(0) };
+    let result = executor.run(&job, &ctx).await;
+    if let Some(h) = heartbeat {
+        h.abort();
+    }
+
+    let worker = config.name.clone();
+    match result {
+        Ok(output) => {
+            let finished_ms = now_ms();
+            let done = JobState::Done { attempt, worker: worker.clone(), started_ms, finished_ms, output: output.clone() };
+            if persist("commit", || state::cas(&layout.state, &id, &done, revision)).await?.is_none() {
+                tracing::warn!(job = %job.key, attempt, "lease lost: a newer attempt owns this job; result discarded");
+                return Ok(Handled::Dropped);
+            }
+            let ev = Event::Finished { job: id.clone(), key: job.key.clone(), attempt, worker, started_ms, at_ms: finished_ms, spec: Some(job.spec.clone()), output };
+            publish(layout, &ev).await?;
+            msg.ack().await.map_err(Error::nats)?;
+            ctx.drop_checkpoint().await;
+            Ok(Handled::Done)
+        }
+        Err(JobError::Cancelled) => {
+            let back = JobState::Pending { attempts: attempt, retries, lost, requeued: true };
+            if persist("hand back", || state::cas(&layout.state, &id, &back, revision)).await?.is_some() {
+                msg.ack_with(AckKind::Nak(None)).await.map_err(Error::nats)?;
+            }
+            tracing::info!(job = %job.key, attempt, "handed back on shutdown");
+            Ok(Handled::HandedBack)
+        }
+        Err(e) => {
+            let failure = Failure { reason: e.to_string(), retryable: matches!(e, JobError::Retryable(_)) };
+            let failed = JobState::Failed { attempt, retries, lost, worker: worker.clone(), failure: failure.clone(), at_ms: now_ms() };
+            if persist("commit", || state::cas(&layout.state, &id, &failed, revision)).await?.is_none() {
+                tracing::warn!(job = %job.key, attempt, "lease lost: a newer attempt owns this job; failure discarded");
+                return Ok(Handled::Dropped);
+            }
+            publish(layout, &Event::Failed { job: id.clone(), key: job.key.clone(), attempt, worker, at_ms: now_ms(), failure }).await?;
+            msg.ack().await.map_err(Error::nats)?;
+            Ok(Handled::Failed)
+        }
+    }
+}
+
+fn running(config: &WorkerConfig, src: &Source, attempt: u32, retries: u32, lost: u32, msg_seq: u64) -> JobState {
+    JobState::Running {
+        attempt,
+        retries,
+        lost,
+        worker: config.name.clone(),
+        started_ms: now_ms(),
+        lease_ms: src.lease.as_millis() as u64,
+        msg_seq,
+    }
+}
+
+async fn publish(layout: &Layout, event: &Event) -> Result<()> {
+    persist("publish event", || events::publish(&layout.js, &layout.names, event, 0)).await
+}
+
+/// A message that cannot be run (undecodable, or naming a path) fails its job for good.
+async fn fail_unrunnable(config: &WorkerConfig, layout: &Layout, id: &JobId, reason: &str) -> Result<()> {
+    let current = persist("read state", || state::read(&layout.state, id)).await.ok().flatten();
+    let (rev, (attempt, retries, lost)) = match &current {
+        Some(v) if matches!(v.state, JobState::Done { .. } | JobState::Dead { .. }) => return Ok(()),
+        Some(v) => (v.revision, v.state.counters()),
+        None => (0, (0, 0, 0)),
+    };
+    let failure = Failure { reason: reason.to_string(), retryable: false };
+    let failed = JobState::Failed { attempt: attempt + 1, retries, lost, worker: config.name.clone(), failure: failure.clone(), at_ms: now_ms() };
+    if persist("write state", || state::cas(&layout.state, id, &failed, rev)).await?.is_some() {
+        let ev = Event::Failed { job: id.clone(), key: id.0.clone(), attempt: attempt + 1, worker: config.name.clone(), at_ms: now_ms(), failure };
+        publish(layout, &ev).await?;
+    }
+    Ok(())
+}

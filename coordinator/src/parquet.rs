@@ -1,0 +1,74 @@
+//! The results sink in the coordinator's process: events to Parquet through the results
+//! crate, acknowledged only once committed; and the done set rebuilt from the `jobs` table
+//! when the NATS server's data is gone.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use promptgrid_common::JobId;
+use promptgrid_common::wire::Event;
+use promptgrid_results::sink::{EventSink, done_jobs};
+
+use crate::error::{Error, Result};
+use crate::events::{Ack, BoxFuture, DoneSource, Sink};
+
+/// Rows held before a commit; one part file per table per commit.
+const BATCH_ROWS: usize = 5_000;
+/// A batch is committed at the latest this long after its first event.
+const BATCH_AGE: Duration = Duration::from_secs(2);
+
+/// Writes `jobs`, `metrics` and `evals` under `<results>/<sweep>/`.
+pub struct ParquetSink {
+    inner: EventSink,
+    acks: Vec<Ack>,
+    since: Option<Instant>,
+}
+
+impl ParquetSink {
+    pub fn open(sweep_dir: PathBuf, task_types: BTreeMap<String, String>) -> Result<ParquetSink> {
+        let inner = EventSink::open(&sweep_dir, "sink", task_types).map_err(results_error)?;
+        Ok(ParquetSink { inner, acks: Vec::new(), since: None })
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        tokio::task::block_in_place(|| self.inner.commit()).map_err(results_error)?;
+        self.since = None;
+        for ack in self.acks.drain(..) {
+            ack.ack().await?;
+        }
+        Ok(())
+    }
+}
+
+fn results_error(e: promptgrid_results::ResultsError) -> Error {
+    Error::Sink(format!("{e:#}"))
+}
+
+impl Sink for ParquetSink {
+    fn accept(&mut self, _seq: u64, event: Event, ack: Ack) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.inner.add(&event);
+            self.acks.push(ack);
+            let since = *self.since.get_or_insert_with(Instant::now);
+            // A job's end commits at once: the coordinator waits for the sink to drain, and a
+            // reader of the tables sees finished jobs promptly.
+            let ends_a_job = matches!(event, Event::Finished { .. } | Event::Failed { .. });
+            if ends_a_job || self.inner.pending() >= BATCH_ROWS || since.elapsed() >= BATCH_AGE {
+                self.commit().await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The done set of the `jobs` table.
+pub struct ParquetDoneSource {
+    pub sweep_dir: PathBuf,
+}
+
+impl DoneSource for ParquetDoneSource {
+    fn done_jobs(&self) -> Result<HashSet<JobId>> {
+        Ok(done_jobs(&self.sweep_dir).map_err(results_error)?.into_iter().map(JobId).collect())
+    }
+}

@@ -1,0 +1,75 @@
+//! Feeds the events stream to a [`Sink`] through the durable consumer `sink`, in order.
+
+use async_nats::jetstream::consumer;
+use futures::StreamExt;
+use promptgrid_common::wire::Event;
+
+use crate::error::{Error, Result};
+use crate::events::{Ack, Sink};
+use crate::layout::Layout;
+
+/// Resolves once the sink consumer has acked everything in the events stream.
+pub async fn drained(layout: &Layout) {
+    loop {
+        if let Ok(stream) = layout.js.get_stream(layout.names.events_stream()).await
+            && let Ok(mut c) = stream.get_consumer::<consumer::pull::Config>(SINK).await
+            && let Ok(info) = c.info().await
+            && info.num_pending == 0
+            && info.num_ack_pending == 0
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The durable consumer of the sink.
+const SINK: &str = "sink";
+
+pub async fn run(layout: Layout, sink: Box<dyn Sink>) -> Result<()> {
+    let r = follow(layout, sink).await;
+    if let Err(e) = &r {
+        tracing::error!(error = %e, "the results sink stopped");
+    }
+    r
+}
+
+async fn follow(layout: Layout, mut sink: Box<dyn Sink>) -> Result<()> {
+    let stream = layout.js.get_stream(layout.names.events_stream()).await.map_err(Error::nats)?;
+    let consumer = stream
+        .get_or_create_consumer(
+            SINK,
+            consumer::pull::Config {
+                durable_name: Some(SINK.into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                // One at a time in flight keeps the order exact across redeliveries.
+                max_ack_pending: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(Error::nats)?;
+    loop {
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "sink consumer failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        while let Some(msg) = messages.next().await {
+            let Ok(msg) = msg else { break };
+            let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+            let (message, acker) = msg.split();
+            let ack = Ack(Box::new(move || Box::pin(async move { acker.ack().await.map_err(Error::nats) })));
+            match serde_json::from_slice::<Event>(&message.payload) {
+                Ok(event) => sink.accept(seq, event, ack).await?,
+                Err(e) => {
+                    tracing::warn!(seq, error = %e, "undecodable event skipped");
+                    ack.ack().await?;
+                }
+            }
+        }
+    }
+}

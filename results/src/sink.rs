@@ -1,0 +1,243 @@
+//! Worker events to table rows. The NATS side (the coordinator's sink task) hands events here
+//! in stream order and acknowledges them only after [`EventSink::commit`] returns: a crash
+//! loses nothing (unacked events are redelivered) and duplicates nothing (the writers skip rows
+//! whose key is committed, and the batch itself holds each key once).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use promptgrid_common::JobSpec;
+use promptgrid_common::graph::TptSource;
+use promptgrid_common::wire::{self, Event};
+
+use crate::Result;
+use crate::schema::{EvalRow, JobRow, MetricRow, Table};
+use crate::writer::TableWriter;
+
+/// The names a job's rows carry, from its spec.
+struct JobNames {
+    kind: &'static str,
+    model: String,
+    task: Option<String>,
+    src_task: Option<String>,
+    src_model: Option<String>,
+    seed: Option<i64>,
+    objective: Option<String>,
+}
+
+fn names_of(spec: &JobSpec) -> JobNames {
+    let mut n = JobNames {
+        kind: spec.kind().name(),
+        model: spec.model().unwrap_or("").to_string(),
+        task: None,
+        src_task: None,
+        src_model: None,
+        seed: None,
+        objective: None,
+    };
+    match spec {
+        JobSpec::Train { task, seed, .. } | JobSpec::Activations { task, seed, .. } => {
+            n.task = Some(task.clone());
+            n.seed = Some(*seed as i64);
+        }
+        JobSpec::Transfer { src, tgt, seed, .. } => {
+            n.task = Some(tgt.clone());
+            n.src_task = Some(src.clone());
+            n.seed = Some(*seed as i64);
+        }
+        JobSpec::Tpt { source, tgt, seed, .. } => {
+            n.task = Some(tgt.clone());
+            n.seed = Some(*seed as i64);
+            match source {
+                TptSource::Task { task } => n.src_task = Some(task.clone()),
+                TptSource::Projected { task, model, objective } => {
+                    n.src_task = Some(task.clone());
+                    n.src_model = Some(model.clone());
+                    n.objective = Some(objective.name().to_string());
+                }
+            }
+        }
+        JobSpec::Projector { src_model, objective, seed, .. } => {
+            n.src_model = Some(src_model.clone());
+            n.seed = Some(*seed as i64);
+            n.objective = Some(objective.name().to_string());
+        }
+        JobSpec::CrossModel { task, src_model, objective, seed, .. } => {
+            n.task = Some(task.clone());
+            n.src_task = Some(task.clone());
+            n.src_model = Some(src_model.clone());
+            n.seed = Some(*seed as i64);
+            n.objective = Some(objective.name().to_string());
+        }
+        JobSpec::Synthetic { .. } => {}
+    }
+    n
+}
+
+/// Rows of one table waiting for the next commit, each key once.
+struct Pending<T: Table> {
+    rows: Vec<T>,
+    keys: HashSet<crate::schema::RowKey>,
+}
+
+impl<T: Table> Pending<T> {
+    fn new() -> Self {
+        Pending { rows: Vec::new(), keys: HashSet::new() }
+    }
+
+    fn push(&mut self, row: T) {
+        if self.keys.insert(row.key()) {
+            self.rows.push(row);
+        }
+    }
+
+    fn commit(&mut self, writer: &mut TableWriter<T>) -> Result<()> {
+        if !self.rows.is_empty() {
+            writer.append(&self.rows)?;
+            self.rows.clear();
+            self.keys.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Turns events into `jobs`, `metrics` and `evals` rows, committed in batches.
+pub struct EventSink {
+    jobs: TableWriter<JobRow>,
+    metrics: TableWriter<MetricRow>,
+    evals: TableWriter<EvalRow>,
+    pending_jobs: Pending<JobRow>,
+    pending_metrics: Pending<MetricRow>,
+    pending_evals: Pending<EvalRow>,
+    /// Task name -> type, for the evals' `src_type` / `tgt_type`.
+    task_types: BTreeMap<String, String>,
+}
+
+impl EventSink {
+    /// Opens the tables of `sweep_dir` (`<results>/<sweep>`) as writer `writer`.
+    pub fn open(sweep_dir: &Path, writer: &str, task_types: BTreeMap<String, String>) -> Result<Self> {
+        Ok(EventSink {
+            jobs: TableWriter::open(sweep_dir, writer)?,
+            metrics: TableWriter::open(sweep_dir, writer)?,
+            evals: TableWriter::open(sweep_dir, writer)?,
+            pending_jobs: Pending::new(),
+            pending_metrics: Pending::new(),
+            pending_evals: Pending::new(),
+            task_types,
+        })
+    }
+
+    /// Rows waiting for [`Self::commit`].
+    pub fn pending(&self) -> usize {
+        self.pending_jobs.rows.len() + self.pending_metrics.rows.len() + self.pending_evals.rows.len()
+    }
+
+    /// Adds the rows an event stands for.
+    pub fn add(&mut self, event: &Event) {
+        match event {
+            Event::Started { .. } => {}
+            Event::Progress { job, attempt, metrics } => {
+                for m in metrics {
+                    self.pending_metrics.push(metric_row(&job.0, *attempt, m));
+                }
+            }
+            Event::Finished { job, attempt, worker, started_ms, at_ms, spec, output, .. } => {
+                let names = spec.as_ref().map(names_of);
+                self.pending_jobs.push(JobRow {
+                    job_id: job.0.clone(),
+                    kind: names.as_ref().map_or("unknown", |n| n.kind).to_string(),
+                    model: names.as_ref().map_or(String::new(), |n| n.model.clone()),
+                    task: names.as_ref().and_then(|n| n.task.clone()),
+                    src_task: names.as_ref().and_then(|n| n.src_task.clone()),
+                    src_model: names.as_ref().and_then(|n| n.src_model.clone()),
+                    seed: names.as_ref().and_then(|n| n.seed),
+                    attempt: i64::from(*attempt),
+                    worker: Some(worker.clone()),
+                    status: "done".into(),
+                    error: None,
+                    started_at: Some(*started_ms as i64),
+                    finished_at: Some(*at_ms as i64),
+                    duration_s: Some(at_ms.saturating_sub(*started_ms) as f64 / 1000.0),
+                });
+                for m in &output.metrics {
+                    self.pending_metrics.push(metric_row(&job.0, *attempt, m));
+                }
+                if let Some(names) = names {
+                    for e in &output.evals {
+                        self.pending_evals.push(self.eval_row(&job.0, &names, e));
+                    }
+                }
+            }
+            Event::Failed { job, attempt, worker, at_ms, failure, .. } => {
+                self.pending_jobs.push(JobRow {
+                    job_id: job.0.clone(),
+                    kind: "unknown".into(),
+                    model: String::new(),
+                    task: None,
+                    src_task: None,
+                    src_model: None,
+                    seed: None,
+                    attempt: i64::from(*attempt),
+                    worker: Some(worker.clone()),
+                    status: "failed".into(),
+                    error: Some(failure.reason.clone()),
+                    started_at: None,
+                    finished_at: Some(*at_ms as i64),
+                    duration_s: None,
+                });
+            }
+        }
+    }
+
+    fn eval_row(&self, job: &str, names: &JobNames, e: &wire::EvalRow) -> EvalRow {
+        let src_task = e.src_task.clone().or_else(|| names.src_task.clone()).unwrap_or_default();
+        let tgt_task = e.tgt_task.clone().or_else(|| names.task.clone()).unwrap_or_default();
+        EvalRow {
+            job_id: job.to_string(),
+            kind: names.kind.to_string(),
+            model: names.model.clone(),
+            src_type: self.task_types.get(&src_task).cloned(),
+            tgt_type: self.task_types.get(&tgt_task).cloned(),
+            src_task,
+            tgt_task,
+            src_model: e.src_model.clone().or_else(|| names.src_model.clone()),
+            split: e.split.clone(),
+            metric: e.metric.clone(),
+            value: e.value,
+            n: e.n as i64,
+            objective: names.objective.clone(),
+        }
+    }
+
+    /// Makes every pending row durable. Metrics and evals go first, the jobs row last, so a
+    /// reader that sees a job as done also sees its numbers.
+    pub fn commit(&mut self) -> Result<()> {
+        self.pending_metrics.commit(&mut self.metrics)?;
+        self.pending_evals.commit(&mut self.evals)?;
+        self.pending_jobs.commit(&mut self.jobs)
+    }
+}
+
+fn metric_row(job: &str, attempt: u32, m: &wire::MetricRow) -> MetricRow {
+    MetricRow {
+        job_id: job.to_string(),
+        attempt: i64::from(attempt),
+        step: m.step as i64,
+        name: m.name.clone(),
+        value: m.value,
+        wall_s: Some(m.wall_s),
+    }
+}
+
+/// Jobs the `jobs` table records as done: the done set a coordinator rebuilds from when the
+/// NATS server's data is gone.
+pub fn done_jobs(sweep_dir: &Path) -> Result<HashSet<String>> {
+    if !sweep_dir.join(JobRow::NAME).is_dir() {
+        return Ok(HashSet::new());
+    }
+    Ok(crate::store::read_table::<JobRow>(sweep_dir)?
+        .into_iter()
+        .filter(|r| r.status == "done")
+        .map(|r| r.job_id)
+        .collect())
+}

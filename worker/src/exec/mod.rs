@@ -1,0 +1,217 @@
+//! The ML executors: what a worker does with a train, transfer or TPT job, on top of the ML
+//! core and behind the runtime's [`Executor`] seam.
+//!
+//! A worker learns the sweep (models, tasks, resolved settings) from the `manifest/sweep.json`
+//! artifact the coordinator stores, rebuilds the same job graph from it (ids are content
+//! hashes, so both sides agree), and finds a dependency's prompt under the artifact name
+//! `prompt/<job id>`. It keeps the last model it loaded resident: the job loop fetches that
+//! model's jobs first.
+//!
+//! The ML work is blocking (libtorch); it runs under `block_in_place`, and reaches back into
+//! the async context (metrics, checkpoints, artifacts) through the runtime handle.
+
+mod jobs;
+mod resolve;
+
+use std::sync::{Arc, Mutex};
+
+
+use promptgrid_common::wire::{JobMessage, JobOutput};
+use promptgrid_common::{JobGraph, JobId, JobSpec, Sweep};
+use promptgrid_coordinator::jobloop::{Executor, JobContext, JobError, Synthetic};
+
+use crate::ml::{EncoderModel, MlError};
+pub use resolve::{Roots, Split};
+
+pub use tch::Device;
+
+/// Parses `cpu`, `cuda:N` or `auto`, and sets libtorch's intra-op threads when given.
+pub fn device(spec: &str, threads: Option<i32>) -> Result<Device, MlError> {
+    if let Some(n) = threads.filter(|n| *n > 0) {
+        tch::set_num_threads(n);
+    }
+    crate::ml::parse_device(spec)
+}
+
+use promptgrid_common::names::SWEEP_ARTIFACT;
+
+/// The artifact name of the prompt a train or TPT job produced.
+pub fn prompt_artifact(job: &JobId) -> String {
+    format!("prompt/{job}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// Deterministic: bad data, a NaN, an unknown name. Not retried.
+    #[error("{0}")]
+    Fatal(String),
+    /// Transient: the store or the network. Retried.
+    #[error("{0}")]
+    Retryable(String),
+    #[error("cancelled")]
+    Cancelled,
+    #[error(transparent)]
+    Ml(#[from] MlError),
+}
+
+impl From<ExecError> for JobError {
+    fn from(e: ExecError) -> JobError {
+        match e {
+            ExecError::Fatal(m) => JobError::Fatal(m),
+            ExecError::Retryable(m) => JobError::Retryable(m),
+            ExecError::Cancelled => JobError::Cancelled,
+            // Bad data, NaN, shapes: the same input fails the same way again. Only I/O may pass.
+            ExecError::Ml(e) if e.is_bad_input() || matches!(e, MlError::NanLoss { .. }) => {
+                JobError::Fatal(format!("{e:#}"))
+            }
+            ExecError::Ml(e) => JobError::Retryable(format!("{e:#}")),
+        }
+    }
+}
+
+impl From<JobError> for ExecError {
+    fn from(e: JobError) -> ExecError {
+        match e {
+            JobError::Fatal(m) => ExecError::Fatal(m),
+            JobError::Retryable(m) => ExecError::Retryable(m),
+            JobError::Cancelled => ExecError::Cancelled,
+        }
+    }
+}
+
+/// The sweep as the coordinator published it, with its graph.
+struct SweepView {
+    sweep: Sweep,
+    graph: JobGraph,
+}
+
+/// The model this worker holds. Tensors are `Send` but not `Sync`, so the model lives behind
+/// the executor's mutex, which a job holds while it runs (a worker runs one job at a time).
+struct Resident {
+    name: String,
+    model: EncoderModel,
+}
+
+/// Runs the ML job kinds on one device.
+pub struct MlExecutor {
+    roots: Roots,
+    device: Device,
+    sweep: Mutex<Option<Arc<SweepView>>>,
+    resident: Mutex<Option<Resident>>,
+    /// Runtime test jobs run through the same worker.
+    synthetic: Synthetic,
+}
+
+impl MlExecutor {
+    pub fn new(roots: Roots, device: Device) -> MlExecutor {
+        MlExecutor {
+            roots,
+            device,
+            sweep: Mutex::new(None),
+            resident: Mutex::new(None),
+            synthetic: Synthetic::default(),
+        }
+    }
+
+    /// An executor that already knows its sweep (embedded mode: the same process read it).
+    pub fn with_sweep(roots: Roots, device: Device, sweep: Sweep) -> MlExecutor {
+        let exec = MlExecutor::new(roots, device);
+        let graph = JobGraph::build(&sweep);
+        if let Ok(mut slot) = exec.sweep.lock() {
+            *slot = Some(Arc::new(SweepView { sweep, graph }));
+        }
+        exec
+    }
+
+    async fn sweep(&self, ctx: &JobContext) -> Result<Arc<SweepView>, ExecError> {
+        if let Some(view) = self.sweep.lock().map_err(poisoned)?.clone() {
+            return Ok(view);
+        }
+        let bytes = ctx.get_artifact(SWEEP_ARTIFACT).await?.ok_or_else(|| {
+            ExecError::Retryable(format!("the coordinator has not stored {SWEEP_ARTIFACT} yet"))
+        })?;
+        let sweep: Sweep = serde_json::from_slice(&bytes)
+            .map_err(|e| ExecError::Fatal(format!("{SWEEP_ARTIFACT} does not decode: {e}")))?;
+        let graph = JobGraph::build(&sweep);
+        let view = Arc::new(SweepView { sweep, graph });
+        *self.sweep.lock().map_err(poisoned)? = Some(view.clone());
+        Ok(view)
+    }
+
+    /// Runs `f` with the named model, loaded once and kept until a job needs another.
+    fn with_model<T>(
+        &self,
+        sweep: &Sweep,
+        name: &str,
+        f: impl FnOnce(&EncoderModel) -> Result<T, ExecError>,
+    ) -> Result<T, ExecError> {
+        let mut resident = self.resident.lock().map_err(poisoned)?;
+        if resident.as_ref().is_none_or(|r| r.name != name) {
+            let spec = sweep
+                .model(name)
+                .ok_or_else(|| ExecError::Fatal(format!("model `{name}` is not in the sweep")))?;
+            if !spec.arch.is_encoder() {
+                return Err(ExecError::Fatal(format!(
+                    "model `{name}` is T5: this worker's executors run encoders only so far"
+                )));
+            }
+            // Drop the old model before loading the new one: two may not fit.
+            *resident = None;
+            let dir = self.roots.model_dir(spec)?;
+            let model = EncoderModel::load(&dir, head(spec.head), layout(spec.layout), self.device)?;
+            *resident = Some(Resident { name: name.to_string(), model });
+        }
+        match resident.as_ref() {
+            Some(r) => f(&r.model),
+            None => Err(ExecError::Fatal(format!("model `{name}` did not load"))),
+        }
+    }
+}
+
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> ExecError {
+    ExecError::Fatal("a previous job panicked while holding the worker's state".into())
+}
+
+fn head(h: promptgrid_common::spec::Head) -> crate::ml::Head {
+    match h {
+        promptgrid_common::spec::Head::Mlm => crate::ml::Head::Mlm,
+        promptgrid_common::spec::Head::Tied => crate::ml::Head::Tied,
+    }
+}
+
+fn layout(l: promptgrid_common::spec::Layout) -> crate::ml::Layout {
+    match l {
+        promptgrid_common::spec::Layout::Prefix => crate::ml::Layout::Prefix,
+        promptgrid_common::spec::Layout::Official => crate::ml::Layout::Official,
+    }
+}
+
+impl Executor for MlExecutor {
+    fn resident_model(&self) -> Option<String> {
+        self.resident.lock().ok()?.as_ref().map(|r| r.name.clone())
+    }
+
+    async fn run(&self, job: &JobMessage, ctx: &JobContext) -> Result<JobOutput, JobError> {
+        if matches!(job.spec, JobSpec::Synthetic { .. }) {
+            return self.synthetic.run(job, ctx).await;
+        }
+        let view = self.sweep(ctx).await?;
+        let model_name = job
+            .spec
+            .model()
+            .ok_or_else(|| JobError::Fatal(format!("{} jobs need no model", job.spec.kind().name())))?;
+        let handle = tokio::runtime::Handle::current();
+        let run = jobs::Run { exec: self, view: &view, job, ctx, handle };
+        tokio::task::block_in_place(|| {
+            self.with_model(&view.sweep, model_name, |model| match &job.spec {
+                JobSpec::Train { .. } | JobSpec::Tpt { .. } => run.tune(model),
+                JobSpec::Transfer { .. } => run.transfer(model),
+                other => Err(ExecError::Fatal(format!(
+                    "{} jobs are not supported by this worker yet",
+                    other.kind().name()
+                ))),
+            })
+        })
+        .map_err(JobError::from)
+    }
+}

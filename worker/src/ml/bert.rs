@@ -1,0 +1,409 @@
+//! BERT and RoBERTa encoders, one struct per Hugging Face submodule of `modeling_bert.py` /
+//! `modeling_roberta.py`. Path segments equal checkpoint keys (after the `bert.` / `roberta.`
+//! prefix is stripped at load time). RoBERTa is this encoder with offset positions, one token
+//! type and `lm_head.*`. No dropout: prompt tuning here runs the frozen model in eval mode, which
+//! keeps steps deterministic and identical to the parity reference.
+
+use tch::nn::{Init, Path};
+use tch::{Kind, Tensor};
+
+use super::config::{EncoderConfig, Family};
+
+/// `nn.Linear`: weight [out, in], bias [out].
+#[derive(Debug)]
+pub(crate) struct Linear {
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Tensor,
+}
+
+impl Linear {
+    fn new(p: Path, input: i64, output: i64) -> Linear {
+        Linear {
+            weight: p.var("weight", &[output, input], Init::Const(0.)),
+            bias: p.var("bias", &[output], Init::Const(0.)),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, Some(&self.bias))
+    }
+}
+
+/// `nn.LayerNorm` over the last dimension.
+#[derive(Debug)]
+pub(crate) struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn new(p: Path, dim: i64, eps: f64) -> LayerNorm {
+        LayerNorm {
+            weight: p.var("weight", &[dim], Init::Const(1.)),
+            bias: p.var("bias", &[dim], Init::Const(0.)),
+            eps,
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let dim = *x.size().last().unwrap_or(&1);
+        x.layer_norm([dim], Some(&self.weight), Some(&self.bias), self.eps, true)
+    }
+}
+
+fn activation(name: &str, x: &Tensor) -> Tensor {
+    match name {
+        "relu" => x.relu(),
+        "gelu_new" | "gelu_pytorch_tanh" => x.gelu("tanh"),
+        // HF's "gelu" is the exact erf form.
+        _ => x.gelu("none"),
+    }
+}
+
+/// `BertEmbeddings` / `RobertaEmbeddings`, fed with input embeddings.
+#[derive(Debug)]
+pub(crate) struct BertEmbeddings {
+    pub(crate) word_embeddings: Tensor,
+    position_embeddings: Tensor,
+    token_type_embeddings: Tensor,
+    layer_norm: LayerNorm,
+}
+
+impl BertEmbeddings {
+    fn new(p: Path, c: &EncoderConfig) -> BertEmbeddings {
+        let d = c.hidden_size;
+        BertEmbeddings {
+            word_embeddings: (&p / "word_embeddings").var(
+                "weight",
+                &[c.vocab_size, d],
+                Init::Const(0.),
+            ),
+            position_embeddings: (&p / "position_embeddings").var(
+                "weight",
+                &[c.max_position_embeddings, d],
+                Init::Const(0.),
+            ),
+            token_type_embeddings: (&p / "token_type_embeddings").var(
+                "weight",
+                &[c.type_vocab_size, d],
+                Init::Const(0.),
+            ),
+            layer_norm: LayerNorm::new(&p / "LayerNorm", d, c.layer_norm_eps),
+        }
+    }
+
+    /// `inputs_embeds` [N, S, d]; `position_ids` [S]; `position_keep` [S] (1 keeps the position
+    /// embedding, 0 drops it: the official layout's prompt slots). Token type is always 0.
+    fn forward(
+        &self,
+        inputs_embeds: &Tensor,
+        position_ids: &Tensor,
+        position_keep: Option<&Tensor>,
+    ) -> Tensor {
+        let mut positions = self.position_embeddings.index_select(0, position_ids);
+        if let Some(keep) = position_keep {
+            positions *= keep.unsqueeze(-1);
+        }
+        let x = inputs_embeds + positions.unsqueeze(0) + self.token_type_embeddings.get(0);
+        self.layer_norm.forward(&x)
+    }
+}
+
+/// `BertSelfAttention`.
+#[derive(Debug)]
+struct BertSelfAttention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    heads: i64,
+}
+
+impl BertSelfAttention {
+    fn new(p: Path, c: &EncoderConfig) -> BertSelfAttention {
+        let d = c.hidden_size;
+        BertSelfAttention {
+            query: Linear::new(&p / "query", d, d),
+            key: Linear::new(&p / "key", d, d),
+            value: Linear::new(&p / "value", d, d),
+            heads: c.num_attention_heads,
+        }
+    }
+
+    fn split(&self, x: &Tensor) -> Tensor {
+        let (n, s, d) = x.size3().unwrap_or((1, 1, 1));
+        x.view([n, s, self.heads, d / self.heads]).transpose(1, 2)
+    }
+
+    /// `queries` [N, Q, d] attend over `hidden` [N, S, d]; `mask` [N, 1, 1, S] is true where a
+    /// key may be attended.
+    fn forward(&self, queries: &Tensor, hidden: &Tensor, mask: &Tensor) -> Tensor {
+        let q = self.split(&self.query.forward(queries));
+        let k = self.split(&self.key.forward(hidden));
+        let v = self.split(&self.value.forward(hidden));
+        let out =
+            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false);
+        let (n, _, qn, _) = out.size4().unwrap_or((1, 1, 1, 1));
+        out.transpose(1, 2).contiguous().view([n, qn, -1])
+    }
+}
+
+/// `BertSelfOutput`: projection, residual, LayerNorm.
+#[derive(Debug)]
+struct BertSelfOutput {
+    dense: Linear,
+    layer_norm: LayerNorm,
+}
+
+impl BertSelfOutput {
+    fn new(p: Path, c: &EncoderConfig) -> BertSelfOutput {
+        BertSelfOutput {
+            dense: Linear::new(&p / "dense", c.hidden_size, c.hidden_size),
+            layer_norm: LayerNorm::new(&p / "LayerNorm", c.hidden_size, c.layer_norm_eps),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, residual: &Tensor) -> Tensor {
+        self.layer_norm.forward(&(self.dense.forward(x) + residual))
+    }
+}
+
+/// `BertAttention`.
+#[derive(Debug)]
+struct BertAttention {
+    attention_self: BertSelfAttention,
+    output: BertSelfOutput,
+}
+
+impl BertAttention {
+    fn new(p: Path, c: &EncoderConfig) -> BertAttention {
+        BertAttention {
+            attention_self: BertSelfAttention::new(&p / "self", c),
+            output: BertSelfOutput::new(&p / "output", c),
+        }
+    }
+}
+
+/// `BertIntermediate`: up-projection and activation.
+#[derive(Debug)]
+struct BertIntermediate {
+    dense: Linear,
+    act: String,
+}
+
+/// `BertOutput`: down-projection, residual, LayerNorm.
+#[derive(Debug)]
+struct BertOutput {
+    dense: Linear,
+    layer_norm: LayerNorm,
+}
+
+/// `BertLayer`.
+#[derive(Debug)]
+struct BertLayer {
+    attention: BertAttention,
+    intermediate: BertIntermediate,
+    output: BertOutput,
+}
+
+impl BertLayer {
+    fn new(p: Path, c: &EncoderConfig) -> BertLayer {
+        let (d, i) = (c.hidden_size, c.intermediate_size);
+        BertLayer {
+            attention: BertAttention::new(&p / "attention", c),
+            intermediate: BertIntermediate {
+                dense: Linear::new(&p / "intermediate" / "dense", d, i),
+                act: c.hidden_act.clone(),
+            },
+            output: BertOutput {
+                dense: Linear::new(&p / "output" / "dense", i, d),
+                layer_norm: LayerNorm::new(&p / "output" / "LayerNorm", d, c.layer_norm_eps),
+            },
+        }
+    }
+
+    /// Runs the layer for `queries` (all positions, or only the readout rows in the last layer:
+    /// everything after attention is per position, so the other rows are never needed).
+    /// `on_activation` sees the FFN activation (for activation-overlap indicators).
+    fn forward(
+        &self,
+        queries: &Tensor,
+        hidden: &Tensor,
+        mask: &Tensor,
+        on_activation: &mut dyn FnMut(&Tensor),
+    ) -> Tensor {
+        let attn = self.attention.attention_self.forward(queries, hidden, mask);
+        let attn = self.attention.output.forward(&attn, queries);
+        let inter = activation(
+            &self.intermediate.act,
+            &self.intermediate.dense.forward(&attn),
+        );
+        on_activation(&inter);
+        self.output
+            .layer_norm
+            .forward(&(self.output.dense.forward(&inter) + attn))
+    }
+}
+
+/// `BertEncoder`: the stack of layers.
+#[derive(Debug)]
+struct BertEncoder {
+    layer: Vec<BertLayer>,
+}
+
+/// `BertPredictionHeadTransform` + `BertLMPredictionHead` (`cls.predictions.*`), or
+/// `RobertaLMHead` (`lm_head.*`): dense, activation, LayerNorm, then the decoder.
+#[derive(Debug)]
+pub(crate) struct LmHead {
+    dense: Linear,
+    layer_norm: LayerNorm,
+    act: String,
+    /// `decoder.weight` when the checkpoint unties it; `None` reads the word embeddings.
+    decoder: Option<Tensor>,
+    bias: Tensor,
+}
+
+impl LmHead {
+    fn new(p: Path, c: &EncoderConfig, family: Family) -> LmHead {
+        let d = c.hidden_size;
+        let (dense, norm, decoder_path) = match family {
+            Family::Bert => (
+                &p / "predictions" / "transform" / "dense",
+                &p / "predictions" / "transform" / "LayerNorm",
+                &p / "predictions" / "decoder",
+            ),
+            Family::Roberta => (&p / "dense", &p / "layer_norm", &p / "decoder"),
+        };
+        let bias_path = match family {
+            Family::Bert => &p / "predictions",
+            Family::Roberta => p,
+        };
+        LmHead {
+            dense: Linear::new(dense, d, d),
+            layer_norm: LayerNorm::new(norm, d, c.layer_norm_eps),
+            act: c.hidden_act.clone(),
+            decoder: (!c.tie_word_embeddings)
+                .then(|| decoder_path.var("weight", &[c.vocab_size, d], Init::Const(0.))),
+            bias: bias_path.var("bias", &[c.vocab_size], Init::Const(0.)),
+        }
+    }
+
+    fn transform(&self, h: &Tensor) -> Tensor {
+        self.layer_norm
+            .forward(&activation(&self.act, &self.dense.forward(h)))
+    }
+}
+
+/// Which rows of the vocabulary a readout scores.
+pub(crate) enum Rows<'a> {
+    All,
+    Only(&'a Tensor),
+}
+
+/// The encoder with its embeddings and optional LM head; the top-level model is
+/// [`super::EncoderModel`].
+#[derive(Debug)]
+pub(crate) struct Encoder {
+    pub(crate) embeddings: BertEmbeddings,
+    encoder: BertEncoder,
+    pub(crate) lm_head: Option<LmHead>,
+}
+
+impl Encoder {
+    /// `root` is the model root (keys without the `bert.`/`roberta.` prefix); the LM head is
+    /// built only when `with_head`.
+    pub(crate) fn new(root: &Path, c: &EncoderConfig, family: Family, with_head: bool) -> Encoder {
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| BertLayer::new(root / "encoder" / "layer" / i, c))
+            .collect();
+        let head_root = match family {
+            Family::Bert => root / "cls",
+            Family::Roberta => root / "lm_head",
+        };
+        Encoder {
+            embeddings: BertEmbeddings::new(root / "embeddings", c),
+            encoder: BertEncoder { layer: layers },
+            lm_head: with_head.then(|| LmHead::new(head_root, c, family)),
+        }
+    }
+
+    /// Hidden states at the rows `readout` [N] of the last layer, shape [N, d]. The last layer
+    /// computes only those rows.
+    pub(crate) fn forward_readout(
+        &self,
+        inputs_embeds: &Tensor,
+        position_ids: &Tensor,
+        position_keep: Option<&Tensor>,
+        attention_mask: &Tensor,
+        readout: &Tensor,
+        on_activation: &mut dyn FnMut(usize, &Tensor),
+    ) -> Tensor {
+        let mut hidden = self
+            .embeddings
+            .forward(inputs_embeds, position_ids, position_keep);
+        let mask = attention_mask.to_kind(Kind::Bool).unsqueeze(1).unsqueeze(1);
+        let n_layers = self.encoder.layer.len();
+        let d = hidden.size()[2];
+        let gather = |h: &Tensor| {
+            h.gather(
+                1,
+                &readout.view([-1, 1, 1]).expand([-1, 1, d], false),
+                false,
+            )
+        };
+        if n_layers == 0 {
+            return gather(&hidden).squeeze_dim(1);
+        }
+        for (i, layer) in self.encoder.layer.iter().enumerate() {
+            let mut act = |t: &Tensor| on_activation(i, t);
+            hidden = if i + 1 == n_layers {
+                layer.forward(&gather(&hidden), &hidden, &mask, &mut act)
+            } else {
+                layer.forward(&hidden, &hidden, &mask, &mut act)
+            };
+        }
+        hidden.squeeze_dim(1)
+    }
+
+    /// All hidden states of the last layer [N, S, d] (for hidden-state parity checks).
+    pub(crate) fn forward_all(
+        &self,
+        inputs_embeds: &Tensor,
+        position_ids: &Tensor,
+        attention_mask: &Tensor,
+    ) -> Tensor {
+        let mut hidden = self.embeddings.forward(inputs_embeds, position_ids, None);
+        let mask = attention_mask.to_kind(Kind::Bool).unsqueeze(1).unsqueeze(1);
+        for layer in &self.encoder.layer {
+            hidden = layer.forward(&hidden, &hidden, &mask, &mut |_| {});
+        }
+        hidden
+    }
+
+    /// MLM-head logits of `h` [N, d] for the chosen vocabulary rows; `None` without a head.
+    pub(crate) fn mlm_logits(&self, h: &Tensor, rows: Rows) -> Option<Tensor> {
+        let head = self.lm_head.as_ref()?;
+        let t = head.transform(h);
+        let decoder = head
+            .decoder
+            .as_ref()
+            .unwrap_or(&self.embeddings.word_embeddings);
+        Some(match rows {
+            Rows::All => t.linear(decoder, Some(&head.bias)),
+            // The speed trick: only the label words' rows, never the whole vocabulary.
+            Rows::Only(ids) => t.linear(
+                &decoder.index_select(0, ids),
+                Some(&head.bias.index_select(0, ids)),
+            ),
+        })
+    }
+
+    /// Tied readout: `h` [N, d] against the input-embedding rows, no transform, no bias.
+    pub(crate) fn tied_logits(&self, h: &Tensor, rows: Rows) -> Tensor {
+        let e = &self.embeddings.word_embeddings;
+        match rows {
+            Rows::All => h.matmul(&e.tr()),
+            Rows::Only(ids) => h.matmul(&e.index_select(0, ids).tr()),
+        }
+    }
+}

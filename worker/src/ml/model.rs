@@ -1,0 +1,433 @@
+//! [`EncoderModel`]: a frozen BERT/RoBERTa with its tokenizer, the soft-prompt input layouts and
+//! the label-word readouts.
+
+use std::path::Path;
+
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+use super::bert::{Encoder, Rows};
+use super::config::{EncoderConfig, Family};
+use super::error::{MlError, MlResult};
+use super::tokenizer::EncoderTokenizer;
+use super::weights;
+
+/// How the class scores are read from the mask's hidden state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Head {
+    /// The checkpoint's pretrained MLM head, restricted to the label words' rows.
+    Mlm,
+    /// Mask state · input-embedding rows of the label words (encoders without an LM head).
+    #[default]
+    Tied,
+}
+
+impl std::str::FromStr for Head {
+    type Err = MlError;
+    fn from_str(s: &str) -> MlResult<Head> {
+        match s {
+            "mlm" => Ok(Head::Mlm),
+            "tied" => Ok(Head::Tied),
+            _ => Err(MlError::Invalid(format!(
+                "head {s:?}: expected mlm or tied"
+            ))),
+        }
+    }
+}
+
+/// Where the prompt and the mask sit in the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// PEFT prompt tuning: `[P ; template]` at consecutive positions, read at the template's mask.
+    #[default]
+    Prefix,
+    /// The official code's: the mask token's embedding replaces prompt slot 0 (and leaves the
+    /// template), prompt slots get no position embedding, and the text's positions start as if
+    /// there were no prompt. Read at slot 0.
+    Official,
+}
+
+impl std::str::FromStr for Layout {
+    type Err = MlError;
+    fn from_str(s: &str) -> MlResult<Layout> {
+        match s {
+            "prefix" => Ok(Layout::Prefix),
+            "official" => Ok(Layout::Official),
+            _ => Err(MlError::Invalid(format!(
+                "layout {s:?}: expected prefix or official"
+            ))),
+        }
+    }
+}
+
+/// One tokenized input: the template's ids with special tokens, and where its mask is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub ids: Vec<i64>,
+    pub mask_index: usize,
+}
+
+/// Padded token ids of several [`Encoded`] inputs, on the model's device.
+#[derive(Debug)]
+pub struct Batch {
+    /// [N, T] token ids, right-padded.
+    ids: Tensor,
+    /// [N, T] 1 for tokens, 0 for padding.
+    mask: Tensor,
+    /// [N] the mask token's index in the text.
+    mask_index: Tensor,
+    /// Examples in the batch.
+    pub len: usize,
+}
+
+/// A frozen encoder, its tokenizer, readout and layout. Cheap to share: forward passes take
+/// `&self`.
+#[derive(Debug)]
+pub struct EncoderModel {
+    /// Holds the frozen weights; the tensors in `encoder` are views into it.
+    _vs: VarStore,
+    encoder: Encoder,
+    pub config: EncoderConfig,
+    pub family: Family,
+    pub tokenizer: EncoderTokenizer,
+    pub head: Head,
+    pub layout: Layout,
+    pub device: Device,
+    /// The model folder's name, recorded in prompt files.
+    pub name: String,
+}
+
+impl EncoderModel {
+    /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from `dir`. With
+    /// `Head::Mlm` the checkpoint must carry its LM head.
+    pub fn load(dir: &Path, head: Head, layout: Layout, device: Device) -> MlResult<EncoderModel> {
+        if !dir.is_dir() {
+            return Err(MlError::MissingFile { path: dir.into() });
+        }
+        let config = EncoderConfig::load(&dir.join("config.json"))?;
+        let family = config.family().unwrap_or(Family::Bert);
+        let tokenizer =
+            EncoderTokenizer::load(&dir.join("tokenizer.json"), family, config.pad_token_id)?;
+        if tokenizer.vocab_size() as i64 > config.vocab_size {
+            return Err(MlError::Config {
+                path: dir.join("config.json"),
+                message: format!(
+                    "vocab_size {} is smaller than the tokenizer's {} tokens",
+                    config.vocab_size,
+                    tokenizer.vocab_size()
+                ),
+            });
+        }
+        let mut vs = VarStore::new(device);
+        let encoder = Encoder::new(&vs.root(), &config, family, head == Head::Mlm);
+        let optional: &[&str] = if head == Head::Mlm {
+            &[]
+        } else {
+            &["cls.", "lm_head."]
+        };
+        weights::load_into(&mut vs, &dir.join("model.safetensors"), optional)?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        Ok(EncoderModel {
+            _vs: vs,
+            encoder,
+            config,
+            family,
+            tokenizer,
+            head,
+            layout,
+            device,
+            name,
+        })
+    }
+
+    pub fn hidden_size(&self) -> i64 {
+        self.config.hidden_size
+    }
+
+    /// The word-embedding matrix [V, d] (frozen), e.g. to initialise prompts from the vocabulary.
+    pub fn word_embeddings(&self) -> &Tensor {
+        &self.encoder.embeddings.word_embeddings
+    }
+
+    /// How many text tokens fit next to a prompt of `prompt_len` tokens.
+    pub fn text_budget(&self, prompt_len: usize) -> usize {
+        match self.layout {
+            Layout::Prefix => self.config.max_tokens().saturating_sub(prompt_len),
+            // The mask leaves the text for prompt slot 0, so one more token fits.
+            Layout::Official => self.config.max_tokens() + 1,
+        }
+    }
+
+    /// Checks that `prompt` is [L, d] or [K, L, d] with this model's width.
+    pub fn check_prompt(&self, prompt: &Tensor, what: &str) -> MlResult<()> {
+        let size = prompt.size();
+        let width = *size.last().unwrap_or(&0);
+        if !(size.len() == 2 || size.len() == 3) || width != self.hidden_size() {
+            return Err(MlError::PromptWidth {
+                what: format!("{what} (shape {size:?})"),
+                got: width,
+                expected: self.hidden_size(),
+            });
+        }
+        if self.layout == Layout::Official && size[size.len() - 2] == 0 {
+            return Err(MlError::Invalid(
+                "the official layout needs a prompt of at least one token".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Pads `inputs` into a batch on the model's device.
+    pub fn batch(&self, inputs: &[&Encoded]) -> Batch {
+        let width = inputs.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(inputs.len() * width);
+        let mut mask = Vec::with_capacity(inputs.len() * width);
+        for e in inputs {
+            ids.extend(e.ids.iter().copied().chain(std::iter::repeat_n(
+                self.tokenizer.pad_id,
+                width - e.ids.len(),
+            )));
+            mask.extend((0..width).map(|j| i64::from(j < e.ids.len())));
+        }
+        let n = inputs.len() as i64;
+        let mask_index: Vec<i64> = inputs.iter().map(|e| e.mask_index as i64).collect();
+        Batch {
+            ids: Tensor::from_slice(&ids)
+                .view([n, width as i64])
+                .to(self.device),
+            mask: Tensor::from_slice(&mask)
+                .view([n, width as i64])
+                .to(self.device),
+            mask_index: Tensor::from_slice(&mask_index).to(self.device),
+            len: inputs.len(),
+        }
+    }
+
+    /// Builds the encoder input for `prompt` ([L, d], shared, or [N, L, d], one per example):
+    /// (inputs_embeds, position ids, position keep, attention mask, readout rows).
+    fn assemble(
+        &self,
+        prompt: &Tensor,
+        batch: &Batch,
+    ) -> (Tensor, Tensor, Option<Tensor>, Tensor, Tensor) {
+        let n = batch.len as i64;
+        let d = self.hidden_size();
+        let prompt = if prompt.dim() == 2 {
+            prompt.unsqueeze(0).expand([n, -1, -1], false)
+        } else {
+            prompt.shallow_clone()
+        };
+        let l = prompt.size()[1];
+        let words = self
+            .word_embeddings()
+            .index_select(0, &batch.ids.flatten(0, -1))
+            .view([n, -1, d]);
+        let offset = self.config.position_offset();
+        let opts = (Kind::Int64, self.device);
+        match self.layout {
+            Layout::Prefix => {
+                let t = words.size()[1];
+                let embeds = Tensor::cat(&[prompt.to_kind(words.kind()), words], 1);
+                let mask =
+                    Tensor::cat(&[Tensor::ones([n, l], opts), batch.mask.shallow_clone()], 1);
+                let positions = Tensor::arange_start(offset, offset + l + t, opts);
+                (embeds, positions, None, mask, &batch.mask_index + l)
+            }
+            Layout::Official => {
+                // Drop the template's mask token; it moves to prompt slot 0.
+                let t = words.size()[1];
+                let idx = Tensor::arange(t, opts).unsqueeze(0);
+                let keep = idx.ne_tensor(&batch.mask_index.unsqueeze(1));
+                let order = keep.logical_not().to_kind(Kind::Int64).argsort(1, false);
+                let words = words
+                    .gather(1, &order.unsqueeze(-1).expand([n, t, d], false), false)
+                    .narrow(1, 0, t - 1);
+                let text_mask = batch.mask.gather(1, &order, false).narrow(1, 0, t - 1);
+                let mask_emb = self
+                    .word_embeddings()
+                    .get(self.tokenizer.mask_id)
+                    .view([1, 1, d])
+                    .expand([n, 1, d], false);
+                let prompt = Tensor::cat(
+                    &[mask_emb, prompt.narrow(1, 1, l - 1).to_kind(words.kind())],
+                    1,
+                );
+                let embeds = Tensor::cat(&[prompt, words], 1);
+                let mask = Tensor::cat(&[Tensor::ones([n, l], opts), text_mask], 1);
+                let positions = Tensor::cat(
+                    &[
+                        Tensor::zeros([l], opts),
+                        Tensor::arange_start(offset, offset + t - 1, opts),
+                    ],
+                    0,
+                );
+                let keep = Tensor::cat(
+                    &[
+                        Tensor::zeros([l], (Kind::Float, self.device)),
+                        Tensor::ones([t - 1], (Kind::Float, self.device)),
+                    ],
+                    0,
+                );
+                (
+                    embeds,
+                    positions,
+                    Some(keep),
+                    mask,
+                    Tensor::zeros([n], opts),
+                )
+            }
+        }
+    }
+
+    /// Checks a prompt against a batch: [L, d] shared, or [N, L, d] one per example.
+    fn check_rows(&self, prompt: &Tensor, batch: &Batch) -> MlResult<()> {
+        self.check_prompt(prompt, "prompt")?;
+        if prompt.dim() == 3 && prompt.size()[0] != batch.len as i64 {
+            return Err(MlError::Invalid(format!(
+                "{} prompt rows for a batch of {} inputs",
+                prompt.size()[0],
+                batch.len
+            )));
+        }
+        if batch.len == 0 {
+            return Err(MlError::Invalid("an empty batch".into()));
+        }
+        let longest = batch.ids.size()[1] as usize;
+        let prompt_len = prompt.size()[prompt.dim() - 2] as usize;
+        let max_positions = self.config.max_tokens();
+        let fits = match self.layout {
+            Layout::Prefix => prompt_len + longest <= max_positions,
+            Layout::Official => longest <= max_positions + 1,
+        };
+        if !fits {
+            return Err(MlError::PromptTooLong {
+                prompt_len,
+                template_len: longest,
+                max_positions,
+            });
+        }
+        Ok(())
+    }
+
+    /// The last layer's hidden state at the readout position, [N, d].
+    pub fn readout_hidden(&self, prompt: &Tensor, batch: &Batch) -> MlResult<Tensor> {
+        self.readout_hidden_with(prompt, batch, &mut |_, _| {})
+    }
+
+    /// [`Self::readout_hidden`], handing every layer's FFN activation to `observe` (layer
+    /// index, [N, S, I]; the last layer's holds only the readout row, [N, 1, I]).
+    pub fn readout_hidden_with(
+        &self,
+        prompt: &Tensor,
+        batch: &Batch,
+        observe: &mut dyn FnMut(usize, &Tensor),
+    ) -> MlResult<Tensor> {
+        self.check_rows(prompt, batch)?;
+        let (embeds, positions, keep, mask, readout) = self.assemble(prompt, batch);
+        Ok(self.encoder.forward_readout(
+            &embeds,
+            &positions,
+            keep.as_ref(),
+            &mask,
+            &readout,
+            observe,
+        ))
+    }
+
+    /// The last layer's hidden states at every position, [N, S, d], for hidden-state parity
+    /// checks.
+    pub fn hidden_states(&self, prompt: &Tensor, batch: &Batch) -> MlResult<Tensor> {
+        self.check_rows(prompt, batch)?;
+        let (embeds, positions, _, mask, _) = self.assemble(prompt, batch);
+        Ok(self.encoder.forward_all(&embeds, &positions, &mask))
+    }
+
+    /// Tokenizes `text` (with the tokenizer's special tokens); it must hold one mask token.
+    pub fn encode_text(&self, text: &str) -> MlResult<Encoded> {
+        self.encode_ids(self.tokenizer.encode(text)?)
+    }
+
+    /// Wraps token ids (special tokens included) as an input, checking them against the
+    /// vocabulary and locating the mask.
+    pub fn encode_ids(&self, ids: Vec<i64>) -> MlResult<Encoded> {
+        if let Some(bad) = ids.iter().find(|&&i| i < 0 || i >= self.config.vocab_size) {
+            return Err(MlError::Invalid(format!(
+                "token id {bad} is outside the vocabulary (0..{})",
+                self.config.vocab_size
+            )));
+        }
+        let mask_index = ids
+            .iter()
+            .position(|&i| i == self.tokenizer.mask_id)
+            .ok_or_else(|| {
+                MlError::Invalid(format!(
+                    "the input has no mask token {} (id {})",
+                    self.tokenizer.mask_token, self.tokenizer.mask_id
+                ))
+            })?;
+        Ok(Encoded { ids, mask_index })
+    }
+
+    fn readout(&self, h: &Tensor, rows: Rows) -> MlResult<Tensor> {
+        match self.head {
+            Head::Tied => Ok(self.encoder.tied_logits(h, rows)),
+            Head::Mlm => self.encoder.mlm_logits(h, rows).ok_or_else(|| {
+                MlError::Invalid("head mlm but the model was loaded without its LM head".into())
+            }),
+        }
+    }
+
+    /// Class scores [N, K]: the readout at the mask for the label words `label_ids` [K].
+    pub fn label_scores(
+        &self,
+        prompt: &Tensor,
+        batch: &Batch,
+        label_ids: &Tensor,
+    ) -> MlResult<Tensor> {
+        let h = self.readout_hidden(prompt, batch)?;
+        self.readout(&h, Rows::Only(label_ids))
+    }
+
+    /// The whole vocabulary's logits at the readout position, [N, V] (`promptgrid inspect`).
+    pub fn full_logits(&self, prompt: &Tensor, batch: &Batch) -> MlResult<Tensor> {
+        let h = self.readout_hidden(prompt, batch)?;
+        self.readout(&h, Rows::All)
+    }
+
+    /// An empty prompt [0, d] for inputs without one (prefix layout only).
+    pub fn no_prompt(&self) -> Tensor {
+        Tensor::zeros([0, self.hidden_size()], (Kind::Float, self.device))
+    }
+
+    /// Label ids as a tensor on the device, checking each word is one token.
+    pub fn label_tensor(&self, words: &[String]) -> MlResult<Tensor> {
+        Ok(Tensor::from_slice(&self.tokenizer.label_ids(words)?).to(self.device))
+    }
+}
+
+/// Parses `cpu`, `cuda`, `cuda:N` or `auto` (the first GPU when there is one, else the CPU).
+pub fn parse_device(s: &str) -> MlResult<Device> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(Device::cuda_if_available()),
+        "cuda" => Ok(Device::Cuda(0)),
+        _ => {
+            let n = s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| {
+                    MlError::Invalid(format!("device {s:?}: expected cpu, cuda:N or auto"))
+                })?;
+            if n >= tch::Cuda::device_count() as usize {
+                return Err(MlError::Invalid(format!(
+                    "device {s}: only {} CUDA devices",
+                    tch::Cuda::device_count()
+                )));
+            }
+            Ok(Device::Cuda(n))
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Prompt files: a safetensors file holding `prompt` [L, d] (float32) with string metadata
+//! (model, task, steps, score), and the export to a PEFT prompt-tuning adapter.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::{Dtype, tensor::TensorView};
+use tch::{Device, Kind, Tensor};
+
+use super::error::{MlError, MlResult};
+
+/// The tensor name of the prompt inside a prompt file.
+pub const PROMPT_KEY: &str = "prompt";
+
+/// A trained (or initial) soft prompt with what it came from.
+#[derive(Debug)]
+pub struct PromptFile {
+    /// [L, d], float32, on the CPU.
+    pub prompt: Tensor,
+    /// `model`, `task`, `steps`, `score` and anything else worth keeping.
+    pub metadata: HashMap<String, String>,
+}
+
+impl PromptFile {
+    pub fn new(
+        prompt: &Tensor,
+        model: &str,
+        task: &str,
+        steps: usize,
+        score: Option<f64>,
+    ) -> PromptFile {
+        let mut metadata = HashMap::new();
+        metadata.insert("model".into(), model.to_string());
+        metadata.insert("task".into(), task.to_string());
+        metadata.insert("steps".into(), steps.to_string());
+        if let Some(score) = score {
+            metadata.insert("score".into(), format!("{score}"));
+        }
+        PromptFile {
+            prompt: prompt.detach().to_device(Device::Cpu).to_kind(Kind::Float),
+            metadata,
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> MlResult<()> {
+        write_tensors(
+            path,
+            &[(PROMPT_KEY, &self.prompt)],
+            Some(self.metadata.clone()),
+        )
+    }
+
+    /// Reads a prompt file; `expected_width` (the model's hidden size) is checked when given.
+    pub fn load(path: &Path, expected_width: Option<i64>) -> MlResult<PromptFile> {
+        let (mut tensors, metadata) = read_tensors(path)?;
+        let prompt = tensors
+            .remove(PROMPT_KEY)
+            .ok_or_else(|| MlError::Safetensors {
+                path: path.into(),
+                message: format!("no tensor named {PROMPT_KEY:?}"),
+            })?;
+        let size = prompt.size();
+        if size.len() != 2 {
+            return Err(MlError::PromptWidth {
+                what: format!("{} (shape {size:?}, expected [L, d])", path.display()),
+                got: *size.last().unwrap_or(&0),
+                expected: expected_width.unwrap_or(0),
+            });
+        }
+        if let Some(width) = expected_width.filter(|w| *w != size[1]) {
+            return Err(MlError::PromptWidth {
+                what: path.display().to_string(),
+                got: size[1],
+                expected: width,
+            });
+        }
+        Ok(PromptFile {
+            prompt: prompt.to_kind(Kind::Float),
+            metadata,
+        })
+    }
+
+    /// Writes a PEFT prompt-tuning adapter folder (`adapter_config.json` +
+    /// `adapter_model.safetensors` with `prompt_embeddings`) that `PeftModel.from_pretrained`
+    /// loads on `base_model` (a name or path recorded as `base_model_name_or_path`).
+    pub fn export_peft(
+        &self,
+        dir: &Path,
+        base_model: &str,
+        num_layers: i64,
+        num_heads: i64,
+    ) -> MlResult<()> {
+        std::fs::create_dir_all(dir).map_err(|e| MlError::io(dir, e))?;
+        let size = self.prompt.size();
+        let config = serde_json::json!({
+            "peft_type": "PROMPT_TUNING",
+            "task_type": null,
+            "base_model_name_or_path": base_model,
+            "inference_mode": true,
+            "num_virtual_tokens": size[0],
+            "token_dim": size[1],
+            "num_transformer_submodules": 1,
+            "num_attention_heads": num_heads,
+            "num_layers": num_layers,
+            "prompt_tuning_init": "RANDOM",
+            "prompt_tuning_init_text": null,
+            "tokenizer_name_or_path": null,
+            "tokenizer_kwargs": null,
+            "revision": null,
+        });
+        let path = dir.join("adapter_config.json");
+        let text =
+            serde_json::to_string_pretty(&config).map_err(|e| MlError::Invalid(e.to_string()))?;
+        std::fs::write(&path, text).map_err(|e| MlError::io(&path, e))?;
+        write_tensors(
+            &dir.join("adapter_model.safetensors"),
+            &[("prompt_embeddings", &self.prompt)],
+            None,
+        )
+    }
+}
+
+/// Writes float32 copies of `tensors` to a safetensors file.
+pub(crate) fn write_tensors(
+    path: &Path,
+    tensors: &[(&str, &Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> MlResult<()> {
+    let st_err = |e: safetensors::SafeTensorError| MlError::Safetensors {
+        path: path.into(),
+        message: e.to_string(),
+    };
+    let mut buffers = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let t = t
+            .detach()
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous();
+        let shape: Vec<usize> = t.size().iter().map(|&s| s as usize).collect();
+        let values = Vec::<f32>::try_from(t.flatten(0, -1))?;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        buffers.push((name.to_string(), shape, bytes));
+    }
+    let views = buffers
+        .iter()
+        .map(|(name, shape, bytes)| {
+            Ok((
+                name.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(st_err)?,
+            ))
+        })
+        .collect::<MlResult<Vec<_>>>()?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| MlError::io(parent, e))?;
+    }
+    // Write beside the target and rename, so a crash never leaves half a file under its name.
+    let tmp = path.with_extension("safetensors.tmp");
+    safetensors::serialize_to_file(views, metadata, &tmp).map_err(st_err)?;
+    std::fs::rename(&tmp, path).map_err(|e| MlError::io(path, e))
+}
+
+/// Reads all tensors and the string metadata of a safetensors file.
+pub(crate) fn read_tensors(
+    path: &Path,
+) -> MlResult<(HashMap<String, Tensor>, HashMap<String, String>)> {
+    let bytes = std::fs::read(path).map_err(|e| MlError::io(path, e))?;
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| MlError::Safetensors {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+    let metadata = meta.metadata().clone().unwrap_or_default();
+    let tensors = Tensor::read_safetensors(path).map_err(|e| MlError::Safetensors {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    Ok((tensors.into_iter().collect(), metadata))
+}

@@ -1,0 +1,132 @@
+//! The model's `tokenizer.json`, with what prompt tuning needs from it: the mask and pad ids,
+//! single-token label words, and template encoding with truncation.
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::Tokenizer;
+
+use super::config::Family;
+use super::error::{MlError, MlResult};
+
+/// A tokenizer with the special tokens the encoder reads.
+pub struct EncoderTokenizer {
+    inner: Tokenizer,
+    path: PathBuf,
+    family: Family,
+    /// The mask token's text, put into templates at `{mask}`.
+    pub mask_token: String,
+    pub mask_id: i64,
+    pub pad_id: i64,
+    /// The separator token's text (`[SEP]`, `</s>`), put into templates at `{sep}`.
+    pub sep_token: String,
+}
+
+impl std::fmt::Debug for EncoderTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncoderTokenizer")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl EncoderTokenizer {
+    pub fn load(path: &Path, family: Family, pad_token_id: Option<i64>) -> MlResult<Self> {
+        if !path.exists() {
+            return Err(MlError::MissingFile { path: path.into() });
+        }
+        let tok_err = |e: tokenizers::Error| MlError::Tokenizer {
+            path: path.into(),
+            message: e.to_string(),
+        };
+        let mut inner = Tokenizer::from_file(path).map_err(tok_err)?;
+        // Exported tokenizers often pad and truncate to a fixed length (sentence-transformers:
+        // 128); batching and truncation are ours, so both are switched off.
+        inner.with_padding(None);
+        inner.with_truncation(None).map_err(tok_err)?;
+        let find = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|n| inner.token_to_id(n).map(|id| (n.to_string(), id as i64)))
+        };
+        let (mask_token, mask_id) =
+            find(&["[MASK]", "<mask>"]).ok_or_else(|| MlError::Tokenizer {
+                path: path.into(),
+                message: "no mask token ([MASK] or <mask>) in the vocabulary".into(),
+            })?;
+        let pad_id = pad_token_id
+            .or_else(|| find(&["[PAD]", "<pad>"]).map(|(_, id)| id))
+            .unwrap_or(0);
+        let sep_token = find(&["[SEP]", "</s>"]).map(|(t, _)| t).unwrap_or_default();
+        Ok(EncoderTokenizer {
+            sep_token,
+            inner,
+            path: path.into(),
+            family,
+            mask_token,
+            mask_id,
+            pad_id,
+        })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> MlError {
+        MlError::Tokenizer {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Ids of `text` with the tokenizer's special tokens (`[CLS] … [SEP]`, `<s> … </s>`).
+    pub fn encode(&self, text: &str) -> MlResult<Vec<i64>> {
+        let enc = self.inner.encode(text, true).map_err(|e| self.err(e))?;
+        Ok(enc.get_ids().iter().map(|&i| i as i64).collect())
+    }
+
+    /// Tokens of `text` without special tokens, with the byte offset where each starts.
+    pub(crate) fn pieces(&self, text: &str) -> MlResult<Vec<(String, usize)>> {
+        let enc = self.inner.encode(text, false).map_err(|e| self.err(e))?;
+        Ok(enc
+            .get_tokens()
+            .iter()
+            .cloned()
+            .zip(enc.get_offsets().iter().map(|o| o.0))
+            .collect())
+    }
+
+    /// The one token of each label word. Byte-level BPE (RoBERTa) reads words after a space,
+    /// as they stand in a sentence, so the word is encoded with a leading space there.
+    pub fn label_ids(&self, words: &[String]) -> MlResult<Vec<i64>> {
+        words
+            .iter()
+            .map(|word| {
+                let text = match self.family {
+                    Family::Roberta => format!(" {word}"),
+                    Family::Bert => word.clone(),
+                };
+                let enc = self
+                    .inner
+                    .encode(text.as_str(), false)
+                    .map_err(|e| self.err(e))?;
+                // A word outside a WordPiece vocabulary is one token too: [UNK], equally wrong.
+                let unknown = enc
+                    .get_tokens()
+                    .iter()
+                    .any(|t| t == "[UNK]" || t == "<unk>");
+                match enc.get_ids() {
+                    [id] if !unknown => Ok(*id as i64),
+                    _ => Err(MlError::MultiTokenLabelWord {
+                        word: word.clone(),
+                        pieces: enc.get_tokens().to_vec(),
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    pub fn id_to_token(&self, id: i64) -> String {
+        self.inner.id_to_token(id as u32).unwrap_or_default()
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}

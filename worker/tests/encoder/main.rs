@@ -1,0 +1,10 @@
+//! Integration tests of the encoder half of the ML core (BERT/RoBERTa, data, tuning, prompt
+//! files). Fixtures under tests/data/ come from scripts/make-parity-fixtures.py.
+
+mod data;
+mod demo_model;
+mod errors;
+mod parity;
+mod prompts;
+mod train;
+mod util;

@@ -1,0 +1,177 @@
+//! Prompt tuning on a small generated task with a tiny random model: the loss falls, held-out
+//! accuracy beats chance, runs are deterministic, and a resumed run equals an uninterrupted one.
+
+use std::collections::BTreeMap;
+
+use promptgrid_worker::ml::{
+    Checkpoint, Example, Head, Layout, MlResult, PromptInit, TaskData, TuneConfig, TuneObserver,
+    evaluate_prompts, tune,
+};
+
+use crate::util::{load, max_abs_diff};
+
+/// Sentences of filler words holding one cue, the label word itself: a tuned prompt must learn
+/// to route it to the mask (a random frozen model does not, so this measures the tuning).
+fn generate(n: usize, seed: u64) -> Vec<Example> {
+    let filler = [
+        "the", "movie", "film", "story", "plot", "was", "is", "this", "acting", "music", "and",
+        "very", "really", "quite",
+    ];
+    let (neg, pos) = (["terrible"], ["great"]);
+    let mut state = seed;
+    let mut next = move |m: usize| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as usize) % m
+    };
+    (0..n)
+        .map(|_| {
+            let label = next(2);
+            let mut words: Vec<&str> = (0..4 + next(4))
+                .map(|_| filler[next(filler.len())])
+                .collect();
+            let cue = if label == 1 {
+                pos[next(1)]
+            } else {
+                neg[next(1)]
+            };
+            let at = next(words.len() + 1);
+            words.insert(at, cue);
+            Example {
+                fields: BTreeMap::from([("text".to_string(), words.join(" "))]),
+                label,
+            }
+        })
+        .collect()
+}
+
+fn words() -> Vec<String> {
+    vec!["terrible".into(), "great".into()]
+}
+
+const TEMPLATE: &str = "{text} it was {mask} .";
+
+#[derive(Default)]
+struct Recorder {
+    steps: Vec<(usize, f64)>,
+    evals: Vec<(usize, f64)>,
+    checkpoints: Vec<Checkpoint>,
+    stop_at: Option<usize>,
+}
+
+impl TuneObserver for Recorder {
+    fn on_step(&mut self, step: usize, loss: f64) {
+        self.steps.push((step, loss));
+    }
+    fn on_eval(&mut self, step: usize, score: f64, _best: bool) {
+        self.evals.push((step, score));
+    }
+    fn on_checkpoint(&mut self, ck: &Checkpoint) -> MlResult<()> {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("ck.safetensors");
+        ck.save(&path)?;
+        self.checkpoints.push(Checkpoint::load(&path)?);
+        Ok(())
+    }
+    fn should_stop(&mut self) -> bool {
+        self.stop_at
+            .is_some_and(|s| self.steps.last().is_some_and(|l| l.0 >= s))
+    }
+}
+
+fn cfg(steps: usize) -> TuneConfig {
+    TuneConfig {
+        prompt_len: 8,
+        lr: 0.2,
+        batch_size: 16,
+        grad_accum: 2,
+        max_steps: steps,
+        eval_every: 30,
+        eval_batch_size: 64,
+        seed: 3,
+        init: PromptInit::Vocab,
+        ..TuneConfig::default()
+    }
+}
+
+#[test]
+fn tuning_lowers_the_loss_and_beats_chance() {
+    let model = load("tiny-bert-train", Head::Mlm, Layout::Prefix);
+    let train =
+        TaskData::encode_with(&model, TEMPLATE, &words(), &generate(256, 1), 8, None).unwrap();
+    let test =
+        TaskData::encode_with(&model, TEMPLATE, &words(), &generate(200, 2), 8, None).unwrap();
+    let config = cfg(150);
+    let init = promptgrid_worker::ml::init_prompt(&model, &config.init, 8, config.seed).unwrap();
+    let before = &evaluate_prompts(&model, &[&init], &test, 64).unwrap()[0];
+    let mut rec = Recorder::default();
+    let out = tune(&model, &train, Some(&test), &config, None, &mut rec).unwrap();
+    let after = &evaluate_prompts(&model, &[&out.best_prompt], &test, 64).unwrap()[0];
+    let mean = |s: &[(usize, f64)]| s.iter().map(|x| x.1).sum::<f64>() / s.len() as f64;
+    let (first, last) = (
+        mean(&out.losses[..10]),
+        mean(&out.losses[out.losses.len() - 10..]),
+    );
+    println!(
+        "train loss {first:.3} -> {last:.3}; held-out loss {:.3} -> {:.3}, accuracy {:.3} -> {:.3}",
+        before.loss, after.loss, before.accuracy, after.accuracy
+    );
+    assert!(last < first * 0.8, "training loss {first} -> {last}");
+    assert!(
+        after.loss < before.loss,
+        "held-out loss {} -> {}",
+        before.loss,
+        after.loss
+    );
+    assert!(after.accuracy > 0.7, "held-out accuracy {}", after.accuracy);
+    assert_eq!(rec.steps.len(), 150);
+    assert_eq!(
+        rec.evals.iter().map(|e| e.0).collect::<Vec<_>>(),
+        vec![30, 60, 90, 120, 150]
+    );
+    assert_eq!(
+        out.best_score,
+        rec.evals.iter().map(|e| e.1).reduce(f64::max)
+    );
+}
+
+#[test]
+fn runs_are_deterministic_and_resume_exactly() {
+    let model = load("tiny-roberta", Head::Tied, Layout::Prefix);
+    let train =
+        TaskData::encode_with(&model, TEMPLATE, &words(), &generate(40, 5), 8, None).unwrap();
+    let dev = TaskData::encode_with(&model, TEMPLATE, &words(), &generate(30, 6), 8, None).unwrap();
+    let config = TuneConfig {
+        init: PromptInit::Random,
+        eval_every: 3,
+        checkpoint_every: 4,
+        ..cfg(10)
+    };
+    let a = tune(&model, &train, Some(&dev), &config, None, &mut ()).unwrap();
+    let b = tune(&model, &train, Some(&dev), &config, None, &mut ()).unwrap();
+    assert_eq!(a.losses, b.losses);
+    assert_eq!(max_abs_diff(&a.best_prompt, &b.best_prompt), 0.0);
+
+    // Stop after 5 steps (the runner's shutdown), then resume from the checkpoint it handed over.
+    let mut rec = Recorder {
+        stop_at: Some(5),
+        ..Recorder::default()
+    };
+    let first = tune(&model, &train, Some(&dev), &config, None, &mut rec).unwrap();
+    assert!(first.stopped);
+    assert_eq!(
+        rec.checkpoints.iter().map(|c| c.step).collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+    let ck = rec.checkpoints.pop().unwrap();
+    let rest = tune(&model, &train, Some(&dev), &config, Some(ck), &mut ()).unwrap();
+    let resumed: Vec<_> = first.losses.iter().chain(&rest.losses).cloned().collect();
+    for ((s1, l1), (s2, l2)) in resumed.iter().zip(&a.losses) {
+        assert_eq!(s1, s2);
+        assert!((l1 - l2).abs() < 1e-6, "step {s1}: {l1} vs {l2}");
+    }
+    assert_eq!(rest.steps, 10);
+    assert_eq!(rest.best_step, a.best_step);
+    assert!(max_abs_diff(&rest.best_prompt, &a.best_prompt) < 1e-6);
+}
