@@ -5,7 +5,8 @@
   right-padded to different lengths) and a soft `prompt` [20, d_model].
 * `time DIR [max_new_tokens repeats threads]`: times transformers' greedy `generate` with the
   prompt in front of the input as `inputs_embeds`; prints one JSON line like the Rust driver's.
-* `table RUST_JSON HF_JSON`: prints the comparison and checks that both produced the same tokens.
+* `table RUST_JSONS HF_JSONS` (comma-separated, one per round): prints the comparison (best and
+  median run) and checks that both produced the same tokens.
 """
 import json
 import os
@@ -68,18 +69,19 @@ def time_generate(out, max_new_tokens, repeats, threads):
     inputs = load_file(os.path.join(out, "bench_inputs.safetensors"))
     ids, mask, prompt = inputs["input_ids"], inputs["attention_mask"], inputs["prompt"]
     b = ids.shape[0]
-    seconds, sequences = [], None
+    seconds, cpu, sequences = [], [], None
     with torch.inference_mode():
         for i in range(repeats + 1):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             # As a prompt-tuned model runs: [P ; E(ids)] as inputs_embeds, the prompt attended.
             embeds = torch.cat([prompt.unsqueeze(0).expand(b, -1, -1), model.shared(ids)], 1)
             att = torch.cat([torch.ones(b, prompt.shape[0], dtype=mask.dtype), mask], 1)
             sequences = model.generate(inputs_embeds=embeds, attention_mask=att,
                                        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
-            elapsed = time.perf_counter() - start
+            elapsed, cpu_elapsed = time.perf_counter() - start, time.process_time() - cpu_start
             if i > 0:
                 seconds.append(elapsed)
+                cpu.append(cpu_elapsed)
     steps = sequences.shape[1] - 1
     median = statistics.median_low(seconds)
     print(json.dumps({
@@ -88,19 +90,38 @@ def time_generate(out, max_new_tokens, repeats, threads):
         "batch": b,
         "steps": steps,
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "median_s": median,
         "tokens_per_s": b * steps / median,
         "sequences": sequences.tolist(),
     }))
 
 
-def table(rust_path, hf_path):
-    rust, hf = (json.load(open(p)) for p in (rust_path, hf_path))
-    print(f"{'implementation':<24}{'threads':>8}{'batch':>7}{'steps':>7}{'median s':>11}{'tokens/s':>11}")
+def merge(paths):
+    """One implementation's runs from several rounds (comma-separated JSON files)."""
+    runs = [json.load(open(p)) for p in paths.split(",")]
+    merged = dict(runs[0])
+    for key in ("seconds", "cpu_seconds"):
+        merged[key] = [t for r in runs for t in r[key]]
+    assert all(r["sequences"] == runs[0]["sequences"] for r in runs), "rounds disagree"
+    return merged
+
+
+def table(rust_paths, hf_paths):
+    rust, hf = merge(rust_paths), merge(hf_paths)
+    rows = []
     for r in (rust, hf):
-        print(f"{r['impl']:<24}{r['threads']:>8}{r['batch']:>7}{r['steps']:>7}"
-              f"{r['median_s']:>11.4f}{r['tokens_per_s']:>11.1f}")
-    print(f"promptgrid / transformers tokens per second: {rust['tokens_per_s'] / hf['tokens_per_s']:.2f}x")
+        tokens = r["batch"] * r["steps"]
+        best, median = min(r["seconds"]), statistics.median(r["seconds"])
+        cpu = min(r["cpu_seconds"])
+        rows.append((r, len(r["seconds"]), best, median, cpu, tokens / best, tokens / median, tokens / cpu))
+    print(f"{'implementation':<24}{'threads':>8}{'batch':>6}{'steps':>6}{'runs':>5}{'best s':>9}"
+          f"{'median s':>10}{'tok/s best':>12}{'tok/s median':>14}{'tok/cpu-s best':>16}")
+    for r, n, best, median, cpu, tps_best, tps_median, tps_cpu in rows:
+        print(f"{r['impl']:<24}{r['threads']:>8}{r['batch']:>6}{r['steps']:>6}{n:>5}{best:>9.3f}"
+              f"{median:>10.3f}{tps_best:>12.1f}{tps_median:>14.1f}{tps_cpu:>16.1f}")
+    print(f"promptgrid / transformers tokens per second: best {rows[0][5] / rows[1][5]:.2f}x, "
+          f"median {rows[0][6] / rows[1][6]:.2f}x, per CPU-second {rows[0][7] / rows[1][7]:.2f}x")
     same = rust["sequences"] == hf["sequences"]
     print(f"same greedy tokens: {'yes' if same else 'NO'}")
     return 0 if same else 1

@@ -384,7 +384,10 @@ fn coordinator_config(
 fn report(dir: &Path, catalog: &Path) -> anyhow::Result<promptgrid_results::Report> {
     let catalog = promptgrid_common::catalog::Catalog::load(catalog)?;
     let opts = promptgrid_results::ReportOptions::from_catalog(&catalog);
-    Ok(tokio::task::block_in_place(|| promptgrid_results::report_with(dir, &opts))?)
+    Ok(tokio::task::block_in_place(|| {
+        promptgrid_results::sink::derive_prompt_indicators(dir)?;
+        promptgrid_results::report_with(dir, &opts)
+    })?)
 }
 
 /// Prints how the sweep ended and, when it produced results, the report; the exit status says

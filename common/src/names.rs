@@ -7,6 +7,10 @@
 
 use crate::graph::{JobId, JobKind};
 
+/// The artifact holding the sweep (JSON) the coordinator runs: workers rebuild the same graph
+/// from it and resolve its names through their own roots.
+pub const SWEEP_ARTIFACT: &str = "manifest/sweep.json";
+
 /// The token standing for "any model" in job subjects (synthetic jobs).
 pub const NO_MODEL: &str = "none";
 
@@ -108,9 +112,6 @@ pub fn model_token(model: Option<&str>) -> String {
 pub fn is_job_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
-
-/// The artifact that carries the resolved sweep (JSON) from the coordinator to the workers.
-pub const SWEEP_ARTIFACT: &str = "manifest/sweep.json";
 
 /// Whether `name` is a plain name (a model, task or artifact name) rather than a path: workers
 /// resolve names under their own roots and refuse anything that could escape them.

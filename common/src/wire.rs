@@ -109,6 +109,8 @@ pub struct Failure {
 }
 
 /// A worker event, published to `pg.<sweep>.events.<kind>.<job id>`.
+// Events are built once and serialized at once; boxing the big variant would only cost readers.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
@@ -237,13 +239,23 @@ impl JobState {
     }
 
     pub fn fresh() -> JobState {
-        JobState::Pending { attempts: 0, retries: 0, lost: 0, requeued: false }
+        JobState::Pending {
+            attempts: 0,
+            retries: 0,
+            lost: 0,
+            requeued: false,
+        }
     }
 
     /// (attempts so far, job-error retries, lost-worker redeliveries).
     pub fn counters(&self) -> (u32, u32, u32) {
         match *self {
-            JobState::Pending { attempts, retries, lost, .. } => (attempts, retries, lost),
+            JobState::Pending {
+                attempts,
+                retries,
+                lost,
+                ..
+            } => (attempts, retries, lost),
             JobState::Running {
                 attempt,
                 retries,

@@ -30,7 +30,10 @@ pub struct NatsConfig {
 
 impl NatsConfig {
     pub fn new(url: impl Into<String>) -> NatsConfig {
-        NatsConfig { url: url.into(), ..NatsConfig::default() }
+        NatsConfig {
+            url: url.into(),
+            ..NatsConfig::default()
+        }
     }
 
     /// Fills unset fields from the standard environment variables.
@@ -42,9 +45,13 @@ impl NatsConfig {
         self.user = self.user.or_else(|| var("NATS_USER"));
         self.password = self.password.or_else(|| var("NATS_PASSWORD"));
         self.token = self.token.or_else(|| var("NATS_TOKEN"));
-        self.credentials = self.credentials.or_else(|| var("NATS_CREDS").map(PathBuf::from));
+        self.credentials = self
+            .credentials
+            .or_else(|| var("NATS_CREDS").map(PathBuf::from));
         self.tls_ca = self.tls_ca.or_else(|| var("NATS_CA").map(PathBuf::from));
-        self.tls_cert = self.tls_cert.or_else(|| var("NATS_CERT").map(PathBuf::from));
+        self.tls_cert = self
+            .tls_cert
+            .or_else(|| var("NATS_CERT").map(PathBuf::from));
         self.tls_key = self.tls_key.or_else(|| var("NATS_KEY").map(PathBuf::from));
         self
     }
@@ -62,9 +69,10 @@ impl NatsConfig {
             opts = opts.token(t.clone());
         }
         if let Some(c) = &self.credentials {
-            opts = opts.credentials_file(c).await.map_err(|e| {
-                Error::io(format!("cannot read credentials {}", c.display()), e)
-            })?;
+            opts = opts
+                .credentials_file(c)
+                .await
+                .map_err(|e| Error::io(format!("cannot read credentials {}", c.display()), e))?;
         }
         if let Some(ca) = &self.tls_ca {
             opts = opts.add_root_certificates(ca.clone());
@@ -85,7 +93,10 @@ impl NatsConfig {
         let client = opts
             .connect(self.url.as_str())
             .await
-            .map_err(|e| Error::Connect { url: redact(&self.url), message: e.to_string() })?;
+            .map_err(|e| Error::Connect {
+                url: redact(&self.url),
+                message: e.to_string(),
+            })?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while client.connection_state() != async_nats::connection::State::Connected {
             if tokio::time::Instant::now() > deadline {

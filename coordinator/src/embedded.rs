@@ -18,19 +18,27 @@ use crate::shutdown_on_signals;
 /// Runs a whole sweep locally. `executor(i)` builds worker i's executor. Without a sink or
 /// done source in `config`, finished job ids go to `<results>/<sweep>/done-jobs.txt`, from
 /// which a lost store is rebuilt.
-pub async fn run<E, F>(mut config: CoordinatorConfig, results: &Path, workers: usize, executor: F) -> Result<Outcome>
+pub async fn run<E, F>(
+    mut config: CoordinatorConfig,
+    results: &Path,
+    workers: usize,
+    executor: F,
+) -> Result<Outcome>
 where
     E: Executor,
     F: Fn(usize) -> E,
 {
     let dir = results.join(&config.sweep);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
     let store = dir.join(".nats");
     let mut server = tokio::task::block_in_place(|| NatsServer::start(&store, &[]))?;
     config.nats = NatsConfig::new(server.url());
     let done_file = dir.join("done-jobs.txt");
     if config.sink.is_none() {
-        config.sink = Some(Box::new(FileDoneSink { path: done_file.clone() }));
+        config.sink = Some(Box::new(FileDoneSink {
+            path: done_file.clone(),
+        }));
     }
     if config.done_source.is_none() {
         config.done_source = Some(Box::new(FileDoneSource { path: done_file }));

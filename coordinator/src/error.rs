@@ -29,7 +29,7 @@ pub enum Error {
     },
     #[error("{0}")]
     Config(String),
-    /// The results sink could not commit (a Parquet write failed).
+    /// The results sink could not write or commit.
     #[error("results sink: {0}")]
     Sink(String),
 }
@@ -41,6 +41,9 @@ impl Error {
     }
 
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 }

@@ -15,9 +15,17 @@ use crate::error::{Error, Result};
 
 /// Publishes an event and waits for the stream to store it. The `Nats-Msg-Id` makes a repeat
 /// (after a crash between commit and ack) a no-op within the dedup window.
-pub async fn publish(js: &jetstream::Context, names: &SweepNames, event: &Event, seq: u64) -> Result<()> {
+pub async fn publish(
+    js: &jetstream::Context,
+    names: &SweepNames,
+    event: &Event,
+    seq: u64,
+) -> Result<()> {
     let mut headers = HeaderMap::new();
-    headers.insert(async_nats::header::NATS_MESSAGE_ID, event.msg_id(seq).as_str());
+    headers.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        event.msg_id(seq).as_str(),
+    );
     let subject = names.event_subject(event.name(), event.job());
     let payload = Bytes::from(serde_json::to_vec(event).unwrap_or_default());
     js.publish_with_headers(subject, headers, payload)
@@ -44,6 +52,16 @@ impl Ack {
 /// Parquet writer of the results crate implements it).
 pub trait Sink: Send + 'static {
     fn accept(&mut self, seq: u64, event: Event, ack: Ack) -> BoxFuture<'_, Result<()>>;
+
+    /// Whether the sink keeps a copy of the finished job's artifact `name`; those it wants are
+    /// handed to [`Sink::artifact`] before the event that lists them.
+    fn wants_artifact(&self, _name: &str) -> bool {
+        false
+    }
+
+    fn artifact(&mut self, _name: &str, _bytes: Vec<u8>) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Where the done set comes from when the NATS server's data is gone.

@@ -22,7 +22,10 @@ pub struct LayoutOptions {
 
 impl Default for LayoutOptions {
     fn default() -> LayoutOptions {
-        LayoutOptions { lease: Duration::from_secs(30), dedup_window: Duration::from_secs(6 * 3600) }
+        LayoutOptions {
+            lease: Duration::from_secs(30),
+            dedup_window: Duration::from_secs(6 * 3600),
+        }
     }
 }
 
@@ -38,7 +41,11 @@ pub struct Layout {
 
 impl Layout {
     /// Creates what is missing and returns handles on all of it (the coordinator's side).
-    pub async fn setup(client: async_nats::Client, sweep: &str, opts: &LayoutOptions) -> Result<Layout> {
+    pub async fn setup(
+        client: async_nats::Client,
+        sweep: &str,
+        opts: &LayoutOptions,
+    ) -> Result<Layout> {
         let names = SweepNames::new(sweep);
         let js = jetstream::new(client);
         let jobs = js
@@ -79,7 +86,13 @@ impl Layout {
             })
             .await
             .map_err(Error::nats)?;
-        Ok(Layout { names, js, jobs, state, artifacts })
+        Ok(Layout {
+            names,
+            js,
+            jobs,
+            state,
+            artifacts,
+        })
     }
 
     /// Handles on an existing sweep (the worker's and the status query's side).
@@ -87,11 +100,25 @@ impl Layout {
         let names = SweepNames::new(sweep);
         let js = jetstream::new(client);
         let missing = || Error::NoSweep(sweep.to_string());
-        let jobs = js.get_stream(names.jobs_stream()).await.map_err(|_| missing())?;
-        let state = js.get_key_value(names.state_bucket()).await.map_err(|_| missing())?;
-        let artifacts =
-            js.get_object_store(names.artifact_bucket()).await.map_err(|_| missing())?;
-        Ok(Layout { names, js, jobs, state, artifacts })
+        let jobs = js
+            .get_stream(names.jobs_stream())
+            .await
+            .map_err(|_| missing())?;
+        let state = js
+            .get_key_value(names.state_bucket())
+            .await
+            .map_err(|_| missing())?;
+        let artifacts = js
+            .get_object_store(names.artifact_bucket())
+            .await
+            .map_err(|_| missing())?;
+        Ok(Layout {
+            names,
+            js,
+            jobs,
+            state,
+            artifacts,
+        })
     }
 
     /// The durable pull consumer of one model's jobs, created if missing.
@@ -122,9 +149,16 @@ impl Layout {
 
     /// Names of the model consumers that exist now (`jobs-<model token>`).
     pub async fn model_tokens(&self) -> Result<Vec<String>> {
-        let names: Vec<String> =
-            self.jobs.consumer_names().try_collect().await.map_err(Error::nats)?;
-        Ok(names.into_iter().filter_map(|n| n.strip_prefix("jobs-").map(str::to_string)).collect())
+        let names: Vec<String> = self
+            .jobs
+            .consumer_names()
+            .try_collect()
+            .await
+            .map_err(Error::nats)?;
+        Ok(names
+            .into_iter()
+            .filter_map(|n| n.strip_prefix("jobs-").map(str::to_string))
+            .collect())
     }
 }
 
@@ -133,6 +167,10 @@ pub async fn sweeps_on_server(js: &jetstream::Context) -> Result<Vec<String>> {
     let names: Vec<String> = js.stream_names().try_collect().await.map_err(Error::nats)?;
     Ok(names
         .into_iter()
-        .filter_map(|n| n.strip_prefix("PG_")?.strip_suffix("_JOBS").map(str::to_string))
+        .filter_map(|n| {
+            n.strip_prefix("PG_")?
+                .strip_suffix("_JOBS")
+                .map(str::to_string)
+        })
         .collect())
 }

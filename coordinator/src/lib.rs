@@ -7,6 +7,7 @@
 //! * [`scheduler`]: the coordinator ([`run`]);
 //! * [`status`]: `status` and `retry --failed`;
 //! * [`events`]: event publishing, the [`Sink`] and [`DoneSource`] hooks;
+//! * [`parquet`]: the results crate's Parquet writer as a [`Sink`] and [`DoneSource`];
 //! * [`jobloop`]: the worker's job loop and the [`jobloop::Executor`] trait (no tch here, so
 //!   the runtime and its tests build without libtorch; `promptgrid-worker` re-exports it);
 //! * [`embedded`]: a private nats-server plus coordinator and workers in one command;
@@ -28,7 +29,7 @@ pub mod status;
 
 pub use connect::NatsConfig;
 pub use error::{Error, Result};
-pub use events::{Ack, DoneSource, FileDoneSource, FileDoneSink, Sink};
+pub use events::{Ack, DoneSource, FileDoneSink, FileDoneSource, Sink};
 pub use scheduler::{CoordinatorConfig, Outcome, Shutdown, run};
 pub use status::{StatusReport, retry_failed, status};
 
@@ -39,9 +40,10 @@ pub fn shutdown_on_signals() -> Shutdown {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut int), Ok(mut term)) =
-                (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-            else {
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
                 return;
             };
             tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }

@@ -43,7 +43,11 @@ impl fmt::Display for GraphChanges {
             self.changed.len(),
             self.removed.len()
         )?;
-        for (what, keys) in [("changed", &self.changed), ("added", &self.added), ("removed", &self.removed)] {
+        for (what, keys) in [
+            ("changed", &self.changed),
+            ("added", &self.added),
+            ("removed", &self.removed),
+        ] {
             for k in keys.iter().take(5) {
                 write!(f, "\n  {what}: {k}")?;
             }
@@ -55,31 +59,27 @@ impl fmt::Display for GraphChanges {
     }
 }
 
-/// Stores the resolved sweep under [`promptgrid_common::names::SWEEP_ARTIFACT`].
-pub async fn store_sweep(layout: &Layout, sweep: &promptgrid_common::Sweep) -> Result<()> {
-    let bytes = serde_json::to_vec(sweep).map_err(|e| Error::Config(format!("cannot encode the sweep: {e}")))?;
-    let mut reader = bytes.as_slice();
-    layout
-        .artifacts
-        .put(promptgrid_common::names::SWEEP_ARTIFACT, &mut reader)
-        .await
-        .map_err(Error::nats)?;
-    Ok(())
-}
-
 /// Compares `graph` with the stored manifest, then stores `graph` as the new one.
 pub async fn update(layout: &Layout, graph: &JobGraph) -> Result<GraphChanges> {
     let old: Option<BTreeMap<String, String>> = match layout.artifacts.get(MANIFEST).await {
         Ok(mut obj) => {
             let mut buf = Vec::new();
-            obj.read_to_end(&mut buf).await.map_err(|e| Error::io("cannot read the manifest", e))?;
+            obj.read_to_end(&mut buf)
+                .await
+                .map_err(|e| Error::io("cannot read the manifest", e))?;
             serde_json::from_slice(&buf).ok()
         }
         Err(_) => None,
     };
-    let new: BTreeMap<String, String> =
-        graph.jobs().iter().map(|j| (j.key.clone(), j.id.0.clone())).collect();
-    let mut changes = GraphChanges { previous: old.is_some(), ..GraphChanges::default() };
+    let new: BTreeMap<String, String> = graph
+        .jobs()
+        .iter()
+        .map(|j| (j.key.clone(), j.id.0.clone()))
+        .collect();
+    let mut changes = GraphChanges {
+        previous: old.is_some(),
+        ..GraphChanges::default()
+    };
     let old = old.unwrap_or_default();
     for (key, id) in &new {
         match old.get(key) {
@@ -88,10 +88,18 @@ pub async fn update(layout: &Layout, graph: &JobGraph) -> Result<GraphChanges> {
             Some(_) => changes.reused += 1,
         }
     }
-    changes.removed = old.keys().filter(|k| !new.contains_key(*k)).cloned().collect();
+    changes.removed = old
+        .keys()
+        .filter(|k| !new.contains_key(*k))
+        .cloned()
+        .collect();
     if old != new {
         let bytes = serde_json::to_vec(&new).unwrap_or_default();
-        layout.artifacts.put(MANIFEST, &mut bytes.as_slice()).await.map_err(Error::nats)?;
+        layout
+            .artifacts
+            .put(MANIFEST, &mut bytes.as_slice())
+            .await
+            .map_err(Error::nats)?;
     }
     Ok(changes)
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use promptgrid_common::JobId;
 use promptgrid_common::wire::Event;
-use promptgrid_results::sink::{EventSink, done_jobs};
+use promptgrid_results::sink::{EventSink, done_jobs, write_artifact};
 
 use crate::error::{Error, Result};
 use crate::events::{Ack, BoxFuture, DoneSource, Sink};
@@ -20,6 +20,7 @@ const BATCH_AGE: Duration = Duration::from_secs(2);
 
 /// Writes `jobs`, `metrics` and `evals` under `<results>/<sweep>/`.
 pub struct ParquetSink {
+    sweep_dir: PathBuf,
     inner: EventSink,
     acks: Vec<Ack>,
     since: Option<Instant>,
@@ -28,7 +29,12 @@ pub struct ParquetSink {
 impl ParquetSink {
     pub fn open(sweep_dir: PathBuf, task_types: BTreeMap<String, String>) -> Result<ParquetSink> {
         let inner = EventSink::open(&sweep_dir, "sink", task_types).map_err(results_error)?;
-        Ok(ParquetSink { inner, acks: Vec::new(), since: None })
+        Ok(ParquetSink {
+            sweep_dir,
+            inner,
+            acks: Vec::new(),
+            since: None,
+        })
     }
 
     async fn commit(&mut self) -> Result<()> {
@@ -60,6 +66,15 @@ impl Sink for ParquetSink {
             Ok(())
         })
     }
+
+    fn wants_artifact(&self, name: &str) -> bool {
+        name.starts_with("prompt/") || name.starts_with("mask/")
+    }
+
+    fn artifact(&mut self, name: &str, bytes: Vec<u8>) -> Result<()> {
+        tokio::task::block_in_place(|| write_artifact(&self.sweep_dir, name, &bytes))
+            .map_err(results_error)
+    }
 }
 
 /// The done set of the `jobs` table.
@@ -69,6 +84,10 @@ pub struct ParquetDoneSource {
 
 impl DoneSource for ParquetDoneSource {
     fn done_jobs(&self) -> Result<HashSet<JobId>> {
-        Ok(done_jobs(&self.sweep_dir).map_err(results_error)?.into_iter().map(JobId).collect())
+        Ok(done_jobs(&self.sweep_dir)
+            .map_err(results_error)?
+            .into_iter()
+            .map(JobId)
+            .collect())
     }
 }

@@ -19,7 +19,8 @@ pub struct Progress {
 impl Progress {
     pub fn new(total: usize, enabled: bool) -> Progress {
         let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
-            let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+            let bar =
+                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
                 "{bar:30} {pos}/{len} {msg} [{elapsed_precise}, ETA {eta}]",
             )
@@ -27,7 +28,11 @@ impl Progress {
             bar.set_style(style);
             bar
         });
-        Progress { bar, last_log: Duration::ZERO, base: None }
+        Progress {
+            bar,
+            last_log: Duration::ZERO,
+            base: None,
+        }
     }
 
     fn line(&mut self, c: Counts, elapsed: Duration) -> String {

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::StreamExt;
+use promptgrid_common::names::SWEEP_ARTIFACT;
 use promptgrid_common::names::{SweepNames, model_token};
 use promptgrid_common::wire::{JobMessage, JobState, now_ms};
-use promptgrid_common::{JobGraph, JobId};
+use promptgrid_common::{JobGraph, JobId, Sweep};
 use tokio::sync::{mpsc, watch};
 
 use crate::connect::NatsConfig;
@@ -33,9 +34,6 @@ pub struct CoordinatorConfig {
     /// The sweep's name: it scopes every subject and bucket.
     pub sweep: String,
     pub graph: JobGraph,
-    /// The resolved sweep, stored for workers that did not read the file themselves: they
-    /// rebuild the same graph from it and resolve model and task names through it.
-    pub sweep_spec: Option<promptgrid_common::Sweep>,
     pub layout: LayoutOptions,
     /// Job-error retries per job (a retryable error after this many is fatal).
     pub error_retries: u32,
@@ -53,6 +51,9 @@ pub struct CoordinatorConfig {
     /// Where the done set comes from when the server's data is gone.
     pub done_source: Option<Box<dyn DoneSource>>,
     pub shutdown: Option<Shutdown>,
+    /// The sweep itself, stored as the `manifest/sweep.json` artifact so that workers learn
+    /// models, tasks and settings from the server rather than from a file of their own.
+    pub sweep_spec: Option<Sweep>,
 }
 
 impl CoordinatorConfig {
@@ -61,7 +62,6 @@ impl CoordinatorConfig {
             nats,
             sweep: sweep.to_string(),
             graph,
-            sweep_spec: None,
             layout: LayoutOptions::default(),
             error_retries: 2,
             lost_retries: 3,
@@ -71,6 +71,7 @@ impl CoordinatorConfig {
             sink: None,
             done_source: None,
             shutdown: None,
+            sweep_spec: None,
         }
     }
 }
@@ -89,6 +90,9 @@ pub struct Outcome {
     pub changes: GraphChanges,
     /// Jobs this run published (not counting retries).
     pub published: usize,
+    /// From the start of this run until its view of the state bucket was complete (the
+    /// reconcile after a restart) and the first ready jobs were handed to the publisher.
+    pub reconciled_after: Duration,
 }
 
 impl Outcome {
@@ -103,7 +107,9 @@ impl Outcome {
 enum Local {
     /// No entry in the bucket (yet).
     Absent,
-    Pending { requeued: bool },
+    Pending {
+        requeued: bool,
+    },
     Running,
     Done,
     Failed,
@@ -127,6 +133,7 @@ struct Sched {
     done: usize,
     dead: usize,
     publish_count: usize,
+    reconciled_at: Option<Instant>,
     names: SweepNames,
     lost_budget: u32,
 }
@@ -144,8 +151,12 @@ struct Publish {
 impl Sched {
     fn new(graph: JobGraph, names: SweepNames, lost_budget: u32) -> Sched {
         let n = graph.len();
-        let index: HashMap<JobId, usize> =
-            graph.jobs().iter().enumerate().map(|(i, j)| (j.id.clone(), i)).collect();
+        let index: HashMap<JobId, usize> = graph
+            .jobs()
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (j.id.clone(), i))
+            .collect();
         let mut dependents = vec![Vec::new(); n];
         let mut remaining = vec![0; n];
         for (i, j) in graph.jobs().iter().enumerate() {
@@ -169,16 +180,24 @@ impl Sched {
             done: 0,
             dead: 0,
             publish_count: 0,
+            reconciled_at: None,
             names,
             lost_budget,
         }
     }
 
     /// Applies a state seen in the bucket; returns the follow-up it calls for.
-    fn apply(&mut self, i: usize, v: &state::Versioned, out: &mut Vec<Publish>) -> Option<Decision> {
+    fn apply(
+        &mut self,
+        i: usize,
+        v: &state::Versioned,
+        out: &mut Vec<Publish>,
+    ) -> Option<Decision> {
         let old = self.local[i];
         let new = match &v.state {
-            JobState::Pending { requeued, .. } => Local::Pending { requeued: *requeued },
+            JobState::Pending { requeued, .. } => Local::Pending {
+                requeued: *requeued,
+            },
             JobState::Running { .. } => Local::Running,
             JobState::Done { .. } => Local::Done,
             JobState::Failed { .. } => Local::Failed,
@@ -206,7 +225,13 @@ impl Sched {
             }
             JobState::Dead { .. } if old != Local::Dead => self.dead += 1,
             JobState::Pending { .. } => self.consider(i, out),
-            JobState::Failed { attempt, retries, lost, failure, .. } => {
+            JobState::Failed {
+                attempt,
+                retries,
+                lost,
+                failure,
+                ..
+            } => {
                 let next = if failure.retryable {
                     Some(JobState::Pending {
                         attempts: *attempt,
@@ -217,7 +242,11 @@ impl Sched {
                 } else {
                     None
                 };
-                return Some(Decision { index: i, retry: next, failure: failure.reason.clone() });
+                return Some(Decision {
+                    index: i,
+                    retry: next,
+                    failure: failure.reason.clone(),
+                });
             }
             _ => {}
         }
@@ -254,7 +283,9 @@ impl Sched {
         };
         Publish {
             id: job.id.clone(),
-            subject: self.names.job_subject(job.spec.model(), job.kind(), &job.id),
+            subject: self
+                .names
+                .job_subject(job.spec.model(), job.kind(), &job.id),
             // Unique per (attempts, retries): a restarted coordinator re-publishing the same
             // pending job within the dedup window stores nothing.
             msg_id: format!("{}.a{attempts}.r{retries}", job.id),
@@ -275,7 +306,11 @@ impl Sched {
     }
 
     fn counts(&self) -> Counts {
-        let mut c = Counts { done: self.done, dead: self.dead, ..Counts::default() };
+        let mut c = Counts {
+            done: self.done,
+            dead: self.dead,
+            ..Counts::default()
+        };
         for i in 0..self.local.len() {
             match self.local[i] {
                 Local::Running => c.running += 1,
@@ -309,13 +344,19 @@ pub struct Counts {
 
 /// Runs the coordinator of one sweep until every job is done or dead (or it is stopped).
 pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
+    let t0 = Instant::now();
     let client = config.nats.connect().await?;
     let layout = Layout::setup(client.clone(), &config.sweep, &config.layout).await?;
     let total = config.graph.len();
-    if let Some(sweep) = &config.sweep_spec {
-        manifest::store_sweep(&layout, sweep).await?;
-    }
     let changes = manifest::update(&layout, &config.graph).await?;
+    if let Some(spec) = &config.sweep_spec {
+        let bytes = serde_json::to_vec(spec).unwrap_or_default();
+        layout
+            .artifacts
+            .put(SWEEP_ARTIFACT, &mut bytes.as_slice())
+            .await
+            .map_err(Error::nats)?;
+    }
     if !changes.is_empty() {
         tracing::info!(sweep = %config.sweep, "{changes}");
     }
@@ -327,12 +368,22 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
     for token in model_tokens(&config.graph) {
         layout.model_consumer(&token, config.layout.lease).await?;
     }
-    let sink_task = config.sink.take().map(|sink| tokio::spawn(crate::sinkrun::run(layout.clone(), sink)));
+    let sink_task = config
+        .sink
+        .take()
+        .map(|sink| tokio::spawn(crate::sinkrun::run(layout.clone(), sink)));
 
-    let mut sched = Sched::new(config.graph.clone(), layout.names.clone(), config.lost_retries);
+    let mut sched = Sched::new(
+        config.graph.clone(),
+        layout.names.clone(),
+        config.lost_retries,
+    );
     let (pub_tx, pub_rx) = mpsc::unbounded_channel::<Publish>();
     let publisher = tokio::spawn(publisher(layout.clone(), pub_rx));
-    let mut shutdown = config.shutdown.clone().unwrap_or_else(|| watch::channel(false).1);
+    let mut shutdown = config
+        .shutdown
+        .clone()
+        .unwrap_or_else(|| watch::channel(false).1);
     let mut progress = Progress::new(total, config.progress);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let started = Instant::now();
@@ -419,18 +470,27 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
         stopped,
         changes,
         published: sched.publish_count,
+        reconciled_after: sched.reconciled_at.map_or(Duration::ZERO, |t| t - t0),
     })
 }
 
 fn reconcile(sched: &mut Sched, out: &mut Vec<Publish>) {
     sched.reconciled = true;
+    sched.reconciled_at = Some(Instant::now());
     for i in 0..sched.local.len() {
         sched.consider(i, out);
     }
 }
 
-async fn open_watch(layout: &Layout, _sched: &mut Sched) -> Result<async_nats::jetstream::kv::Watch> {
-    layout.state.watch_with_history(">").await.map_err(Error::nats)
+async fn open_watch(
+    layout: &Layout,
+    _sched: &mut Sched,
+) -> Result<async_nats::jetstream::kv::Watch> {
+    layout
+        .state
+        .watch_with_history(">")
+        .await
+        .map_err(Error::nats)
 }
 
 /// A new watcher replays every current state; applying a state twice is a no-op.
@@ -453,8 +513,18 @@ async fn decide(layout: &Layout, sched: &Sched, d: Decision, budget: u32) -> Res
     let next = match d.retry {
         Some(next) if retries < budget => next,
         _ => {
-            let why = if d.retry.is_some() { format!("{} (after {retries} retries)", d.failure) } else { d.failure };
-            JobState::Dead { attempt, retries, lost, reason: why, at_ms: now_ms() }
+            let why = if d.retry.is_some() {
+                format!("{} (after {retries} retries)", d.failure)
+            } else {
+                d.failure
+            };
+            JobState::Dead {
+                attempt,
+                retries,
+                lost,
+                reason: why,
+                at_ms: now_ms(),
+            }
         }
     };
     tracing::info!(job = %job.key, attempt, state = next.name(), "job failed");
@@ -501,12 +571,23 @@ async fn publish_one(layout: &Layout, p: &Publish) -> Result<()> {
     if p.create {
         match state::read(&layout.state, &p.id).await? {
             None => {
-                if state::cas(&layout.state, &p.id, &JobState::fresh(), 0).await?.is_none() {
+                if state::cas(&layout.state, &p.id, &JobState::fresh(), 0)
+                    .await?
+                    .is_none()
+                {
                     return Ok(());
                 }
             }
             // Created by an earlier try of this publish, whose message may not have made it.
-            Some(v) if matches!(v.state, JobState::Pending { attempts: 0, retries: 0, .. }) => {}
+            Some(v)
+                if matches!(
+                    v.state,
+                    JobState::Pending {
+                        attempts: 0,
+                        retries: 0,
+                        ..
+                    }
+                ) => {}
             Some(_) => return Ok(()),
         }
     }
@@ -522,13 +603,19 @@ async fn publish_one(layout: &Layout, p: &Publish) -> Result<()> {
     Ok(())
 }
 
-fn tokio_stream_from<T: Send + 'static>(mut rx: mpsc::UnboundedReceiver<T>) -> impl futures::Stream<Item = T> {
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// Model tokens of the graph's jobs: one durable consumer each.
 pub fn model_tokens(graph: &JobGraph) -> Vec<String> {
-    let mut tokens: Vec<String> = graph.jobs().iter().map(|j| model_token(j.spec.model())).collect();
+    let mut tokens: Vec<String> = graph
+        .jobs()
+        .iter()
+        .map(|j| model_token(j.spec.model()))
+        .collect();
     tokens.sort();
     tokens.dedup();
     tokens
@@ -537,9 +624,16 @@ pub fn model_tokens(graph: &JobGraph) -> Vec<String> {
 /// Rebuilds done states from a durable record after the server's data was lost.
 async fn restore_done(layout: &Layout, graph: &JobGraph, source: &dyn DoneSource) -> Result<()> {
     let done = source.done_jobs()?;
-    let ids: Vec<JobId> =
-        graph.jobs().iter().map(|j| j.id.clone()).filter(|id| done.contains(id)).collect();
-    tracing::info!(jobs = ids.len(), "NATS data is new: restoring done jobs from the results");
+    let ids: Vec<JobId> = graph
+        .jobs()
+        .iter()
+        .map(|j| j.id.clone())
+        .filter(|id| done.contains(id))
+        .collect();
+    tracing::info!(
+        jobs = ids.len(),
+        "NATS data is new: restoring done jobs from the results"
+    );
     let results: Vec<Result<Option<u64>>> = futures::stream::iter(ids)
         .map(|id| {
             let store = layout.state.clone();

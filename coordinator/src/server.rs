@@ -18,8 +18,11 @@ pub struct NatsServer {
 
 /// A TCP port that was free a moment ago.
 pub fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("cannot find a free port", e))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| Error::io("cannot find a free port", e))
+    let l =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("cannot find a free port", e))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| Error::io("cannot find a free port", e))
 }
 
 impl NatsServer {
@@ -46,7 +49,14 @@ impl NatsServer {
         std::fs::create_dir_all(&self.store)
             .map_err(|e| Error::io(format!("cannot create {}", self.store.display()), e))?;
         let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
             .arg(&self.store)
             .args(&self.args)
             .stdout(Stdio::null())
@@ -63,10 +73,14 @@ impl NatsServer {
         let deadline = Instant::now() + Duration::from_secs(15);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                return Err(Error::Server(format!("nats-server exited at start: {status}")));
+                return Err(Error::Server(format!(
+                    "nats-server exited at start: {status}"
+                )));
             }
             if Instant::now() > deadline {
-                return Err(Error::Server("nats-server did not listen within 15 s".into()));
+                return Err(Error::Server(
+                    "nats-server did not listen within 15 s".into(),
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -84,7 +98,9 @@ impl NatsServer {
     /// SIGTERM, then SIGKILL if it does not exit within 5 s.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {

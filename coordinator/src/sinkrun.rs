@@ -23,6 +23,29 @@ pub async fn drained(layout: &Layout) {
     }
 }
 
+/// Hands the sink the artifacts it keeps. One that is gone from the store (a job finished
+/// twice, the second copy replacing it) is skipped with a warning: the event still commits.
+async fn copy_artifacts(layout: &Layout, sink: &mut dyn Sink, names: &[String]) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let wanted: Vec<&String> = names.iter().filter(|n| sink.wants_artifact(n)).collect();
+    for name in wanted {
+        let mut object = match layout.artifacts.get(name).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(artifact = %name, error = %e, "artifact not in the store");
+                continue;
+            }
+        };
+        let mut bytes = Vec::new();
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| Error::io(format!("cannot read artifact {name}"), e))?;
+        sink.artifact(name, bytes)?;
+    }
+    Ok(())
+}
+
 /// The durable consumer of the sink.
 const SINK: &str = "sink";
 
@@ -35,7 +58,11 @@ pub async fn run(layout: Layout, sink: Box<dyn Sink>) -> Result<()> {
 }
 
 async fn follow(layout: Layout, mut sink: Box<dyn Sink>) -> Result<()> {
-    let stream = layout.js.get_stream(layout.names.events_stream()).await.map_err(Error::nats)?;
+    let stream = layout
+        .js
+        .get_stream(layout.names.events_stream())
+        .await
+        .map_err(Error::nats)?;
     let consumer = stream
         .get_or_create_consumer(
             SINK,
@@ -62,9 +89,16 @@ async fn follow(layout: Layout, mut sink: Box<dyn Sink>) -> Result<()> {
             let Ok(msg) = msg else { break };
             let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
             let (message, acker) = msg.split();
-            let ack = Ack(Box::new(move || Box::pin(async move { acker.ack().await.map_err(Error::nats) })));
+            let ack = Ack(Box::new(move || {
+                Box::pin(async move { acker.ack().await.map_err(Error::nats) })
+            }));
             match serde_json::from_slice::<Event>(&message.payload) {
-                Ok(event) => sink.accept(seq, event, ack).await?,
+                Ok(event) => {
+                    if let Event::Finished { output, .. } = &event {
+                        copy_artifacts(&layout, sink.as_mut(), &output.artifacts).await?;
+                    }
+                    sink.accept(seq, event, ack).await?
+                }
                 Err(e) => {
                     tracing::warn!(seq, error = %e, "undecodable event skipped");
                     ack.ack().await?;

@@ -25,14 +25,24 @@ pub async fn read(store: &kv::Store, id: &JobId) -> Result<Option<Versioned>> {
     if !matches!(entry.operation, kv::Operation::Put) {
         return Ok(None);
     }
-    let state = JobState::from_bytes(&entry.value)
-        .map_err(|source| Error::BadState { job: id.clone(), source })?;
-    Ok(Some(Versioned { state, revision: entry.revision }))
+    let state = JobState::from_bytes(&entry.value).map_err(|source| Error::BadState {
+        job: id.clone(),
+        source,
+    })?;
+    Ok(Some(Versioned {
+        state,
+        revision: entry.revision,
+    }))
 }
 
 /// Writes `state` if the entry is still at `revision` (0: if there is no entry yet).
 /// `Ok(None)` means someone else changed it first.
-pub async fn cas(store: &kv::Store, id: &JobId, state: &JobState, revision: u64) -> Result<Option<u64>> {
+pub async fn cas(
+    store: &kv::Store,
+    id: &JobId,
+    state: &JobState,
+    revision: u64,
+) -> Result<Option<u64>> {
     let value = Bytes::from(state.to_bytes());
     if revision == 0 {
         return match store.create(id.0.as_str(), value).await {
@@ -50,7 +60,10 @@ pub async fn cas(store: &kv::Store, id: &JobId, state: &JobState, revision: u64)
 
 /// How many values the bucket holds now (`Store::status` answers from a cached stream info).
 pub async fn count(js: &async_nats::jetstream::Context, store: &kv::Store) -> Result<u64> {
-    let mut stream = js.get_stream(&store.stream_name).await.map_err(Error::nats)?;
+    let mut stream = js
+        .get_stream(&store.stream_name)
+        .await
+        .map_err(Error::nats)?;
     Ok(stream.info().await.map_err(Error::nats)?.state.messages)
 }
 
@@ -73,9 +86,17 @@ pub async fn snapshot(
         let current = entry.seen_current || entry.delta == 0;
         if matches!(entry.operation, kv::Operation::Put) {
             let id = JobId(entry.key.clone());
-            let state = JobState::from_bytes(&entry.value)
-                .map_err(|source| Error::BadState { job: id.clone(), source })?;
-            out.insert(id, Versioned { state, revision: entry.revision });
+            let state = JobState::from_bytes(&entry.value).map_err(|source| Error::BadState {
+                job: id.clone(),
+                source,
+            })?;
+            out.insert(
+                id,
+                Versioned {
+                    state,
+                    revision: entry.revision,
+                },
+            );
         }
         if current {
             break;

@@ -45,13 +45,25 @@ impl fmt::Display for StatusReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "sweep {}: {} jobs", self.sweep, self.total)?;
         for (state, kinds) in &self.counts {
-            let per: Vec<String> = kinds.iter().map(|(k, n)| format!("{} {n}", k.name())).collect();
-            writeln!(f, "  {state:8} {:6}  ({})", kinds.values().sum::<usize>(), per.join(", "))?;
+            let per: Vec<String> = kinds
+                .iter()
+                .map(|(k, n)| format!("{} {n}", k.name()))
+                .collect();
+            writeln!(
+                f,
+                "  {state:8} {:6}  ({})",
+                kinds.values().sum::<usize>(),
+                per.join(", ")
+            )?;
         }
         if !self.running.is_empty() {
             writeln!(f, "running:")?;
             for r in &self.running {
-                writeln!(f, "  {}  on {} (attempt {}, {:.0} s)", r.key, r.worker, r.attempt, r.age_s)?;
+                writeln!(
+                    f,
+                    "  {}  on {} (attempt {}, {:.0} s)",
+                    r.key, r.worker, r.attempt, r.age_s
+                )?;
             }
         }
         if !self.last_errors.is_empty() {
@@ -75,14 +87,21 @@ pub async fn status(nats: &NatsConfig, sweep: &str, graph: &JobGraph) -> Result<
     let client = nats.connect().await?;
     let layout = Layout::open(client, sweep).await?;
     let states = state::snapshot(&layout.js, &layout.state).await?;
-    let mut report = StatusReport { sweep: sweep.to_string(), total: graph.len(), ..Default::default() };
+    let mut report = StatusReport {
+        sweep: sweep.to_string(),
+        total: graph.len(),
+        ..Default::default()
+    };
     let mut errors: Vec<(u64, String, String)> = Vec::new();
     let now = now_ms();
     // Pull requests waiting on each model's consumer: none means no worker serves that model.
     let mut pulling: BTreeMap<String, usize> = BTreeMap::new();
     for token in layout.model_tokens().await? {
         let name = layout.names.model_consumer(&token);
-        if let Ok(mut c) = layout.jobs.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&name).await
+        if let Ok(mut c) = layout
+            .jobs
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&name)
+            .await
             && let Ok(info) = c.info().await
         {
             pulling.insert(token, info.num_waiting + info.num_ack_pending);
@@ -91,22 +110,41 @@ pub async fn status(nats: &NatsConfig, sweep: &str, graph: &JobGraph) -> Result<
     for job in graph.jobs() {
         let st = states.get(&job.id).map(|v| &v.state);
         let name = st.map_or("waiting", JobState::name);
-        *report.counts.entry(name.to_string()).or_default().entry(job.kind()).or_default() += 1;
+        *report
+            .counts
+            .entry(name.to_string())
+            .or_default()
+            .entry(job.kind())
+            .or_default() += 1;
         match st {
-            Some(JobState::Running { worker, attempt, started_ms, .. }) => report.running.push(RunningJob {
+            Some(JobState::Running {
+                worker,
+                attempt,
+                started_ms,
+                ..
+            }) => report.running.push(RunningJob {
                 key: job.key.clone(),
                 worker: worker.clone(),
                 attempt: *attempt,
                 age_s: now.saturating_sub(*started_ms) as f64 / 1000.0,
             }),
-            Some(JobState::Failed { failure, at_ms, .. }) => errors.push((*at_ms, job.key.clone(), failure.reason.clone())),
-            Some(JobState::Dead { reason, at_ms, .. }) => errors.push((*at_ms, job.key.clone(), reason.clone())),
+            Some(JobState::Failed { failure, at_ms, .. }) => {
+                errors.push((*at_ms, job.key.clone(), failure.reason.clone()))
+            }
+            Some(JobState::Dead { reason, at_ms, .. }) => {
+                errors.push((*at_ms, job.key.clone(), reason.clone()))
+            }
             Some(JobState::Done { .. }) => {}
             Some(JobState::Pending { .. }) | None => {
                 if report.waits.len() >= 20 {
                     continue;
                 }
-                let blocker = job.deps.iter().find(|d| !matches!(states.get(*d).map(|v| &v.state), Some(JobState::Done { .. })));
+                let blocker = job.deps.iter().find(|d| {
+                    !matches!(
+                        states.get(*d).map(|v| &v.state),
+                        Some(JobState::Done { .. })
+                    )
+                });
                 let why = match blocker {
                     Some(d) => {
                         let key = graph.get(d).map_or(d.0.clone(), |j| j.key.clone());
@@ -126,8 +164,12 @@ pub async fn status(nats: &NatsConfig, sweep: &str, graph: &JobGraph) -> Result<
             }
         }
     }
-    errors.sort_by(|a, b| b.0.cmp(&a.0));
-    report.last_errors = errors.into_iter().take(10).map(|(_, k, e)| (k, e)).collect();
+    errors.sort_by_key(|e| std::cmp::Reverse(e.0));
+    report.last_errors = errors
+        .into_iter()
+        .take(10)
+        .map(|(_, k, e)| (k, e))
+        .collect();
     report.running.sort_by(|a, b| b.age_s.total_cmp(&a.age_s));
     Ok(report)
 }
@@ -140,10 +182,20 @@ pub async fn retry_failed(nats: &NatsConfig, sweep: &str, graph: &JobGraph) -> R
     let states = state::snapshot(&layout.js, &layout.state).await?;
     let mut n = 0;
     for job in graph.jobs() {
-        let Some(v) = states.get(&job.id) else { continue };
+        let Some(v) = states.get(&job.id) else {
+            continue;
+        };
         if let JobState::Dead { attempt, .. } | JobState::Failed { attempt, .. } = v.state {
-            let next = JobState::Pending { attempts: attempt, retries: 0, lost: 0, requeued: false };
-            if state::cas(&layout.state, &job.id, &next, v.revision).await?.is_some() {
+            let next = JobState::Pending {
+                attempts: attempt,
+                retries: 0,
+                lost: 0,
+                requeued: false,
+            };
+            if state::cas(&layout.state, &job.id, &next, v.revision)
+                .await?
+                .is_some()
+            {
                 n += 1;
             }
         }

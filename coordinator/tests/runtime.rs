@@ -16,7 +16,12 @@ use util::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-fn config(url: &str, sweep: &str, spec: promptgrid_common::spec::SyntheticSpec, lease_ms: u64) -> CoordinatorConfig {
+fn config(
+    url: &str,
+    sweep: &str,
+    spec: promptgrid_common::spec::SyntheticSpec,
+    lease_ms: u64,
+) -> CoordinatorConfig {
     let mut c = CoordinatorConfig::new(NatsConfig::new(url), sweep, synthetic_graph(sweep, spec));
     c.layout.lease = Duration::from_millis(lease_ms);
     c.progress = false;
@@ -28,21 +33,36 @@ fn ids(c: &CoordinatorConfig) -> Vec<JobId> {
 }
 
 /// In-process workers; send `true` to stop them.
-fn workers(url: &str, sweep: &str, n: usize, step_ms: u64) -> (watch::Sender<bool>, Vec<tokio::task::JoinHandle<promptgrid_coordinator::Result<jobloop::WorkerStats>>>) {
+fn workers(
+    url: &str,
+    sweep: &str,
+    n: usize,
+    step_ms: u64,
+) -> (
+    watch::Sender<bool>,
+    Vec<tokio::task::JoinHandle<promptgrid_coordinator::Result<jobloop::WorkerStats>>>,
+) {
     let (tx, rx) = watch::channel(false);
     let hs = (0..n)
         .map(|i| {
             let mut wc = WorkerConfig::new(NatsConfig::new(url), Some(sweep.to_string()));
             wc.name = format!("w{i}");
             wc.shutdown = Some(rx.clone());
-            tokio::spawn(jobloop::run(wc, Synthetic { step: Duration::from_millis(step_ms) }))
+            tokio::spawn(jobloop::run(
+                wc,
+                Synthetic {
+                    step: Duration::from_millis(step_ms),
+                },
+            ))
         })
         .collect();
     (tx, hs)
 }
 
 async fn bounded<F: Future<Output = ()>>(f: F) {
-    tokio::time::timeout(LIMIT, f).await.expect("test ran past its time limit");
+    tokio::time::timeout(LIMIT, f)
+        .await
+        .expect("test ran past its time limit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,12 +78,25 @@ async fn sweep_with_dependencies_completes_and_reruns_as_a_no_op() {
         assert_eq!(out.published, 200);
         assert_exactly_once(&url, "deps", &all).await;
         // Running it again publishes nothing; an edited sweep publishes only its new jobs.
-        let again = promptgrid_coordinator::run(config(&url, "deps", synthetic(200, 2, (0, 0)), 5_000)).await.unwrap();
+        let again =
+            promptgrid_coordinator::run(config(&url, "deps", synthetic(200, 2, (0, 0)), 5_000))
+                .await
+                .unwrap();
         assert!(again.complete());
         assert_eq!(again.published, 0);
-        let edited = promptgrid_coordinator::run(config(&url, "deps", synthetic(230, 2, (0, 0)), 5_000)).await.unwrap();
+        let edited =
+            promptgrid_coordinator::run(config(&url, "deps", synthetic(230, 2, (0, 0)), 5_000))
+                .await
+                .unwrap();
         assert!(edited.complete());
-        assert_eq!((edited.published, edited.changes.reused, edited.changes.added.len()), (30, 200, 30));
+        assert_eq!(
+            (
+                edited.published,
+                edited.changes.reused,
+                edited.changes.added.len()
+            ),
+            (30, 200, 30)
+        );
         stop.send(true).unwrap();
         for h in hs {
             h.await.unwrap().unwrap();
@@ -84,11 +117,15 @@ async fn worker_killed_mid_job_is_redelivered_and_resumes_from_its_checkpoint() 
         // Kill it once it has checkpointed a few steps.
         until(Duration::from_secs(30), "a checkpoint", || async {
             let client = NatsConfig::new(&url).connect().await.unwrap();
-            let Ok(l) = Layout::open(client, "kill").await else { return false };
+            let Ok(l) = Layout::open(client, "kill").await else {
+                return false;
+            };
             match l.artifacts.get(format!("checkpoints/{}", all[0])).await {
                 Ok(mut o) => {
                     let mut b = Vec::new();
-                    tokio::io::AsyncReadExt::read_to_end(&mut o, &mut b).await.is_ok()
+                    tokio::io::AsyncReadExt::read_to_end(&mut o, &mut b)
+                        .await
+                        .is_ok()
                         && serde_json::from_slice::<u64>(&b).is_ok_and(|s| s >= 5)
                 }
                 Err(_) => false,
@@ -101,10 +138,26 @@ async fn worker_killed_mid_job_is_redelivered_and_resumes_from_its_checkpoint() 
         assert!(out.complete(), "{out:?}");
         assert_exactly_once(&url, "kill", &all).await;
         let st = states(&url, "kill").await;
-        let Some(JobState::Done { attempt, worker, output, .. }) = st.get(&all[0]) else { panic!() };
+        let Some(JobState::Done {
+            attempt,
+            worker,
+            output,
+            ..
+        }) = st.get(&all[0])
+        else {
+            panic!()
+        };
         assert_eq!((*attempt, worker.as_str()), (2, "b"));
-        let start = output.metrics.iter().find(|m| m.name == "start_step").unwrap().value;
-        assert!(start >= 5.0, "resumed from step {start}, not from its checkpoint");
+        let start = output
+            .metrics
+            .iter()
+            .find(|m| m.name == "start_step")
+            .unwrap()
+            .value;
+        assert!(
+            start >= 5.0,
+            "resumed from step {start}, not from its checkpoint"
+        );
     })
     .await;
 }
@@ -114,23 +167,42 @@ async fn coordinator_killed_and_restarted_publishes_only_missing_jobs() {
     bounded(async {
         let (_d, srv) = server(&[]);
         let url = srv.url();
-        let args = ["--count", "300", "--fan-in", "1", "--duration-ms", "0", "10", "--lease-ms", "3000"];
-        let all = ids(&config(&url, "crd", {
-            let mut s = synthetic(300, 1, (0, 10));
-            s.seed = 0;
-            s
-        }, 3_000));
+        let args = [
+            "--count",
+            "300",
+            "--fan-in",
+            "1",
+            "--duration-ms",
+            "0",
+            "10",
+            "--lease-ms",
+            "3000",
+        ];
+        let all = ids(&config(
+            &url,
+            "crd",
+            {
+                let mut s = synthetic(300, 1, (0, 10));
+                s.seed = 0;
+                s
+            },
+            3_000,
+        ));
         let mut c1 = coordinator_proc(&url, "crd", &args);
         let _w1 = worker_proc(&url, "crd", "w1", 10);
         let _w2 = worker_proc(&url, "crd", "w2", 10);
         until(Duration::from_secs(60), "30% done", || async {
-            Layout::open(NatsConfig::new(&url).connect().await.unwrap(), "crd").await.is_ok()
+            Layout::open(NatsConfig::new(&url).connect().await.unwrap(), "crd")
+                .await
+                .is_ok()
                 && count_done(&url, "crd").await >= 90
         })
         .await;
         c1.kill();
         let c2 = coordinator_proc(&url, "crd", &args);
-        let (code, out) = c2.wait_output(Duration::from_secs(90)).expect("coordinator finishes");
+        let (code, out) = c2
+            .wait_output(Duration::from_secs(90))
+            .expect("coordinator finishes");
         assert_eq!(code, 0, "{out}");
         assert_exactly_once(&url, "crd", &all).await;
         // One message per job ever stored: the restart re-published nothing that existed.
@@ -150,7 +222,9 @@ async fn nats_server_killed_and_restarted_mid_sweep_the_sweep_finishes() {
         let (stop, hs) = workers(&url, "srv", 3, 5);
         let coord = tokio::spawn(promptgrid_coordinator::run(cfg));
         until(Duration::from_secs(60), "25% done", || async {
-            Layout::open(NatsConfig::new(&url).connect().await.unwrap(), "srv").await.is_ok()
+            Layout::open(NatsConfig::new(&url).connect().await.unwrap(), "srv")
+                .await
+                .is_ok()
                 && count_done(&url, "srv").await >= 75
         })
         .await;
@@ -182,15 +256,32 @@ async fn late_commit_from_an_expired_lease_does_not_overwrite_the_newer_attempt(
         wa.name = "stalled".into();
         wa.heartbeats = false;
         wa.shutdown = Some(rx.clone());
-        let a = tokio::spawn(jobloop::run(wa, Synthetic { step: Duration::from_millis(100) }));
-        until(Duration::from_secs(30), "the stalled worker to start", || async {
-            matches!(states(&url, "late").await.get(&all[0]), Some(JobState::Running { .. }))
-        })
+        let a = tokio::spawn(jobloop::run(
+            wa,
+            Synthetic {
+                step: Duration::from_millis(100),
+            },
+        ));
+        until(
+            Duration::from_secs(30),
+            "the stalled worker to start",
+            || async {
+                matches!(
+                    states(&url, "late").await.get(&all[0]),
+                    Some(JobState::Running { .. })
+                )
+            },
+        )
         .await;
         let mut wb = WorkerConfig::new(NatsConfig::new(&url), Some("late".into()));
         wb.name = "fresh".into();
         wb.shutdown = Some(rx);
-        let b = tokio::spawn(jobloop::run(wb, Synthetic { step: Duration::from_millis(100) }));
+        let b = tokio::spawn(jobloop::run(
+            wb,
+            Synthetic {
+                step: Duration::from_millis(100),
+            },
+        ));
         let out = coord.await.unwrap().unwrap();
         assert!(out.complete());
         // Let the stalled worker finish its (late) attempt and try to commit.
@@ -200,7 +291,12 @@ async fn late_commit_from_an_expired_lease_does_not_overwrite_the_newer_attempt(
         b.await.unwrap().unwrap();
         assert_eq!(sa.done, 0, "the stalled worker's commit must fail");
         let st = states(&url, "late").await;
-        let Some(JobState::Done { worker, attempt, .. }) = st.get(&all[0]) else { panic!("{st:?}") };
+        let Some(JobState::Done {
+            worker, attempt, ..
+        }) = st.get(&all[0])
+        else {
+            panic!("{st:?}")
+        };
         assert_eq!((worker.as_str(), *attempt), ("fresh", 2));
         assert_exactly_once(&url, "late", &all).await;
     })
@@ -218,24 +314,44 @@ async fn malformed_message_fails_its_job_with_a_clear_error_and_the_worker_goes_
         let victim = graph.jobs()[0].clone();
         // Garbage on the victim's subject, queued before the coordinator publishes anything.
         let client = NatsConfig::new(&url).connect().await.unwrap();
-        let layout = Layout::setup(client, "bad", &LayoutOptions::default()).await.unwrap();
-        layout.model_consumer("none", Duration::from_secs(5)).await.unwrap();
+        let layout = Layout::setup(client, "bad", &LayoutOptions::default())
+            .await
+            .unwrap();
+        layout
+            .model_consumer("none", Duration::from_secs(5))
+            .await
+            .unwrap();
         let subject = layout.names.job_subject(None, victim.kind(), &victim.id);
-        let ack = layout.js.publish_with_headers(subject, HeaderMap::new(), "{not json".into()).await.unwrap();
+        let ack = layout
+            .js
+            .publish_with_headers(subject, HeaderMap::new(), "{not json".into())
+            .await
+            .unwrap();
         ack.await.unwrap();
         // And a message on a subject with no job id at all.
-        let ack = layout.js.publish("pg.bad.jobs.none.synthetic.zz-not-an-id", "x".into()).await.unwrap();
+        let ack = layout
+            .js
+            .publish("pg.bad.jobs.none.synthetic.zz-not-an-id", "x".into())
+            .await
+            .unwrap();
         ack.await.unwrap();
         let (stop, hs) = workers(&url, "bad", 1, 10);
         let out = promptgrid_coordinator::run(cfg).await.unwrap();
         assert_eq!((out.done, out.dead), (4, 1), "{out:?}");
-        let report = promptgrid_coordinator::status(&NatsConfig::new(&url), "bad", &graph).await.unwrap();
+        let report = promptgrid_coordinator::status(&NatsConfig::new(&url), "bad", &graph)
+            .await
+            .unwrap();
         assert_eq!((report.count("done"), report.count("dead")), (4, 1));
         let (key, reason) = &report.last_errors[0];
         assert_eq!(key, &victim.key);
         assert!(reason.contains("malformed job message"), "{reason}");
         // retry --failed re-queues it; its real message is then published and runs.
-        assert_eq!(promptgrid_coordinator::retry_failed(&NatsConfig::new(&url), "bad", &graph).await.unwrap(), 1);
+        assert_eq!(
+            promptgrid_coordinator::retry_failed(&NatsConfig::new(&url), "bad", &graph)
+                .await
+                .unwrap(),
+            1
+        );
         let mut cfg = config(&url, "bad", synthetic(5, 0, (0, 0)), 5_000);
         cfg.error_retries = 0;
         let out = promptgrid_coordinator::run(cfg).await.unwrap();
@@ -258,14 +374,29 @@ async fn failing_jobs_use_their_error_budget_then_are_dead() {
         let mut cfg = config(&url, "fail", spec, 5_000);
         cfg.error_retries = 2;
         let graph = cfg.graph.clone();
-        let failing = graph.jobs().iter().filter(|j| matches!(j.spec, promptgrid_common::JobSpec::Synthetic { fail: true, .. })).count();
+        let failing = graph
+            .jobs()
+            .iter()
+            .filter(|j| {
+                matches!(
+                    j.spec,
+                    promptgrid_common::JobSpec::Synthetic { fail: true, .. }
+                )
+            })
+            .count();
         assert!(failing > 0);
         let (stop, hs) = workers(&url, "fail", 2, 10);
         let out = promptgrid_coordinator::run(cfg).await.unwrap();
         assert_eq!((out.done, out.dead), (20 - failing, failing), "{out:?}");
         let st = states(&url, "fail").await;
         for s in st.values() {
-            if let JobState::Dead { attempt, retries, reason, .. } = s {
+            if let JobState::Dead {
+                attempt,
+                retries,
+                reason,
+                ..
+            } = s
+            {
                 assert_eq!((*attempt, *retries), (3, 2), "{reason}");
                 assert!(reason.contains("fails by design"));
             }
@@ -283,9 +414,19 @@ async fn authenticated_server_needs_and_accepts_credentials() {
     bounded(async {
         let (_d, srv) = server(&["--user", "pg", "--pass", "s3cret"]);
         let url = srv.url();
-        let err = NatsConfig::new(&url).connect().await.err().expect("anonymous connect must fail");
-        assert!(matches!(err, promptgrid_coordinator::Error::Connect { .. }), "{err}");
-        let nats = NatsConfig { user: Some("pg".into()), password: Some("s3cret".into()), ..NatsConfig::new(&url) };
+        let err = NatsConfig::new(&url)
+            .connect()
+            .await
+            .expect_err("anonymous connect must fail");
+        assert!(
+            matches!(err, promptgrid_coordinator::Error::Connect { .. }),
+            "{err}"
+        );
+        let nats = NatsConfig {
+            user: Some("pg".into()),
+            password: Some("s3cret".into()),
+            ..NatsConfig::new(&url)
+        };
         let mut cfg = config(&url, "auth", synthetic(10, 0, (0, 0)), 5_000);
         cfg.nats = nats.clone();
         let (tx, rx) = watch::channel(false);
@@ -310,18 +451,28 @@ async fn embedded_mode_runs_resumes_and_rebuilds_a_lost_store() {
             c.progress = false;
             c
         };
-        let run = |c| promptgrid_coordinator::embedded::run(c, results.path(), 2, |_| Synthetic::default());
+        let run = |c| {
+            promptgrid_coordinator::embedded::run(c, results.path(), 2, |_| Synthetic::default())
+        };
         let out = run(cfg()).await.unwrap();
         assert!(out.complete() && out.published == 50, "{out:?}");
-        let done = std::fs::read_to_string(results.path().join("emb/done-jobs.txt")).unwrap_or_default();
-        assert_eq!(done.lines().count(), 50, "the sink records every finished job");
+        let done =
+            std::fs::read_to_string(results.path().join("emb/done-jobs.txt")).unwrap_or_default();
+        assert_eq!(
+            done.lines().count(),
+            50,
+            "the sink records every finished job"
+        );
         let out = run(cfg()).await.unwrap();
         assert!(out.complete() && out.published == 0, "{out:?}");
         // The store is gone: the done set comes back from the results folder.
         std::fs::remove_dir_all(results.path().join("emb/.nats")).unwrap();
         let out = run(cfg()).await.unwrap();
         assert!(out.complete(), "{out:?}");
-        assert!(out.published < 50, "{out:?} republished jobs the results already hold");
+        assert!(
+            out.published < 50,
+            "{out:?} republished jobs the results already hold"
+        );
     })
     .await;
 }
@@ -334,14 +485,31 @@ async fn chaos_run_every_job_done_exactly_once() {
     bounded(async {
         let (_d, srv) = server(&[]);
         let url = srv.url();
-        let args = ["--count", "2000", "--fan-in", "2", "--duration-ms", "0", "20", "--lease-ms", "1000"];
-        let all = ids(&config(&url, "chaos", {
-            let mut s = synthetic(2000, 2, (0, 20));
-            s.seed = 0;
-            s
-        }, 2_000));
+        let args = [
+            "--count",
+            "2000",
+            "--fan-in",
+            "2",
+            "--duration-ms",
+            "0",
+            "20",
+            "--lease-ms",
+            "1000",
+        ];
+        let all = ids(&config(
+            &url,
+            "chaos",
+            {
+                let mut s = synthetic(2000, 2, (0, 20));
+                s.seed = 0;
+                s
+            },
+            2_000,
+        ));
         let mut coord = coordinator_proc(&url, "chaos", &args);
-        let mut ws: Vec<Proc> = (0..8).map(|i| worker_proc(&url, "chaos", &format!("w{i}"), 10)).collect();
+        let mut ws: Vec<Proc> = (0..8)
+            .map(|i| worker_proc(&url, "chaos", &format!("w{i}"), 10))
+            .collect();
         let mut coordinator_killed = false;
         let mut kills = 0;
         let deadline = std::time::Instant::now() + Duration::from_secs(100);
@@ -350,7 +518,10 @@ async fn chaos_run_every_job_done_exactly_once() {
             if let Ok(Some(_)) = coord.0.try_wait() {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "chaos run did not finish");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "chaos run did not finish"
+            );
             let i = rand::rng().random_range(0..ws.len());
             ws[i].kill();
             ws[i] = worker_proc(&url, "chaos", &format!("w{i}-{kills}"), 10);
@@ -363,7 +534,10 @@ async fn chaos_run_every_job_done_exactly_once() {
         }
         let (code, out) = coord.wait_output(Duration::from_secs(5)).unwrap();
         assert_eq!(code, 0, "{out}");
-        assert!(coordinator_killed, "the coordinator was never killed (sweep too fast?)");
+        assert!(
+            coordinator_killed,
+            "the coordinator was never killed (sweep too fast?)"
+        );
         assert_exactly_once(&url, "chaos", &all).await;
         eprintln!("chaos: {kills} worker kills");
     })

@@ -241,3 +241,92 @@ pub fn done_jobs(sweep_dir: &Path) -> Result<HashSet<String>> {
         .map(|r| r.job_id)
         .collect())
 }
+
+/// Where the sink keeps a copy of each artifact a report needs (prompts, masks): the NATS
+/// object store may be gone by the time the report runs.
+pub fn artifact_path(sweep_dir: &Path, name: &str) -> std::path::PathBuf {
+    sweep_dir.join("artifacts").join(name)
+}
+
+/// Writes an artifact copy atomically (temporary file, fsync, rename).
+pub fn write_artifact(sweep_dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let path = artifact_path(sweep_dir, name);
+    let dir = path.parent().unwrap_or(sweep_dir);
+    std::fs::create_dir_all(dir).map_err(crate::error::io_at(dir))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("artifact")
+    ));
+    let mut f = std::fs::File::create(&tmp).map_err(crate::error::io_at(&tmp))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(crate::error::io_at(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(crate::error::io_at(&path))?;
+    Ok(())
+}
+
+/// Computes the prompt-only indicators of every pair of trained prompts per model (the first
+/// seed's) from the artifact copies, and replaces the `indicators` table's prompt rows with
+/// them. Returns the rows written.
+pub fn derive_prompt_indicators(sweep_dir: &Path) -> Result<usize> {
+    use crate::indicators::prompt_indicators;
+    use crate::schema::IndicatorRow;
+    let jobs: Vec<JobRow> = if sweep_dir.join(JobRow::NAME).is_dir() {
+        crate::store::read_table(sweep_dir)?
+    } else {
+        Vec::new()
+    };
+    // model -> task -> (seed, job id) of the lowest seed's done train job.
+    let mut trained: BTreeMap<String, BTreeMap<String, (i64, String)>> = BTreeMap::new();
+    for j in jobs.iter().filter(|j| j.kind == "train" && j.status == "done") {
+        let (Some(task), seed) = (&j.task, j.seed.unwrap_or(0)) else { continue };
+        let slot = trained.entry(j.model.clone()).or_default();
+        match slot.get(task) {
+            Some((s, _)) if *s <= seed => {}
+            _ => {
+                slot.insert(task.clone(), (seed, j.job_id.clone()));
+            }
+        }
+    }
+    let mut rows: Vec<IndicatorRow> = if sweep_dir.join(IndicatorRow::NAME).is_dir() {
+        // Keep the rows others wrote (ON); the prompt rows are recomputed here.
+        crate::store::read_table::<IndicatorRow>(sweep_dir)?
+            .into_iter()
+            .filter(|r| r.layers.is_some())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut written = 0;
+    for (model, tasks) in trained {
+        let mut prompts = Vec::new();
+        for (task, (_, job)) in tasks {
+            let path = artifact_path(sweep_dir, &format!("prompt/{job}"));
+            if !path.is_file() {
+                continue;
+            }
+            let mut p = crate::prompts::load_prompt(&path)?;
+            p.name = task;
+            prompts.push(p);
+        }
+        if prompts.len() < 2 {
+            continue;
+        }
+        for pair in prompt_indicators(&prompts) {
+            for (name, value) in pair.values() {
+                rows.push(IndicatorRow {
+                    model: model.clone(),
+                    task_a: pair.task_a.clone(),
+                    task_b: pair.task_b.clone(),
+                    indicator: name.to_string(),
+                    layers: None,
+                    value: Some(value),
+                });
+                written += 1;
+            }
+        }
+    }
+    if written > 0 {
+        crate::writer::replace_table(sweep_dir, "derived", &rows)?;
+    }
+    Ok(written)
+}

@@ -2,3 +2,4 @@
 //! runtime's job loop ([`exec`]). The only crate that links libtorch.
 pub mod exec;
 pub mod ml;
+pub mod runtime;

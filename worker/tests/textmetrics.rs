@@ -121,7 +121,8 @@ fn rouge_examples_match_rouge_score() {
 fn rouge_corpus_is_the_mean() {
     let data = fixtures();
     let examples = data["rouge"].as_array().unwrap();
-    let field = |k: &str| -> Vec<&str> { examples.iter().map(|e| e[k].as_str().unwrap()).collect() };
+    let field =
+        |k: &str| -> Vec<&str> { examples.iter().map(|e| e[k].as_str().unwrap()).collect() };
     let scores = rouge_corpus(&field("prediction"), &field("reference")).unwrap();
     let want = &data["rouge_corpus"];
     assert_same(scores.rouge1, num(&want["rouge1"]), "corpus ROUGE-1");

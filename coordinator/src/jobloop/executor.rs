@@ -82,7 +82,11 @@ impl JobContext {
     /// Streams metric rows as a progress event.
     pub async fn metrics(&self, metrics: Vec<MetricRow>) -> Result<(), JobError> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let event = Event::Progress { job: self.job.clone(), attempt: self.attempt, metrics };
+        let event = Event::Progress {
+            job: self.job.clone(),
+            attempt: self.attempt,
+            metrics,
+        };
         events::publish(&self.layout.js, &self.layout.names, &event, seq)
             .await
             .map_err(|e| JobError::Retryable(e.to_string()))
@@ -91,7 +95,9 @@ impl JobContext {
     /// Stores an artifact under a plain name (never a path) and returns that name.
     pub async fn put_artifact(&self, name: &str, bytes: &[u8]) -> Result<String, JobError> {
         if !is_plain_name(name) {
-            return Err(JobError::Fatal(format!("artifact name `{name}` is not a plain name")));
+            return Err(JobError::Fatal(format!(
+                "artifact name `{name}` is not a plain name"
+            )));
         }
         let mut reader = bytes;
         self.layout
@@ -105,12 +111,18 @@ impl JobContext {
     /// An artifact by name, `None` if there is none.
     pub async fn get_artifact(&self, name: &str) -> Result<Option<Vec<u8>>, JobError> {
         if !is_plain_name(name) {
-            return Err(JobError::Fatal(format!("artifact name `{name}` is not a plain name")));
+            return Err(JobError::Fatal(format!(
+                "artifact name `{name}` is not a plain name"
+            )));
         }
         let mut obj = match self.layout.artifacts.get(name).await {
             Ok(o) => o,
             Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(JobError::Retryable(format!("cannot read artifact {name}: {e}"))),
+            Err(e) => {
+                return Err(JobError::Retryable(format!(
+                    "cannot read artifact {name}: {e}"
+                )));
+            }
         };
         let mut buf = Vec::new();
         obj.read_to_end(&mut buf)
@@ -126,7 +138,9 @@ impl JobContext {
     /// Saves the job's checkpoint (one per job, replaced each time): a redelivered job
     /// resumes from it.
     pub async fn save_checkpoint(&self, bytes: &[u8]) -> Result<(), JobError> {
-        self.put_artifact(&self.checkpoint_name(), bytes).await.map(|_| ())
+        self.put_artifact(&self.checkpoint_name(), bytes)
+            .await
+            .map(|_| ())
     }
 
     pub async fn load_checkpoint(&self) -> Result<Option<Vec<u8>>, JobError> {

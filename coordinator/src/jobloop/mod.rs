@@ -76,7 +76,10 @@ pub async fn run<E: Executor>(config: WorkerConfig, executor: E) -> Result<Worke
     let executor = Arc::new(executor);
     let client = config.nats.connect().await?;
     let js = jetstream::new(client.clone());
-    let mut shutdown = config.shutdown.clone().unwrap_or_else(|| watch::channel(false).1);
+    let mut shutdown = config
+        .shutdown
+        .clone()
+        .unwrap_or_else(|| watch::channel(false).1);
     let mut stats = WorkerStats::default();
     let mut sources: Vec<Source> = Vec::new();
     let mut refreshed: Option<Instant> = None;
@@ -97,11 +100,19 @@ pub async fn run<E: Executor>(config: WorkerConfig, executor: E) -> Result<Worke
             }
         }
         // The resident model's source first, then the others in turn.
-        let resident = executor.resident_model().map(|m| promptgrid_common::names::model_token(Some(&m)));
-        let mut order: Vec<usize> = (0..sources.len()).map(|k| (next + k) % sources.len()).collect();
+        let resident = executor
+            .resident_model()
+            .map(|m| promptgrid_common::names::model_token(Some(&m)));
+        let mut order: Vec<usize> = (0..sources.len())
+            .map(|k| (next + k) % sources.len())
+            .collect();
         order.sort_by_key(|&k| Some(&sources[k].token) != resident.as_ref());
         next = next.wrapping_add(1);
-        let wait = if sources.len() == 1 { Duration::from_secs(1) } else { Duration::from_millis(100) };
+        let wait = if sources.len() == 1 {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(100)
+        };
         let mut got = None;
         for k in order {
             let fetched = tokio::select! {
@@ -127,15 +138,26 @@ pub async fn run<E: Executor>(config: WorkerConfig, executor: E) -> Result<Worke
             Ok(Handled::Failed) => stats.failed += 1,
             Ok(Handled::Dropped) => stats.dropped += 1,
             Ok(Handled::HandedBack) => break,
-            Err(e) => tracing::warn!(error = %e, "job handling failed; the lease will bring it back"),
+            Err(e) => {
+                tracing::warn!(error = %e, "job handling failed; the lease will bring it back")
+            }
         }
     }
     client.flush().await.ok();
     Ok(stats)
 }
 
-async fn fetch_one(c: &Consumer<pull::Config>, wait: Duration) -> Result<Option<jetstream::Message>> {
-    let mut batch = c.fetch().max_messages(1).expires(wait).messages().await.map_err(Error::nats)?;
+async fn fetch_one(
+    c: &Consumer<pull::Config>,
+    wait: Duration,
+) -> Result<Option<jetstream::Message>> {
+    let mut batch = c
+        .fetch()
+        .max_messages(1)
+        .expires(wait)
+        .messages()
+        .await
+        .map_err(Error::nats)?;
     match batch.next().await {
         Some(Ok(m)) => Ok(Some(m)),
         Some(Err(e)) => Err(Error::nats(e)),
@@ -157,9 +179,20 @@ async fn discover(js: &jetstream::Context, config: &WorkerConfig) -> Result<Vec<
         };
         for token in layout.model_tokens().await? {
             let name = layout.names.model_consumer(&token);
-            let Ok(mut consumer) = layout.jobs.get_consumer::<pull::Config>(&name).await else { continue };
-            let lease = consumer.info().await.map(|i| i.config.ack_wait).unwrap_or(Duration::from_secs(30));
-            out.push(Source { layout: layout.clone(), token, consumer, lease });
+            let Ok(mut consumer) = layout.jobs.get_consumer::<pull::Config>(&name).await else {
+                continue;
+            };
+            let lease = consumer
+                .info()
+                .await
+                .map(|i| i.config.ack_wait)
+                .unwrap_or(Duration::from_secs(30));
+            out.push(Source {
+                layout: layout.clone(),
+                token,
+                consumer,
+                lease,
+            });
         }
     }
     Ok(out)
@@ -193,7 +226,12 @@ where
     }
 }
 
-async fn handle<E: Executor>(config: &WorkerConfig, executor: &E, src: &Source, msg: jetstream::Message) -> Result<Handled> {
+async fn handle<E: Executor>(
+    config: &WorkerConfig,
+    executor: &E,
+    src: &Source,
+    msg: jetstream::Message,
+) -> Result<Handled> {
     let layout = &src.layout;
     let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
     let Some(id) = layout.names.job_id_of_subject(&msg.subject) else {
@@ -205,9 +243,13 @@ async fn handle<E: Executor>(config: &WorkerConfig, executor: &E, src: &Source, 
         .map_err(|e| format!("malformed job message: {e}"))
         .and_then(|j| {
             if j.id != id {
-                return Err(format!("malformed job message: its id {} is not the subject's {id}", j.id));
+                return Err(format!(
+                    "malformed job message: its id {} is not the subject's {id}",
+                    j.id
+                ));
             }
-            j.check_names().map_err(|e| format!("refused job message: {e}"))?;
+            j.check_names()
+                .map_err(|e| format!("refused job message: {e}"))?;
             Ok(j)
         });
     let job = match job {
@@ -225,10 +267,31 @@ async fn handle<E: Executor>(config: &WorkerConfig, executor: &E, src: &Source, 
         let current = persist("read state", || state::read(&layout.state, &id)).await?;
         let (rev, next) = match current {
             None => (0, running(config, src, 1, job.retry, 0, seq)),
-            Some(Versioned { state: JobState::Pending { attempts, retries, lost, .. }, revision }) => {
-                (revision, running(config, src, attempts + 1, retries, lost, seq))
-            }
-            Some(Versioned { state: JobState::Running { attempt, retries, lost, msg_seq, worker, .. }, revision }) => {
+            Some(Versioned {
+                state:
+                    JobState::Pending {
+                        attempts,
+                        retries,
+                        lost,
+                        ..
+                    },
+                revision,
+            }) => (
+                revision,
+                running(config, src, attempts + 1, retries, lost, seq),
+            ),
+            Some(Versioned {
+                state:
+                    JobState::Running {
+                        attempt,
+                        retries,
+                        lost,
+                        msg_seq,
+                        worker,
+                        ..
+                    },
+                revision,
+            }) => {
                 if msg_seq != seq {
                     // Another message of the same job is held by a live worker (or will be
                     // redelivered if it is not): this one is a duplicate.
@@ -238,21 +301,69 @@ async fn handle<E: Executor>(config: &WorkerConfig, executor: &E, src: &Source, 
                 // Our own message again: its last holder's lease ran out.
                 tracing::info!(job = %job.key, lost_worker = %worker, attempt, "redelivered after a lost worker");
                 if lost + 1 > job.lost_budget {
-                    let failure = Failure { reason: format!("lost its worker {} times (last: {worker})", lost + 1), retryable: false };
-                    let failed = JobState::Failed { attempt, retries, lost: lost + 1, worker: config.name.clone(), failure: failure.clone(), at_ms: now_ms() };
-                    if persist("write state", || state::cas(&layout.state, &id, &failed, revision)).await?.is_some() {
-                        publish(layout, &Event::Failed { job: id.clone(), key: job.key.clone(), attempt, worker: config.name.clone(), at_ms: now_ms(), failure }).await?;
+                    let failure = Failure {
+                        reason: format!("lost its worker {} times (last: {worker})", lost + 1),
+                        retryable: false,
+                    };
+                    let failed = JobState::Failed {
+                        attempt,
+                        retries,
+                        lost: lost + 1,
+                        worker: config.name.clone(),
+                        failure: failure.clone(),
+                        at_ms: now_ms(),
+                    };
+                    if persist("write state", || {
+                        state::cas(&layout.state, &id, &failed, revision)
+                    })
+                    .await?
+                    .is_some()
+                    {
+                        publish(
+                            layout,
+                            &Event::Failed {
+                                job: id.clone(),
+                                key: job.key.clone(),
+                                attempt,
+                                worker: config.name.clone(),
+                                at_ms: now_ms(),
+                                failure,
+                            },
+                        )
+                        .await?;
                         msg.ack().await.map_err(Error::nats)?;
                         return Ok(Handled::Failed);
                     }
                     continue;
                 }
-                (revision, running(config, src, attempt + 1, retries, lost + 1, seq))
+                (
+                    revision,
+                    running(config, src, attempt + 1, retries, lost + 1, seq),
+                )
             }
-            Some(Versioned { state: JobState::Done { attempt, worker, started_ms, finished_ms, output }, .. }) => {
+            Some(Versioned {
+                state:
+                    JobState::Done {
+                        attempt,
+                        worker,
+                        started_ms,
+                        finished_ms,
+                        output,
+                    },
+                ..
+            }) => {
                 // Committed, but the event or the ack may not have gone out: repeat both (the
                 // event's dedup id makes a repeat a no-op).
-                let ev = Event::Finished { job: id.clone(), key: job.key.clone(), attempt, worker, started_ms, at_ms: finished_ms, spec: Some(job.spec.clone()), output };
+                let ev = Event::Finished {
+                    job: id.clone(),
+                    key: job.key.clone(),
+                    attempt,
+                    worker,
+                    started_ms,
+                    at_ms: finished_ms,
+                    spec: Some(job.spec.clone()),
+                    output,
+                };
                 publish(layout, &ev).await?;
                 msg.ack().await.map_err(Error::nats)?;
                 return Ok(Handled::Dropped);
@@ -264,13 +375,25 @@ async fn handle<E: Executor>(config: &WorkerConfig, executor: &E, src: &Source, 
         };
         let attempt = next.counters().0;
         let (_, retries, lost) = next.counters();
-        if let Some(rev) = persist("write state", || state::cas(&layout.state, &id, &next, rev)).await? {
+        if let Some(rev) =
+            persist("write state", || state::cas(&layout.state, &id, &next, rev)).await?
+        {
             break (attempt, rev, retries, lost);
         }
     };
     let started_ms = now_ms();
     tracing::debug!(job = %job.key, attempt, "started");
-    publish(layout, &Event::Started { job: id.clone(), key: job.key.clone(), attempt, worker: config.name.clone(), at_ms: started_ms }).await?;
+    publish(
+        layout,
+        &Event::Started {
+            job: id.clone(),
+            key: job.key.clone(),
+            attempt,
+            worker: config.name.clone(),
+            at_ms: started_ms,
+        },
+    )
+    .await?;
 
     // Hold the lease while the executor runs.
     let msg = Arc::new(msg);
@@ -284,8 +407,18 @@ async fn handle<E: Executor>(config: &WorkerConfig, executor: &E, src: &Source, 
             }
         })
     });
-    let cancel = config.shutdown.clone().unwrap_or_else(|| watch::channel(false).1);
-    let ctx = JobContext { layout: layout.clone(), job: id.clone(), attempt, cancel, started: Instant::now(), seq: AtomicU64::new(0) };
+    let cancel = config
+        .shutdown
+        .clone()
+        .unwrap_or_else(|| watch::channel(false).1);
+    let ctx = JobContext {
+        layout: layout.clone(),
+        job: id.clone(),
+        attempt,
+        cancel,
+        started: Instant::now(),
+        seq: AtomicU64::new(0),
+    };
     let result = executor.run(&job, &ctx).await;
     if let Some(h) = heartbeat {
         h.abort();
@@ -295,40 +428,103 @@ async fn handle<E: Executor>(config: &WorkerConfig, executor: &E, src: &Source, 
     match result {
         Ok(output) => {
             let finished_ms = now_ms();
-            let done = JobState::Done { attempt, worker: worker.clone(), started_ms, finished_ms, output: output.clone() };
-            if persist("commit", || state::cas(&layout.state, &id, &done, revision)).await?.is_none() {
+            let done = JobState::Done {
+                attempt,
+                worker: worker.clone(),
+                started_ms,
+                finished_ms,
+                output: output.clone(),
+            };
+            if persist("commit", || state::cas(&layout.state, &id, &done, revision))
+                .await?
+                .is_none()
+            {
                 tracing::warn!(job = %job.key, attempt, "lease lost: a newer attempt owns this job; result discarded");
                 return Ok(Handled::Dropped);
             }
-            let ev = Event::Finished { job: id.clone(), key: job.key.clone(), attempt, worker, started_ms, at_ms: finished_ms, spec: Some(job.spec.clone()), output };
+            let ev = Event::Finished {
+                job: id.clone(),
+                key: job.key.clone(),
+                attempt,
+                worker,
+                started_ms,
+                at_ms: finished_ms,
+                spec: Some(job.spec.clone()),
+                output,
+            };
             publish(layout, &ev).await?;
             msg.ack().await.map_err(Error::nats)?;
             ctx.drop_checkpoint().await;
             Ok(Handled::Done)
         }
         Err(JobError::Cancelled) => {
-            let back = JobState::Pending { attempts: attempt, retries, lost, requeued: true };
-            if persist("hand back", || state::cas(&layout.state, &id, &back, revision)).await?.is_some() {
-                msg.ack_with(AckKind::Nak(None)).await.map_err(Error::nats)?;
+            let back = JobState::Pending {
+                attempts: attempt,
+                retries,
+                lost,
+                requeued: true,
+            };
+            if persist("hand back", || {
+                state::cas(&layout.state, &id, &back, revision)
+            })
+            .await?
+            .is_some()
+            {
+                msg.ack_with(AckKind::Nak(None))
+                    .await
+                    .map_err(Error::nats)?;
             }
             tracing::info!(job = %job.key, attempt, "handed back on shutdown");
             Ok(Handled::HandedBack)
         }
         Err(e) => {
-            let failure = Failure { reason: e.to_string(), retryable: matches!(e, JobError::Retryable(_)) };
-            let failed = JobState::Failed { attempt, retries, lost, worker: worker.clone(), failure: failure.clone(), at_ms: now_ms() };
-            if persist("commit", || state::cas(&layout.state, &id, &failed, revision)).await?.is_none() {
+            let failure = Failure {
+                reason: e.to_string(),
+                retryable: matches!(e, JobError::Retryable(_)),
+            };
+            let failed = JobState::Failed {
+                attempt,
+                retries,
+                lost,
+                worker: worker.clone(),
+                failure: failure.clone(),
+                at_ms: now_ms(),
+            };
+            if persist("commit", || {
+                state::cas(&layout.state, &id, &failed, revision)
+            })
+            .await?
+            .is_none()
+            {
                 tracing::warn!(job = %job.key, attempt, "lease lost: a newer attempt owns this job; failure discarded");
                 return Ok(Handled::Dropped);
             }
-            publish(layout, &Event::Failed { job: id.clone(), key: job.key.clone(), attempt, worker, at_ms: now_ms(), failure }).await?;
+            publish(
+                layout,
+                &Event::Failed {
+                    job: id.clone(),
+                    key: job.key.clone(),
+                    attempt,
+                    worker,
+                    at_ms: now_ms(),
+                    failure,
+                },
+            )
+            .await?;
             msg.ack().await.map_err(Error::nats)?;
             Ok(Handled::Failed)
         }
     }
 }
 
-fn running(config: &WorkerConfig, src: &Source, attempt: u32, retries: u32, lost: u32, msg_seq: u64) -> JobState {
+fn running(
+    config: &WorkerConfig,
+    src: &Source,
+    attempt: u32,
+    retries: u32,
+    lost: u32,
+    msg_seq: u64,
+) -> JobState {
     JobState::Running {
         attempt,
         retries,
@@ -341,21 +537,56 @@ fn running(config: &WorkerConfig, src: &Source, attempt: u32, retries: u32, lost
 }
 
 async fn publish(layout: &Layout, event: &Event) -> Result<()> {
-    persist("publish event", || events::publish(&layout.js, &layout.names, event, 0)).await
+    persist("publish event", || {
+        events::publish(&layout.js, &layout.names, event, 0)
+    })
+    .await
 }
 
 /// A message that cannot be run (undecodable, or naming a path) fails its job for good.
-async fn fail_unrunnable(config: &WorkerConfig, layout: &Layout, id: &JobId, reason: &str) -> Result<()> {
-    let current = persist("read state", || state::read(&layout.state, id)).await.ok().flatten();
+async fn fail_unrunnable(
+    config: &WorkerConfig,
+    layout: &Layout,
+    id: &JobId,
+    reason: &str,
+) -> Result<()> {
+    let current = persist("read state", || state::read(&layout.state, id))
+        .await
+        .ok()
+        .flatten();
     let (rev, (attempt, retries, lost)) = match &current {
-        Some(v) if matches!(v.state, JobState::Done { .. } | JobState::Dead { .. }) => return Ok(()),
+        Some(v) if matches!(v.state, JobState::Done { .. } | JobState::Dead { .. }) => {
+            return Ok(());
+        }
         Some(v) => (v.revision, v.state.counters()),
         None => (0, (0, 0, 0)),
     };
-    let failure = Failure { reason: reason.to_string(), retryable: false };
-    let failed = JobState::Failed { attempt: attempt + 1, retries, lost, worker: config.name.clone(), failure: failure.clone(), at_ms: now_ms() };
-    if persist("write state", || state::cas(&layout.state, id, &failed, rev)).await?.is_some() {
-        let ev = Event::Failed { job: id.clone(), key: id.0.clone(), attempt: attempt + 1, worker: config.name.clone(), at_ms: now_ms(), failure };
+    let failure = Failure {
+        reason: reason.to_string(),
+        retryable: false,
+    };
+    let failed = JobState::Failed {
+        attempt: attempt + 1,
+        retries,
+        lost,
+        worker: config.name.clone(),
+        failure: failure.clone(),
+        at_ms: now_ms(),
+    };
+    if persist("write state", || {
+        state::cas(&layout.state, id, &failed, rev)
+    })
+    .await?
+    .is_some()
+    {
+        let ev = Event::Failed {
+            job: id.clone(),
+            key: id.0.clone(),
+            attempt: attempt + 1,
+            worker: config.name.clone(),
+            at_ms: now_ms(),
+            failure,
+        };
         publish(layout, &ev).await?;
     }
     Ok(())

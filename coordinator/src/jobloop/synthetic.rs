@@ -18,13 +18,21 @@ pub struct Synthetic {
 
 impl Default for Synthetic {
     fn default() -> Synthetic {
-        Synthetic { step: Duration::from_millis(100) }
+        Synthetic {
+            step: Duration::from_millis(100),
+        }
     }
 }
 
 impl Executor for Synthetic {
     async fn run(&self, job: &JobMessage, ctx: &JobContext) -> Result<JobOutput, JobError> {
-        let JobSpec::Synthetic { index, duration_ms, fail, payload_bytes } = job.spec else {
+        let JobSpec::Synthetic {
+            index,
+            duration_ms,
+            fail,
+            payload_bytes,
+        } = job.spec
+        else {
             return Err(JobError::Fatal(format!(
                 "this worker runs synthetic jobs only, not {}",
                 job.spec.kind().name()
@@ -42,28 +50,46 @@ impl Executor for Synthetic {
             }
             let left = u64::from(duration_ms) - step * step_ms;
             tokio::time::sleep(Duration::from_millis(left.min(step_ms))).await;
-            ctx.save_checkpoint(&serde_json::to_vec(&(step + 1)).unwrap_or_default()).await?;
+            ctx.save_checkpoint(&serde_json::to_vec(&(step + 1)).unwrap_or_default())
+                .await?;
         }
         if fail {
-            return Err(JobError::Retryable(format!("synthetic job {index} fails by design")));
+            return Err(JobError::Retryable(format!(
+                "synthetic job {index} fails by design"
+            )));
         }
         let mut artifacts = Vec::new();
         if payload_bytes > 0 {
             let payload = vec![(index % 251) as u8; payload_bytes as usize];
-            artifacts.push(ctx.put_artifact(&format!("synthetic/{}.bin", job.id), &payload).await?);
+            artifacts.push(
+                ctx.put_artifact(&format!("synthetic/{}.bin", job.id), &payload)
+                    .await?,
+            );
         }
         let wall_s = ctx.wall_s();
-        let metric = |name: &str, value: u64| MetricRow { step: steps, name: name.into(), value: value as f64, wall_s };
+        let metric = |name: &str, value: u64| MetricRow {
+            step: steps,
+            name: name.into(),
+            value: value as f64,
+            wall_s,
+        };
         Ok(JobOutput {
             artifacts,
-            metrics: vec![metric("start_step", start), metric("steps", steps), metric("attempt", u64::from(ctx.attempt()))],
+            metrics: vec![
+                metric("start_step", start),
+                metric("steps", steps),
+                metric("attempt", u64::from(ctx.attempt())),
+            ],
             evals: vec![],
         })
     }
 }
 
 /// The job graph of a synthetic-only sweep, without a sweep file (tests and benchmarks).
-pub fn synthetic_graph(name: &str, spec: promptgrid_common::spec::SyntheticSpec) -> promptgrid_common::JobGraph {
+pub fn synthetic_graph(
+    name: &str,
+    spec: promptgrid_common::spec::SyntheticSpec,
+) -> promptgrid_common::JobGraph {
     let sweep = promptgrid_common::Sweep {
         name: name.to_string(),
         description: None,

@@ -24,7 +24,14 @@ pub fn server(args: &[&str]) -> (tempfile::TempDir, NatsServer) {
 }
 
 pub fn synthetic(count: u32, fan_in: u32, duration_ms: (u32, u32)) -> SyntheticSpec {
-    SyntheticSpec { count, fan_in, duration_ms, fail_probability: 0.0, payload_bytes: 0, seed: 7 }
+    SyntheticSpec {
+        count,
+        fan_in,
+        duration_ms,
+        fail_probability: 0.0,
+        payload_bytes: 0,
+        seed: 7,
+    }
 }
 
 /// A runtime process, SIGKILLed when dropped.
@@ -96,12 +103,23 @@ pub async fn layout(url: &str, sweep: &str) -> Layout {
 /// Job states; empty while the sweep has no bucket yet.
 pub async fn states(url: &str, sweep: &str) -> HashMap<JobId, JobState> {
     let client = NatsConfig::new(url).connect().await.unwrap();
-    let Ok(l) = Layout::open(client, sweep).await else { return HashMap::new() };
-    state::snapshot(&l.js, &l.state).await.unwrap().into_iter().map(|(k, v)| (k, v.state)).collect()
+    let Ok(l) = Layout::open(client, sweep).await else {
+        return HashMap::new();
+    };
+    state::snapshot(&l.js, &l.state)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.state))
+        .collect()
 }
 
 pub async fn count_done(url: &str, sweep: &str) -> usize {
-    states(url, sweep).await.values().filter(|s| matches!(s, JobState::Done { .. })).count()
+    states(url, sweep)
+        .await
+        .values()
+        .filter(|s| matches!(s, JobState::Done { .. }))
+        .count()
 }
 
 /// Every event in the stream, with its `Nats-Msg-Id`.
@@ -112,13 +130,20 @@ pub async fn events(url: &str, sweep: &str) -> Vec<(String, Event)> {
     let mut stream = js.get_stream(names.events_stream()).await.unwrap();
     let total = stream.info().await.unwrap().state.messages;
     let c = stream
-        .create_consumer(consumer::pull::Config { ack_policy: consumer::AckPolicy::None, ..Default::default() })
+        .create_consumer(consumer::pull::Config {
+            ack_policy: consumer::AckPolicy::None,
+            ..Default::default()
+        })
         .await
         .unwrap();
     let mut out = Vec::new();
     let mut msgs = c.messages().await.unwrap();
     while (out.len() as u64) < total {
-        let m = tokio::time::timeout(Duration::from_secs(5), msgs.next()).await.unwrap().unwrap().unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), msgs.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         let id = m
             .headers
             .as_ref()
@@ -135,7 +160,11 @@ pub async fn events(url: &str, sweep: &str) -> Vec<(String, Event)> {
 pub async fn assert_exactly_once(url: &str, sweep: &str, jobs: &[JobId]) {
     let st = states(url, sweep).await;
     for id in jobs {
-        assert!(matches!(st.get(id), Some(JobState::Done { .. })), "job {id} is {:?}", st.get(id));
+        assert!(
+            matches!(st.get(id), Some(JobState::Done { .. })),
+            "job {id} is {:?}",
+            st.get(id)
+        );
     }
     let evs = events(url, sweep).await;
     let mut ids = std::collections::HashSet::new();
@@ -149,7 +178,11 @@ pub async fn assert_exactly_once(url: &str, sweep: &str, jobs: &[JobId]) {
         }
     }
     for id in jobs {
-        assert_eq!(finished.get(id).copied().unwrap_or(0), 1, "finished events of {id}");
+        assert_eq!(
+            finished.get(id).copied().unwrap_or(0),
+            1,
+            "finished events of {id}"
+        );
     }
 }
 

@@ -90,7 +90,10 @@ fn remove_articles(text: &str) -> String {
 /// spaces.
 pub fn normalize_answer(text: &str) -> String {
     let lower = text.to_lowercase();
-    let no_punct: String = lower.chars().filter(|c| !c.is_ascii_punctuation()).collect();
+    let no_punct: String = lower
+        .chars()
+        .filter(|c| !c.is_ascii_punctuation())
+        .collect();
     let no_articles = remove_articles(&no_punct);
     py_split(&no_articles).collect::<Vec<_>>().join(" ")
 }
@@ -145,7 +148,9 @@ fn max_over_golds<S: AsRef<str>>(
 
 /// 1 if the prediction matches any gold answer after normalization, else 0.
 pub fn max_exact_match<S: AsRef<str>>(prediction: &str, golds: &[S]) -> MlResult<f64> {
-    max_over_golds(prediction, golds, |p, g| f64::from(u8::from(exact_match(p, g))))
+    max_over_golds(prediction, golds, |p, g| {
+        f64::from(u8::from(exact_match(p, g)))
+    })
 }
 
 /// The best [`token_f1`] over the gold answers.
@@ -239,10 +244,7 @@ pub fn rouge_l<S: AsRef<str>>(target: &[S], prediction: &[S]) -> RougeScore {
         };
     }
     let lcs = lcs_len(target, prediction) as f64;
-    RougeScore::new(
-        lcs / prediction.len() as f64,
-        lcs / target.len() as f64,
-    )
+    RougeScore::new(lcs / prediction.len() as f64, lcs / target.len() as f64)
 }
 
 /// `RougeScorer(["rouge1", "rouge2", "rougeL"]).score(target, prediction)`: the reference
@@ -334,7 +336,10 @@ mod tests {
 
     #[test]
     fn normalization_follows_squad() {
-        assert_eq!(normalize_answer("  The  Quick, brown FOX!  "), "quick brown fox");
+        assert_eq!(
+            normalize_answer("  The  Quick, brown FOX!  "),
+            "quick brown fox"
+        );
         assert_eq!(normalize_answer("an apple a day"), "apple day");
         assert_eq!(normalize_answer("theatre anew"), "theatre anew");
         assert_eq!(normalize_answer("the_"), "");

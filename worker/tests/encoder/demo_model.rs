@@ -31,6 +31,8 @@ from tokenizers import Tokenizer
 from transformers import BertModel
 model = BertModel.from_pretrained(sys.argv[1], attn_implementation="eager").eval()
 tok = Tokenizer.from_file(sys.argv[1] + "/tokenizer.json")
+tok.no_padding()
+tok.no_truncation()
 texts = sys.argv[3:]
 encs = [tok.encode(t).ids for t in texts]
 width = max(map(len, encs))

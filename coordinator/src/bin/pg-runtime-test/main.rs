@@ -6,8 +6,11 @@
 //! pg-runtime-test coordinator --nats URL --sweep NAME --count N [--fan-in F] [--duration-ms LO HI]
 //!                 [--fail-probability P] [--payload-bytes B] [--lease-ms L] [--error-retries R]
 //! pg-runtime-test worker --nats URL --sweep NAME [--name W] [--step-ms S] [--workers K]
+//! pg-runtime-test bench [--count 10000] [--workers 32] [--processes 4] [--fan-in 2]
 //! ```
 //! The coordinator prints its outcome as one JSON line and exits 0 when the sweep is complete.
+
+mod bench;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -38,11 +41,28 @@ fn main() {
     }
     let get = |k: &str| opts.get(k).and_then(|v| v.first()).cloned();
     let num = |k: &str, d: f64| get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(d);
+    if role == "bench" {
+        let a = bench::BenchArgs {
+            count: num("count", 10_000.0) as u32,
+            workers: num("workers", 32.0) as usize,
+            processes: num("processes", 4.0) as usize,
+            fan_in: num("fan-in", 2.0) as u32,
+        };
+        if let Err(e) = bench::run(a) {
+            eprintln!("bench failed: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let Some(sweep) = get("sweep") else {
         eprintln!("--sweep is required");
         std::process::exit(2);
     };
-    let nats = NatsConfig { url: get("nats").unwrap_or_default(), ..NatsConfig::default() }.with_env();
+    let nats = NatsConfig {
+        url: get("nats").unwrap_or_default(),
+        ..NatsConfig::default()
+    }
+    .with_env();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -72,8 +92,13 @@ fn main() {
                 match promptgrid_coordinator::run(config).await {
                     Ok(o) => {
                         println!(
-                            "{{\"total\":{},\"done\":{},\"dead\":{},\"published\":{},\"reused\":{}}}",
-                            o.total, o.done, o.dead, o.published, o.changes.reused
+                            "{{\"total\":{},\"done\":{},\"dead\":{},\"published\":{},\"reused\":{},\"reconciled_ms\":{}}}",
+                            o.total,
+                            o.done,
+                            o.dead,
+                            o.published,
+                            o.changes.reused,
+                            o.reconciled_after.as_millis()
                         );
                         i32::from(!o.complete())
                     }

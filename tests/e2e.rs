@@ -1,0 +1,132 @@
+//! End to end, as a user runs it: `promptgrid run sweeps/smoke.toml` in embedded mode on the
+//! offline demo's real models and data, interrupted with Ctrl-C halfway and run again. The
+//! second run resumes, the sweep completes, and the Parquet tables hold every job exactly once.
+//!
+//! Needs the demo assets that `scripts/setup` prepares (in `$PROMPTGRID_HOME/assets`).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use promptgrid_results::schema::{EvalRow, JobRow, MetricRow};
+use promptgrid_results::store::read_table;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn assets() -> PathBuf {
+    let home = std::env::var_os("PROMPTGRID_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
+        cache.join("promptgrid")
+    });
+    let assets = home.join("assets");
+    assert!(
+        assets.join("models/minilm-l3/config.json").is_file(),
+        "the demo assets are missing under {}: run scripts/setup",
+        assets.display()
+    );
+    assets
+}
+
+fn start(results: &Path) -> Child {
+    let assets = assets();
+    Command::new(env!("CARGO_BIN_EXE_promptgrid"))
+        .current_dir(repo())
+        .args(["run", "sweeps/smoke.toml", "--workers", "1", "--threads", "2", "--results"])
+        .arg(results)
+        .arg("--models-root")
+        .arg(assets.join("models"))
+        .arg("--data-root")
+        .arg(assets.join("data"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start promptgrid run")
+}
+
+fn done_jobs(sweep: &Path) -> usize {
+    if !sweep.join("jobs").is_dir() {
+        return 0;
+    }
+    read_table::<JobRow>(sweep).map(|rows| rows.iter().filter(|r| r.status == "done").count()).unwrap_or(0)
+}
+
+fn wait(mut child: Child, limit: Duration) -> (bool, String) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for promptgrid") {
+            let mut out = String::new();
+            if let Some(mut s) = child.stdout.take() {
+                use std::io::Read;
+                let _ = s.read_to_string(&mut out);
+            }
+            return (status.success(), out);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("promptgrid run did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn smoke_sweep_survives_ctrl_c_and_resumes_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("runs");
+    let sweep = results.join("smoke");
+    let total = 9; // 2 train, 2·3 transfer (random included), 1 TPT
+
+    // First run: interrupt once a few jobs are committed.
+    let first = start(&results);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while done_jobs(&sweep) < 3 {
+        assert!(Instant::now() < deadline, "no progress in the first run");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let status = Command::new("kill").args(["-INT", &first.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let (complete, _) = wait(first, Duration::from_secs(120));
+    assert!(!complete, "an interrupted run must not report a complete sweep");
+    let after_first = done_jobs(&sweep);
+    assert!((3..total).contains(&after_first), "{after_first} jobs done after Ctrl-C");
+
+    // Second run: resumes and completes.
+    let (complete, out) = wait(start(&results), Duration::from_secs(900));
+    assert!(complete, "the resumed run failed:\n{out}");
+    assert!(out.contains(&format!("{total} of {total} jobs done")), "{out}");
+    assert!(out.contains("report:"), "{out}");
+
+    // Every job done exactly once; no duplicate rows anywhere.
+    let jobs: Vec<JobRow> = read_table(&sweep).unwrap();
+    let done: Vec<&JobRow> = jobs.iter().filter(|r| r.status == "done").collect();
+    let ids: HashSet<&str> = done.iter().map(|r| r.job_id.as_str()).collect();
+    assert_eq!(done.len(), total, "done rows: {done:?}");
+    assert_eq!(ids.len(), total);
+    let mut kinds: HashMap<&str, usize> = HashMap::new();
+    for r in &done {
+        *kinds.entry(r.kind.as_str()).or_default() += 1;
+    }
+    assert_eq!(kinds, HashMap::from([("train", 2), ("transfer", 6), ("tpt", 1)]));
+
+    let metrics: Vec<MetricRow> = read_table(&sweep).unwrap();
+    let keys: HashSet<(&str, i64, i64, &str)> =
+        metrics.iter().map(|m| (m.job_id.as_str(), m.attempt, m.step, m.name.as_str())).collect();
+    assert_eq!(keys.len(), metrics.len(), "duplicate metric rows");
+    // Every train step of the final attempts logged a loss: 20 steps per train/TPT job.
+    let losses = metrics.iter().filter(|m| m.name == "loss").count();
+    assert!(losses >= 3 * 20, "{losses} loss rows");
+
+    let evals: Vec<EvalRow> = read_table(&sweep).unwrap();
+    assert_eq!(evals.len(), total, "one final score per job");
+    for e in &evals {
+        assert!((0.0..=1.0).contains(&e.value), "{e:?}");
+        assert_eq!(e.n, 1000, "the demo test splits hold 1,000 examples: {e:?}");
+    }
+    assert!(sweep.join("report.md").is_file());
+}

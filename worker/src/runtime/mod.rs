@@ -1,0 +1,7 @@
+//! The worker's job loop. It lives in `promptgrid-coordinator` (no libtorch there, so the
+//! runtime and its crash tests build without it) and is re-exported here, where the ML
+//! executors of [`crate::exec`] plug into its [`Executor`] seam:
+//! `worker::runtime::run(WorkerConfig, executor)`.
+pub use promptgrid_coordinator::jobloop::{
+    Executor, JobContext, JobError, Synthetic, WorkerConfig, WorkerStats, run, synthetic_graph,
+};
