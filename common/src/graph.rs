@@ -472,7 +472,9 @@ impl Builder<'_> {
                     }
                 }
             }
-            if let Some(tpt) = &studies.tpt {
+            if let Some(tpt) = &studies.tpt
+                && tpt.models.as_ref().is_none_or(|m| m.contains(&model.name))
+            {
                 for (src, tgt) in tpt_pairs(&tpt.pairs, &tasks) {
                     let deps = vec![
                         self.train_job(&src, &model.name, seed),

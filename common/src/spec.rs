@@ -159,6 +159,8 @@ pub struct TptStudy {
     pub top_k: Option<(u32, Indicator)>,
     /// Also train each cross-model target from the projected source prompt (TPT-model).
     pub from_projected: bool,
+    /// The models TPT runs on; all when `None`.
+    pub models: Option<Vec<String>>,
 }
 
 /// How a projector learns.
@@ -790,6 +792,7 @@ mod raw {
         pub by: Option<Spanned<String>>,
         #[serde(default)]
         pub from_projected: bool,
+        pub models: Option<Spanned<Vec<String>>>,
     }
 
     #[derive(Deserialize)]
@@ -959,10 +962,26 @@ mod raw {
                             return Err(ctx.err(&by, "studies.tpt.by", "`by` needs top_k"));
                         }
                     };
+                    let models = match t.models {
+                        Some(list) => {
+                            for m in list.get_ref() {
+                                if !models.iter().any(|x| &x.name == m) {
+                                    return Err(ctx.err(
+                                        &list,
+                                        "studies.tpt.models",
+                                        format!("unknown model `{m}`"),
+                                    ));
+                                }
+                            }
+                            Some(list.into_inner())
+                        }
+                        None => None,
+                    };
                     Some(TptStudy {
                         pairs,
                         top_k,
                         from_projected: t.from_projected,
+                        models,
                     })
                 }
                 None => None,

@@ -459,6 +459,12 @@ fn bad_sweeps() -> Vec<Bad> {
         &["studies.tpt.pairs", "`imdb` is not a task of this sweep"],
     );
     add(
+        "tpt on an unknown model",
+        with("pairs = \"all\"", "pairs = \"all\"\nmodels = [\"m2\"]"),
+        "models",
+        &["studies.tpt.models", "unknown model `m2`"],
+    );
+    add(
         "tpt top_k without by",
         with("pairs = \"all\"", "pairs = \"all\"\ntop_k = 3"),
         "top_k",

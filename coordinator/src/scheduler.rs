@@ -28,6 +28,14 @@ use crate::state;
 /// Resolves to true when the caller wants the process to stop (Ctrl-C, SIGTERM, tests).
 pub type Shutdown = watch::Receiver<bool>;
 
+/// A shutdown signal that never fires. Its sender is leaked on purpose: with the sender
+/// dropped, `changed()` would return at once, forever, and every `select!` on it would spin.
+pub fn no_shutdown() -> Shutdown {
+    let (tx, rx) = watch::channel(false);
+    std::mem::forget(tx);
+    rx
+}
+
 /// Everything `coordinator::run` needs.
 pub struct CoordinatorConfig {
     pub nats: NatsConfig,
@@ -383,7 +391,7 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
     let mut shutdown = config
         .shutdown
         .clone()
-        .unwrap_or_else(|| watch::channel(false).1);
+        .unwrap_or_else(crate::scheduler::no_shutdown);
     let mut progress = Progress::new(total, config.progress);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let started = Instant::now();

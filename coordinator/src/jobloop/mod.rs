@@ -79,7 +79,7 @@ pub async fn run<E: Executor>(config: WorkerConfig, executor: E) -> Result<Worke
     let mut shutdown = config
         .shutdown
         .clone()
-        .unwrap_or_else(|| watch::channel(false).1);
+        .unwrap_or_else(crate::scheduler::no_shutdown);
     let mut stats = WorkerStats::default();
     let mut sources: Vec<Source> = Vec::new();
     let mut refreshed: Option<Instant> = None;
@@ -410,7 +410,7 @@ async fn handle<E: Executor>(
     let cancel = config
         .shutdown
         .clone()
-        .unwrap_or_else(|| watch::channel(false).1);
+        .unwrap_or_else(crate::scheduler::no_shutdown);
     let ctx = JobContext {
         layout: layout.clone(),
         job: id.clone(),
