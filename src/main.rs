@@ -114,6 +114,85 @@ enum Command {
         #[arg(long, default_value = "indicators-out")]
         out: PathBuf,
     },
+    /// Train and evaluate one prompt, without NATS.
+    Tune {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// A task of the catalog.
+        #[arg(long)]
+        task: String,
+        /// The task's data folder (its split files).
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "sweeps/tasks")]
+        catalog: PathBuf,
+        /// Soft tokens L.
+        #[arg(long, default_value_t = 100)]
+        length: usize,
+        /// random, vocab or from:<prompt file>.
+        #[arg(long, default_value = "random")]
+        init: String,
+        #[arg(long, default_value_t = 1e-3)]
+        learning_rate: f64,
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 1)]
+        grad_accum: usize,
+        #[arg(long, default_value_t = 1000)]
+        max_steps: usize,
+        #[arg(long, default_value_t = 100)]
+        eval_every: usize,
+        #[arg(long, default_value_t = 128)]
+        max_text_tokens: usize,
+        /// Dev examples per evaluation; 0 = all.
+        #[arg(long, default_value_t = 0)]
+        dev_examples: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The prompt file to write (safetensors).
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write a PEFT prompt-tuning adapter into this folder.
+        #[arg(long)]
+        peft: Option<PathBuf>,
+    },
+    /// Score prompt files on a task, all in one batched pass.
+    Eval {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        task: String,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "sweeps/tasks")]
+        catalog: PathBuf,
+        /// The split's file stem (default: the task's test split, else dev).
+        #[arg(long)]
+        split: Option<String>,
+        #[arg(long, default_value_t = 128)]
+        max_text_tokens: usize,
+        /// Prompt files (same length).
+        #[arg(required = true)]
+        prompts: Vec<PathBuf>,
+    },
+    /// The readout of one input: token ids, the readout position, the top-10 tokens and, with
+    /// --full-logits, the whole vocabulary's logits.
+    Inspect {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
+        text: Option<String>,
+        /// Comma-separated token ids, special tokens included.
+        #[arg(long, value_delimiter = ',')]
+        ids: Option<Vec<i64>>,
+        #[arg(long)]
+        prompt: Option<PathBuf>,
+        #[arg(long)]
+        full_logits: bool,
+        /// JSON output (the default and only format).
+        #[arg(long)]
+        json: bool,
+    },
     /// Maintenance of a results folder.
     Results {
         #[command(subcommand)]
@@ -131,6 +210,45 @@ enum ResultsCommand {
         #[arg(long, default_value_t = 100_000)]
         small_rows: usize,
     },
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// A Hugging Face model folder: config.json, model.safetensors, tokenizer.json.
+    #[arg(long = "model")]
+    dir: PathBuf,
+    /// mlm (the checkpoint's LM head) or tied (embedding rows).
+    #[arg(long, default_value = "mlm")]
+    head: String,
+    /// prefix (PEFT) or official (mask at prompt slot 0).
+    #[arg(long, default_value = "prefix")]
+    layout: String,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+impl ModelArgs {
+    fn load(&self) -> anyhow::Result<promptgrid_worker::ml::EncoderModel> {
+        let args = promptgrid_worker::oneshot::ModelArgs {
+            dir: self.dir.clone(),
+            head: self.head.parse()?,
+            layout: self.layout.parse()?,
+            device: self.device.device()?,
+        };
+        Ok(args.load()?)
+    }
+}
+
+fn catalog_task(catalog: &Path, name: &str) -> anyhow::Result<promptgrid_common::catalog::TaskDef> {
+    let catalog = promptgrid_common::catalog::Catalog::load(catalog)?;
+    catalog.get(name).cloned().ok_or_else(|| {
+        let known: Vec<&str> = catalog.names().collect();
+        anyhow::Error::new(SpecError::Invalid {
+            location: promptgrid_common::error::Location::whole(Path::new("--task")),
+            key: "task".into(),
+            message: format!("unknown task `{name}`; the catalog has: {}", known.join(", ")),
+        })
+    })
 }
 
 #[derive(Args)]
@@ -350,6 +468,80 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 println!("best indicator: {indicator} (mean Spearman rho {rho:.3})");
             }
             println!("summary: {}", summary.markdown_path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tune {
+            model,
+            task,
+            data,
+            catalog,
+            length,
+            init,
+            learning_rate,
+            batch_size,
+            grad_accum,
+            max_steps,
+            eval_every,
+            max_text_tokens,
+            dev_examples,
+            seed,
+            out,
+            peft,
+        } => {
+            let task = catalog_task(&catalog, &task)?;
+            let cfg = promptgrid_worker::ml::TuneConfig {
+                prompt_len: length,
+                lr: learning_rate,
+                weight_decay: 0.0,
+                batch_size,
+                grad_accum,
+                max_steps,
+                eval_every,
+                eval_batch_size: 64,
+                checkpoint_every: 0,
+                seed,
+                init: init.parse()?,
+                metric: task.metric,
+            };
+            let report = tokio::task::block_in_place(|| -> anyhow::Result<_> {
+                let model = model.load()?;
+                let report = promptgrid_worker::oneshot::tune_one(
+                    &model, &task, &data, &cfg, max_text_tokens, dev_examples, &out,
+                )?;
+                if let Some(dir) = peft {
+                    let file = promptgrid_worker::ml::PromptFile::load(&out, None)?;
+                    let cfg = &model.config;
+                    file.export_peft(&dir, &model.name, cfg.num_hidden_layers, cfg.num_attention_heads)?;
+                }
+                Ok(report)
+            })?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval { model, task, data, catalog, split, max_text_tokens, prompts } => {
+            let task = catalog_task(&catalog, &task)?;
+            let split = split.unwrap_or_else(|| task.splits.test.clone().unwrap_or(task.splits.dev.clone()));
+            let scores = tokio::task::block_in_place(|| -> anyhow::Result<_> {
+                let model = model.load()?;
+                Ok(promptgrid_worker::oneshot::eval_prompts(
+                    &model, &task, &data, &split, &prompts, max_text_tokens,
+                )?)
+            })?;
+            println!("{}", serde_json::to_string_pretty(&scores)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { model, text, ids, prompt, full_logits, json: _ } => {
+            let inspection = tokio::task::block_in_place(|| -> anyhow::Result<_> {
+                let model = model.load()?;
+                Ok(promptgrid_worker::oneshot::inspect(
+                    &model,
+                    text.as_deref(),
+                    ids,
+                    prompt.as_deref(),
+                    full_logits,
+                )?)
+            })?;
+            println!("{}", serde_json::to_string(&inspection)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Results { command: ResultsCommand::Compact { dir, small_rows } } => {

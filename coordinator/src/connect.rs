@@ -56,12 +56,35 @@ impl NatsConfig {
         self
     }
 
+    /// Connects, retrying for up to 10 s while the server is not up yet (a coordinator or
+    /// worker started together with it); bad credentials fail at once.
     pub async fn connect(&self) -> Result<async_nats::Client> {
+        use async_nats::ConnectErrorKind as Kind;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.options().await?.connect(self.url.as_str()).await {
+                Ok(client) => return Ok(client),
+                Err(e)
+                    if matches!(e.kind(), Kind::Io | Kind::TimedOut | Kind::Dns)
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    return Err(Error::Connect {
+                        url: redact(&self.url),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn options(&self) -> Result<async_nats::ConnectOptions> {
         let mut opts = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
             // Reconnects forever: a restarted server must not kill workers or the coordinator.
-            .max_reconnects(None)
-            .retry_on_initial_connect();
+            .max_reconnects(None);
         if let (Some(u), Some(p)) = (&self.user, &self.password) {
             opts = opts.user_and_password(u.clone(), p.clone());
         }
@@ -88,26 +111,7 @@ impl NatsConfig {
         if let Some(n) = &self.name {
             opts = opts.name(n);
         }
-        // retry_on_initial_connect makes connect() return at once; the first request then waits
-        // for the connection, so check it here and fail with the URL rather than hang.
-        let client = opts
-            .connect(self.url.as_str())
-            .await
-            .map_err(|e| Error::Connect {
-                url: redact(&self.url),
-                message: e.to_string(),
-            })?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while client.connection_state() != async_nats::connection::State::Connected {
-            if tokio::time::Instant::now() > deadline {
-                return Err(Error::Connect {
-                    url: redact(&self.url),
-                    message: "no connection after 10 s (wrong address or credentials?)".into(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(client)
+        Ok(opts)
     }
 }
 

@@ -44,6 +44,8 @@ pub fn shutdown_on_signals() -> Shutdown {
                 signal(SignalKind::interrupt()),
                 signal(SignalKind::terminate()),
             ) else {
+                // No signals to wait for: never fire (dropping `tx` would read as "changed").
+                std::future::pending::<()>().await;
                 return;
             };
             tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }

@@ -543,3 +543,40 @@ async fn chaos_run_every_job_done_exactly_once() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_the_job_back_and_the_next_worker_resumes_it() {
+    bounded(async {
+        let (_d, srv) = server(&[]);
+        let url = srv.url();
+        let cfg = config(&url, "term", synthetic(1, 0, (3_000, 3_000)), 30_000);
+        let all = ids(&cfg);
+        let coord = tokio::spawn(promptgrid_coordinator::run(cfg));
+        let mut a = worker_proc(&url, "term", "a", 100);
+        until(Duration::from_secs(30), "the job to run for a while", || async {
+            matches!(states(&url, "term").await.get(&all[0]),
+                Some(JobState::Running { started_ms, .. }) if promptgrid_common::wire::now_ms() > started_ms + 800)
+        })
+        .await;
+        let pid = a.0.id().to_string();
+        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = tokio::task::block_in_place(|| a.0.wait()).unwrap();
+        assert!(status.success(), "the worker exits cleanly on SIGTERM");
+        // Handed back, not lost: the lease (30 s) need not run out for the next worker.
+        let st = states(&url, "term").await;
+        assert!(
+            matches!(st.get(&all[0]), Some(JobState::Pending { requeued: true, lost: 0, .. })),
+            "{st:?}"
+        );
+        let _b = worker_proc(&url, "term", "b", 100);
+        let out = coord.await.unwrap().unwrap();
+        assert!(out.complete());
+        let st = states(&url, "term").await;
+        let Some(JobState::Done { worker, output, .. }) = st.get(&all[0]) else { panic!() };
+        assert_eq!(worker, "b");
+        let start = output.metrics.iter().find(|m| m.name == "start_step").unwrap().value;
+        assert!(start >= 5.0, "resumed from step {start}");
+        assert_exactly_once(&url, "term", &all).await;
+    })
+    .await;
+}

@@ -2,4 +2,5 @@
 //! runtime's job loop ([`exec`]). The only crate that links libtorch.
 pub mod exec;
 pub mod ml;
+pub mod oneshot;
 pub mod runtime;

@@ -16,7 +16,6 @@ use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use promptgrid_common::JobId;
 use promptgrid_common::wire::{Event, Failure, JobMessage, JobState, now_ms};
-use tokio::sync::watch;
 
 pub use executor::{Executor, JobContext, JobError};
 pub use synthetic::{Synthetic, synthetic_graph};

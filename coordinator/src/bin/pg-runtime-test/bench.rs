@@ -29,7 +29,12 @@ fn me() -> std::path::PathBuf {
 fn coordinator(url: &str, sweep: &str, a: &BenchArgs) -> std::io::Result<Child> {
     Command::new(me())
         .args(["coordinator", "--nats", url, "--sweep", sweep])
-        .args(["--count", &a.count.to_string(), "--fan-in", &a.fan_in.to_string()])
+        .args([
+            "--count",
+            &a.count.to_string(),
+            "--fan-in",
+            &a.fan_in.to_string(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -40,7 +45,15 @@ fn workers(url: &str, sweep: &str, a: &BenchArgs) -> std::io::Result<Vec<Child>>
     (0..a.processes.max(1))
         .map(|p| {
             Command::new(me())
-                .args(["worker", "--nats", url, "--sweep", sweep, "--name", &format!("p{p}")])
+                .args([
+                    "worker",
+                    "--nats",
+                    url,
+                    "--sweep",
+                    sweep,
+                    "--name",
+                    &format!("p{p}"),
+                ])
                 .args(["--workers", &per.to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -83,11 +96,22 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 }
 
 async fn events(url: &str, sweep: &str) -> Result<Vec<Event>, String> {
-    let client = NatsConfig::new(url).connect().await.map_err(|e| e.to_string())?;
+    let client = NatsConfig::new(url)
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
     let js = jetstream::new(client);
     let names = promptgrid_common::names::SweepNames::new(sweep);
-    let mut stream = js.get_stream(names.events_stream()).await.map_err(|e| e.to_string())?;
-    let total = stream.info().await.map_err(|e| e.to_string())?.state.messages;
+    let mut stream = js
+        .get_stream(names.events_stream())
+        .await
+        .map_err(|e| e.to_string())?;
+    let total = stream
+        .info()
+        .await
+        .map_err(|e| e.to_string())?
+        .state
+        .messages;
     let c = stream
         .create_consumer(consumer::pull::Config {
             ack_policy: consumer::AckPolicy::None,
@@ -99,7 +123,9 @@ async fn events(url: &str, sweep: &str) -> Result<Vec<Event>, String> {
     let mut out = Vec::new();
     while (out.len() as u64) < total {
         match tokio::time::timeout(Duration::from_secs(10), msgs.next()).await {
-            Ok(Some(Ok(m))) => out.push(serde_json::from_slice(&m.payload).map_err(|e| e.to_string())?),
+            Ok(Some(Ok(m))) => {
+                out.push(serde_json::from_slice(&m.payload).map_err(|e| e.to_string())?)
+            }
             _ => return Err("events stream ended early".into()),
         }
     }
@@ -129,7 +155,14 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
     let evs = rt.block_on(events(&url, "bench"))?;
     let graph = synthetic_graph(
         "bench",
-        SyntheticSpec { count: a.count, fan_in: a.fan_in, duration_ms: (0, 0), fail_probability: 0.0, payload_bytes: 0, seed: 0 },
+        SyntheticSpec {
+            count: a.count,
+            fan_in: a.fan_in,
+            duration_ms: (0, 0),
+            fail_probability: 0.0,
+            payload_bytes: 0,
+            seed: 0,
+        },
     );
     let mut finished: HashMap<&JobId, u64> = HashMap::new();
     let mut started: HashMap<&JobId, u64> = HashMap::new();
@@ -151,7 +184,11 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         .iter()
         .filter(|j| !j.deps.is_empty())
         .filter_map(|j| {
-            let ready = j.deps.iter().map(|d| finished.get(d).copied()).collect::<Option<Vec<u64>>>()?;
+            let ready = j
+                .deps
+                .iter()
+                .map(|d| finished.get(d).copied())
+                .collect::<Option<Vec<u64>>>()?;
             let ready = ready.into_iter().max()?;
             Some(started.get(&j.id)?.saturating_sub(ready) as f64)
         })
@@ -167,7 +204,10 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
     loop {
         let done = rt.block_on(async {
             let client = NatsConfig::new(&url).connect().await.ok()?;
-            let mut s = jetstream::new(client).get_stream("PG_resume_EVENTS").await.ok()?;
+            let mut s = jetstream::new(client)
+                .get_stream("PG_resume_EVENTS")
+                .await
+                .ok()?;
             let info = s.info().await.ok()?;
             Some(info.state.messages / 2)
         });
@@ -194,14 +234,19 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         .and_then(|s| s.parse::<f64>().ok())
         .unwrap_or(f64::NAN);
 
-    println!("runtime benchmark: {} synthetic zero-duration jobs (fan-in {}), {} workers in {} processes", a.count, a.fan_in, a.workers, a.processes);
+    println!(
+        "runtime benchmark: {} synthetic zero-duration jobs (fan-in {}), {} workers in {} processes",
+        a.count, a.fan_in, a.workers, a.processes
+    );
     println!("| metric | value |\n|---|---|");
     println!("| end-to-end wall time | {wall:.2} s |");
     println!("| throughput | {:.0} jobs/s |", f64::from(a.count) / wall);
     println!("| ready -> start latency p50 | {p50:.0} ms (over {n} jobs with dependencies) |");
     println!("| ready -> start latency p99 | {p99:.0} ms |");
     println!("| coordinator peak RSS | {peak:.1} MiB |");
-    println!("| resume after a kill at 50%: reconciled after | {reconciled_ms:.0} ms (process start to first publish, incl. connect) |");
+    println!(
+        "| resume after a kill at 50%: reconciled after | {reconciled_ms:.0} ms (process start to first publish, incl. connect) |"
+    );
     println!("| resume: rest of the sweep | {total2:.2} s (complete: {ok2}) |");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

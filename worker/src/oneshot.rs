@@ -1,0 +1,230 @@
+//! One job without NATS, for `promptgrid tune`, `eval` and `inspect`: the same ML core the
+//! workers run, driven from the command line.
+
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use promptgrid_common::catalog::TaskDef;
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::ml::{
+    EncoderModel, Family, Head, Layout, MlError, MlResult, PromptFile, PromptInit, TaskData,
+    TuneConfig, TuneObserver, data, evaluate_prompts, tune,
+};
+
+/// The model a one-shot command loads.
+#[derive(Debug, Clone)]
+pub struct ModelArgs {
+    pub dir: PathBuf,
+    pub head: Head,
+    pub layout: Layout,
+    pub device: Device,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> MlResult<EncoderModel> {
+        EncoderModel::load(&self.dir, self.head, self.layout, self.device)
+    }
+}
+
+/// A split of `task` from its data folder, encoded for `model`; `limit` 0 keeps every example.
+pub fn load_task_split(
+    model: &EncoderModel,
+    task: &TaskDef,
+    data_dir: &Path,
+    stem: &str,
+    prompt_len: usize,
+    max_text_tokens: usize,
+    limit: usize,
+) -> MlResult<TaskData> {
+    let mut examples = data::load_split(&data::find_split(data_dir, stem)?, task)?;
+    if limit > 0 {
+        examples.truncate(limit);
+    }
+    let template = task
+        .template
+        .encoder
+        .as_deref()
+        .ok_or_else(|| MlError::Invalid(format!("task {} has no encoder template", task.name)))?;
+    let words = task
+        .encoder_words(model.family == Family::Bert)
+        .ok_or_else(|| MlError::Invalid(format!("task {} has no verbalizer", task.name)))?;
+    TaskData::encode_with(model, template, words, &examples, prompt_len, Some(max_text_tokens))
+}
+
+/// What `promptgrid tune` reports.
+#[derive(Debug, Serialize)]
+pub struct TuneReport {
+    pub steps: usize,
+    pub best_step: usize,
+    pub best_dev: Option<f64>,
+    pub test_split: String,
+    pub test_score: f64,
+    pub metric: &'static str,
+    pub out: PathBuf,
+}
+
+/// A progress bar over the steps, with the last loss and dev score.
+struct Bar {
+    bar: ProgressBar,
+    dev: Option<f64>,
+}
+
+impl TuneObserver for Bar {
+    fn on_step(&mut self, step: usize, loss: f64) {
+        self.bar.set_position(step as u64);
+        let dev = self.dev.map_or(String::new(), |d| format!(" dev {d:.4}"));
+        self.bar.set_message(format!("loss {loss:.4}{dev}"));
+    }
+
+    fn on_eval(&mut self, _step: usize, dev_score: f64, _best: bool) {
+        self.dev = Some(dev_score);
+    }
+}
+
+/// Trains one prompt on `task`, keeps the best on dev, scores it on test (dev where the task
+/// has no test split), and writes it to `out`.
+pub fn tune_one(
+    model: &EncoderModel,
+    task: &TaskDef,
+    data_dir: &Path,
+    cfg: &TuneConfig,
+    max_text_tokens: usize,
+    dev_examples: usize,
+    out: &Path,
+) -> MlResult<TuneReport> {
+    let prompt_len = match &cfg.init {
+        PromptInit::From(p) => PromptFile::load(p, Some(model.hidden_size()))?.prompt.size()[0] as usize,
+        _ => cfg.prompt_len,
+    };
+    let split = |stem: &str, limit| {
+        load_task_split(model, task, data_dir, stem, prompt_len, max_text_tokens, limit)
+    };
+    let train = split(&task.splits.train, 0)?;
+    let dev = split(&task.splits.dev, dev_examples)?;
+    let bar = ProgressBar::new(cfg.max_steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed_precise} eta {eta} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut observer = Bar { bar, dev: None };
+    let outcome = tune(model, &train, Some(&dev), cfg, None, &mut observer)?;
+    observer.bar.finish_and_clear();
+    let prompt =
+        PromptFile::new(&outcome.best_prompt, &model.name, &task.name, outcome.steps, outcome.best_score);
+    prompt.save(out)?;
+    let test_stem = task.splits.test.as_deref().unwrap_or(&task.splits.dev);
+    let test = split(test_stem, 0)?;
+    let eval = evaluate_prompts(model, &[&outcome.best_prompt.to_device(model.device)], &test, 64)?;
+    Ok(TuneReport {
+        steps: outcome.steps,
+        best_step: outcome.best_step,
+        best_dev: outcome.best_score,
+        test_split: test_stem.to_string(),
+        test_score: eval[0].score(task.metric),
+        metric: task.metric.name(),
+        out: out.to_path_buf(),
+    })
+}
+
+/// One prompt's score from `promptgrid eval`.
+#[derive(Debug, Serialize)]
+pub struct PromptScore {
+    pub prompt: PathBuf,
+    pub metric: &'static str,
+    pub value: f64,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub n: usize,
+}
+
+/// Scores prompt files on a split of `task`, all in one batched pass (they must share a length).
+pub fn eval_prompts(
+    model: &EncoderModel,
+    task: &TaskDef,
+    data_dir: &Path,
+    split: &str,
+    prompts: &[PathBuf],
+    max_text_tokens: usize,
+) -> MlResult<Vec<PromptScore>> {
+    let files: Vec<PromptFile> = prompts
+        .iter()
+        .map(|p| PromptFile::load(p, Some(model.hidden_size())))
+        .collect::<MlResult<_>>()?;
+    let tensors: Vec<Tensor> = files.iter().map(|f| f.prompt.to_device(model.device)).collect();
+    let prompt_len = tensors.first().map_or(0, |t| t.size()[0] as usize);
+    let data = load_task_split(model, task, data_dir, split, prompt_len, max_text_tokens, 0)?;
+    let refs: Vec<&Tensor> = tensors.iter().collect();
+    let evals = evaluate_prompts(model, &refs, &data, 64)?;
+    Ok(prompts
+        .iter()
+        .zip(evals)
+        .map(|(p, e)| PromptScore {
+            prompt: p.clone(),
+            metric: task.metric.name(),
+            value: e.score(task.metric),
+            accuracy: e.accuracy,
+            macro_f1: e.macro_f1,
+            n: data.len(),
+        })
+        .collect())
+}
+
+/// What `promptgrid inspect` prints.
+#[derive(Debug, Serialize)]
+pub struct Inspection {
+    pub ids: Vec<i64>,
+    pub tokens: Vec<String>,
+    /// Index of the mask among `ids` (the readout position; slot 0 of the prompt in the
+    /// official layout).
+    pub readout_index: usize,
+    pub prompt_tokens: usize,
+    /// (id, token, logit), best first.
+    pub top10: Vec<(i64, String, f64)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full_logits: Option<Vec<f32>>,
+}
+
+/// The readout of one input: text through tokenizer.json (with its special tokens), or ids.
+pub fn inspect(
+    model: &EncoderModel,
+    text: Option<&str>,
+    ids: Option<Vec<i64>>,
+    prompt: Option<&Path>,
+    full_logits: bool,
+) -> MlResult<Inspection> {
+    let encoded = match (text, ids) {
+        (Some(t), None) => model.encode_text(t)?,
+        (None, Some(ids)) => model.encode_ids(ids)?,
+        _ => return Err(MlError::Invalid("give exactly one of --text and --ids".into())),
+    };
+    let prompt = match prompt {
+        Some(p) => PromptFile::load(p, Some(model.hidden_size()))?.prompt.to_device(model.device),
+        None => model.no_prompt(),
+    };
+    let batch = model.batch(&[&encoded]);
+    let logits = tch::no_grad(|| model.full_logits(&prompt, &batch))?.to_device(Device::Cpu).to_kind(Kind::Float);
+    let row = logits.get(0);
+    let (values, indices) = row.topk(10, -1, true, true);
+    let values: Vec<f64> = Vec::<f64>::try_from(&values.to_kind(Kind::Double)).map_err(MlError::Torch)?;
+    let indices: Vec<i64> = Vec::<i64>::try_from(&indices).map_err(MlError::Torch)?;
+    let top10 = indices
+        .iter()
+        .zip(values)
+        .map(|(&i, v)| (i, model.tokenizer.id_to_token(i), v))
+        .collect();
+    let full = if full_logits {
+        Some(Vec::<f32>::try_from(&row).map_err(MlError::Torch)?)
+    } else {
+        None
+    };
+    Ok(Inspection {
+        tokens: encoded.ids.iter().map(|&i| model.tokenizer.id_to_token(i)).collect(),
+        readout_index: encoded.mask_index,
+        prompt_tokens: prompt.size()[0] as usize,
+        ids: encoded.ids,
+        top10,
+        full_logits: full,
+    })
+}
