@@ -13,7 +13,11 @@ use promptgrid_coordinator::{CoordinatorConfig, NatsConfig, Outcome};
 use promptgrid_worker::exec::MlExecutor;
 
 #[derive(Parser)]
-#[command(name = "promptgrid", version, about = "Soft-prompt transferability studies at scale")]
+#[command(
+    name = "promptgrid",
+    version,
+    about = "Soft-prompt transferability studies at scale"
+)]
 struct Cli {
     /// Log lines as JSON objects (for clusters) instead of human-readable text.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -246,7 +250,10 @@ fn catalog_task(catalog: &Path, name: &str) -> anyhow::Result<promptgrid_common:
         anyhow::Error::new(SpecError::Invalid {
             location: promptgrid_common::error::Location::whole(Path::new("--task")),
             key: "task".into(),
-            message: format!("unknown task `{name}`; the catalog has: {}", known.join(", ")),
+            message: format!(
+                "unknown task `{name}`; the catalog has: {}",
+                known.join(", ")
+            ),
         })
     })
 }
@@ -264,7 +271,8 @@ struct RootArgs {
 impl RootArgs {
     fn required(&self) -> anyhow::Result<promptgrid_worker::exec::Roots> {
         let need = |root: &Option<PathBuf>, flag: &str| {
-            root.clone().with_context(|| format!("{flag} is required to run jobs"))
+            root.clone()
+                .with_context(|| format!("{flag} is required to run jobs"))
         };
         Ok(promptgrid_worker::exec::Roots {
             models: need(&self.models_root, "--models-root")?,
@@ -352,7 +360,10 @@ const BAD_INPUT: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -363,7 +374,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            if is_bad_input(&err) { ExitCode::from(BAD_INPUT) } else { ExitCode::FAILURE }
+            if is_bad_input(&err) {
+                ExitCode::from(BAD_INPUT)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -371,15 +386,20 @@ fn main() -> ExitCode {
 fn is_bad_input(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.is::<SpecError>()
-            || e.downcast_ref::<promptgrid_worker::ml::MlError>().is_some_and(|m| m.is_bad_input())
-            || e.downcast_ref::<promptgrid_results::ResultsError>().is_some_and(|r| r.is_bad_input())
+            || e.downcast_ref::<promptgrid_worker::ml::MlError>()
+                .is_some_and(|m| m.is_bad_input())
+            || e.downcast_ref::<promptgrid_results::ResultsError>()
+                .is_some_and(|r| r.is_bad_input())
     })
 }
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -391,16 +411,29 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Plan { sweep, json, roots } => {
             let sweep = Sweep::load(&sweep)?;
             let graph = JobGraph::build(&sweep);
-            let roots = Roots { models: roots.models_root, data: roots.data_root };
+            let roots = Roots {
+                models: roots.models_root,
+                data: roots.data_root,
+            };
             let plan = Plan::new(&sweep, &graph, &roots);
             if json {
-                println!("{}", serde_json::to_string_pretty(&plan).context("writing the plan")?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&plan).context("writing the plan")?
+                );
             } else {
                 print!("{plan}");
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { sweep, workers, results, roots, device, failures } => {
+        Command::Run {
+            sweep,
+            workers,
+            results,
+            roots,
+            device,
+            failures,
+        } => {
             let sweep = Sweep::load(&sweep)?;
             let roots = roots.required()?;
             let device = device.device()?;
@@ -416,7 +449,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             .await?;
             finish(&outcome, Some(&dir))
         }
-        Command::Coordinator { sweep, nats, results, failures } => {
+        Command::Coordinator {
+            sweep,
+            nats,
+            results,
+            failures,
+        } => {
             let sweep = Sweep::load(&sweep)?;
             let dir = results.results.join(&sweep.name);
             let mut config = coordinator_config(&sweep, nats.config(), &dir, &failures)?;
@@ -424,30 +462,44 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let outcome = promptgrid_coordinator::run(config).await?;
             finish(&outcome, Some(&dir))
         }
-        Command::Worker { nats, sweep, name, roots, device } => {
+        Command::Worker {
+            nats,
+            sweep,
+            name,
+            roots,
+            device,
+        } => {
             let roots = roots.required()?;
             let device = device.device()?;
-            let mut config = promptgrid_coordinator::jobloop::WorkerConfig::new(nats.config(), sweep);
+            let mut config =
+                promptgrid_coordinator::jobloop::WorkerConfig::new(nats.config(), sweep);
             if let Some(name) = name {
                 config.name = name;
             }
             config.shutdown = Some(promptgrid_coordinator::shutdown_on_signals());
             let stats =
-                promptgrid_coordinator::jobloop::run(config, MlExecutor::new(roots, device)).await?;
+                promptgrid_coordinator::jobloop::run(config, MlExecutor::new(roots, device))
+                    .await?;
             tracing::info!(done = stats.done, failed = stats.failed, "worker stopped");
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { sweep, nats } => {
             let sweep = Sweep::load(&sweep)?;
             let graph = JobGraph::build(&sweep);
-            let report = promptgrid_coordinator::status(&nats.config(), &sweep.name, &graph).await?;
+            let report =
+                promptgrid_coordinator::status(&nats.config(), &sweep.name, &graph).await?;
             print!("{report}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Retry { sweep, failed: _, nats } => {
+        Command::Retry {
+            sweep,
+            failed: _,
+            nats,
+        } => {
             let sweep = Sweep::load(&sweep)?;
             let graph = JobGraph::build(&sweep);
-            let n = promptgrid_coordinator::retry_failed(&nats.config(), &sweep.name, &graph).await?;
+            let n =
+                promptgrid_coordinator::retry_failed(&nats.config(), &sweep.name, &graph).await?;
             println!("{n} dead job(s) queued again");
             Ok(ExitCode::SUCCESS)
         }
@@ -459,11 +511,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("report: {}", report.markdown_path.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Indicators { prompts, transfer, out } => {
+        Command::Indicators {
+            prompts,
+            transfer,
+            out,
+        } => {
             let summary = tokio::task::block_in_place(|| {
                 promptgrid_results::run_indicators(&prompts, transfer.as_deref(), &out)
             })?;
-            println!("{} prompts of {}: {} indicator values", summary.tasks.len(), summary.model, summary.indicators.len());
+            println!(
+                "{} prompts of {}: {} indicator values",
+                summary.tasks.len(),
+                summary.model,
+                summary.indicators.len()
+            );
             if let Some((indicator, rho)) = &summary.best {
                 println!("best indicator: {indicator} (mean Spearman rho {rho:.3})");
             }
@@ -506,31 +567,63 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let report = tokio::task::block_in_place(|| -> anyhow::Result<_> {
                 let model = model.load()?;
                 let report = promptgrid_worker::oneshot::tune_one(
-                    &model, &task, &data, &cfg, max_text_tokens, dev_examples, &out,
+                    &model,
+                    &task,
+                    &data,
+                    &cfg,
+                    max_text_tokens,
+                    dev_examples,
+                    &out,
                 )?;
                 if let Some(dir) = peft {
                     let file = promptgrid_worker::ml::PromptFile::load(&out, None)?;
                     let cfg = &model.config;
-                    file.export_peft(&dir, &model.name, cfg.num_hidden_layers, cfg.num_attention_heads)?;
+                    file.export_peft(
+                        &dir,
+                        &model.name,
+                        cfg.num_hidden_layers,
+                        cfg.num_attention_heads,
+                    )?;
                 }
                 Ok(report)
             })?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Eval { model, task, data, catalog, split, max_text_tokens, prompts } => {
+        Command::Eval {
+            model,
+            task,
+            data,
+            catalog,
+            split,
+            max_text_tokens,
+            prompts,
+        } => {
             let task = catalog_task(&catalog, &task)?;
-            let split = split.unwrap_or_else(|| task.splits.test.clone().unwrap_or(task.splits.dev.clone()));
+            let split = split
+                .unwrap_or_else(|| task.splits.test.clone().unwrap_or(task.splits.dev.clone()));
             let scores = tokio::task::block_in_place(|| -> anyhow::Result<_> {
                 let model = model.load()?;
                 Ok(promptgrid_worker::oneshot::eval_prompts(
-                    &model, &task, &data, &split, &prompts, max_text_tokens,
+                    &model,
+                    &task,
+                    &data,
+                    &split,
+                    &prompts,
+                    max_text_tokens,
                 )?)
             })?;
             println!("{}", serde_json::to_string_pretty(&scores)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Inspect { model, text, ids, prompt, full_logits, json: _ } => {
+        Command::Inspect {
+            model,
+            text,
+            ids,
+            prompt,
+            full_logits,
+            json: _,
+        } => {
             let inspection = tokio::task::block_in_place(|| -> anyhow::Result<_> {
                 let model = model.load()?;
                 Ok(promptgrid_worker::oneshot::inspect(
@@ -544,11 +637,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&inspection)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Results { command: ResultsCommand::Compact { dir, small_rows } } => {
+        Command::Results {
+            command: ResultsCommand::Compact { dir, small_rows },
+        } => {
             let outcomes =
                 tokio::task::block_in_place(|| promptgrid_results::compact_all(&dir, small_rows))?;
             for (table, o) in outcomes {
-                println!("{table}: {} parts -> {} ({} rows)", o.parts_before, o.parts_after, o.rows);
+                println!(
+                    "{table}: {} parts -> {} ({} rows)",
+                    o.parts_before, o.parts_after, o.rows
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -564,10 +662,15 @@ fn coordinator_config(
 ) -> anyhow::Result<CoordinatorConfig> {
     let mut config = CoordinatorConfig::new(nats, &sweep.name, JobGraph::build(sweep));
     config.sweep_spec = Some(sweep.clone());
-    let task_types: BTreeMap<String, String> =
-        sweep.tasks.iter().map(|t| (t.def.name.clone(), t.def.task_type.clone())).collect();
+    let task_types: BTreeMap<String, String> = sweep
+        .tasks
+        .iter()
+        .map(|t| (t.def.name.clone(), t.def.task_type.clone()))
+        .collect();
     config.sink = Some(Box::new(ParquetSink::open(dir.to_path_buf(), task_types)?));
-    config.done_source = Some(Box::new(ParquetDoneSource { sweep_dir: dir.to_path_buf() }));
+    config.done_source = Some(Box::new(ParquetDoneSource {
+        sweep_dir: dir.to_path_buf(),
+    }));
     config.max_failures = failures.max_failures;
     config.fail_fast = failures.fail_fast;
     Ok(config)
@@ -591,7 +694,10 @@ fn finish(outcome: &Outcome, dir: Option<&Path>) -> anyhow::Result<ExitCode> {
         outcome.total,
         outcome.dead,
         outcome.blocked,
-        outcome.stopped.as_ref().map_or(String::new(), |why| format!(" (stopped: {why})"))
+        outcome
+            .stopped
+            .as_ref()
+            .map_or(String::new(), |why| format!(" (stopped: {why})"))
     );
     if let Some(dir) = dir.filter(|d| d.join("jobs").is_dir()) {
         match report(dir, Path::new("sweeps/tasks")) {
@@ -605,5 +711,9 @@ fn finish(outcome: &Outcome, dir: Option<&Path>) -> anyhow::Result<ExitCode> {
             Err(e) => eprintln!("warning: the report failed: {e:#}"),
         }
     }
-    Ok(if outcome.complete() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if outcome.complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

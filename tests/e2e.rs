@@ -17,12 +17,16 @@ fn repo() -> PathBuf {
 }
 
 fn assets() -> PathBuf {
-    let home = std::env::var_os("PROMPTGRID_HOME").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
-        cache.join("promptgrid")
-    });
+    let home = std::env::var_os("PROMPTGRID_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+                });
+            cache.join("promptgrid")
+        });
     let assets = home.join("assets");
     assert!(
         assets.join("models/minilm-l3/config.json").is_file(),
@@ -36,7 +40,15 @@ fn start(results: &Path) -> Child {
     let assets = assets();
     Command::new(env!("CARGO_BIN_EXE_promptgrid"))
         .current_dir(repo())
-        .args(["run", "sweeps/smoke.toml", "--workers", "1", "--threads", "2", "--results"])
+        .args([
+            "run",
+            "sweeps/smoke.toml",
+            "--workers",
+            "1",
+            "--threads",
+            "2",
+            "--results",
+        ])
         .arg(results)
         .arg("--models-root")
         .arg(assets.join("models"))
@@ -53,7 +65,9 @@ fn done_jobs(sweep: &Path) -> usize {
     if !sweep.join("jobs").is_dir() {
         return 0;
     }
-    read_table::<JobRow>(sweep).map(|rows| rows.iter().filter(|r| r.status == "done").count()).unwrap_or(0)
+    read_table::<JobRow>(sweep)
+        .map(|rows| rows.iter().filter(|r| r.status == "done").count())
+        .unwrap_or(0)
 }
 
 fn wait(mut child: Child, limit: Duration) -> (bool, String) {
@@ -89,17 +103,29 @@ fn smoke_sweep_survives_ctrl_c_and_resumes_without_duplicates() {
         assert!(Instant::now() < deadline, "no progress in the first run");
         std::thread::sleep(Duration::from_millis(300));
     }
-    let status = Command::new("kill").args(["-INT", &first.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let (complete, _) = wait(first, Duration::from_secs(120));
-    assert!(!complete, "an interrupted run must not report a complete sweep");
+    assert!(
+        !complete,
+        "an interrupted run must not report a complete sweep"
+    );
     let after_first = done_jobs(&sweep);
-    assert!((3..total).contains(&after_first), "{after_first} jobs done after Ctrl-C");
+    assert!(
+        (3..total).contains(&after_first),
+        "{after_first} jobs done after Ctrl-C"
+    );
 
     // Second run: resumes and completes.
     let (complete, out) = wait(start(&results), Duration::from_secs(900));
     assert!(complete, "the resumed run failed:\n{out}");
-    assert!(out.contains(&format!("{total} of {total} jobs done")), "{out}");
+    assert!(
+        out.contains(&format!("{total} of {total} jobs done")),
+        "{out}"
+    );
     assert!(out.contains("report:"), "{out}");
 
     // Every job done exactly once; no duplicate rows anywhere.
@@ -112,11 +138,16 @@ fn smoke_sweep_survives_ctrl_c_and_resumes_without_duplicates() {
     for r in &done {
         *kinds.entry(r.kind.as_str()).or_default() += 1;
     }
-    assert_eq!(kinds, HashMap::from([("train", 2), ("transfer", 6), ("tpt", 1)]));
+    assert_eq!(
+        kinds,
+        HashMap::from([("train", 2), ("transfer", 6), ("tpt", 1)])
+    );
 
     let metrics: Vec<MetricRow> = read_table(&sweep).unwrap();
-    let keys: HashSet<(&str, i64, i64, &str)> =
-        metrics.iter().map(|m| (m.job_id.as_str(), m.attempt, m.step, m.name.as_str())).collect();
+    let keys: HashSet<(&str, i64, i64, &str)> = metrics
+        .iter()
+        .map(|m| (m.job_id.as_str(), m.attempt, m.step, m.name.as_str()))
+        .collect();
     assert_eq!(keys.len(), metrics.len(), "duplicate metric rows");
     // Every train step of the final attempts logged a loss: 20 steps per train/TPT job.
     let losses = metrics.iter().filter(|m| m.name == "loss").count();

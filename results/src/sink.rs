@@ -45,24 +45,41 @@ fn names_of(spec: &JobSpec) -> JobNames {
             n.src_task = Some(src.clone());
             n.seed = Some(*seed as i64);
         }
-        JobSpec::Tpt { source, tgt, seed, .. } => {
+        JobSpec::Tpt {
+            source, tgt, seed, ..
+        } => {
             n.task = Some(tgt.clone());
             n.seed = Some(*seed as i64);
             match source {
                 TptSource::Task { task } => n.src_task = Some(task.clone()),
-                TptSource::Projected { task, model, objective } => {
+                TptSource::Projected {
+                    task,
+                    model,
+                    objective,
+                } => {
                     n.src_task = Some(task.clone());
                     n.src_model = Some(model.clone());
                     n.objective = Some(objective.name().to_string());
                 }
             }
         }
-        JobSpec::Projector { src_model, objective, seed, .. } => {
+        JobSpec::Projector {
+            src_model,
+            objective,
+            seed,
+            ..
+        } => {
             n.src_model = Some(src_model.clone());
             n.seed = Some(*seed as i64);
             n.objective = Some(objective.name().to_string());
         }
-        JobSpec::CrossModel { task, src_model, objective, seed, .. } => {
+        JobSpec::CrossModel {
+            task,
+            src_model,
+            objective,
+            seed,
+            ..
+        } => {
             n.task = Some(task.clone());
             n.src_task = Some(task.clone());
             n.src_model = Some(src_model.clone());
@@ -82,7 +99,10 @@ struct Pending<T: Table> {
 
 impl<T: Table> Pending<T> {
     fn new() -> Self {
-        Pending { rows: Vec::new(), keys: HashSet::new() }
+        Pending {
+            rows: Vec::new(),
+            keys: HashSet::new(),
+        }
     }
 
     fn push(&mut self, row: T) {
@@ -115,7 +135,11 @@ pub struct EventSink {
 
 impl EventSink {
     /// Opens the tables of `sweep_dir` (`<results>/<sweep>`) as writer `writer`.
-    pub fn open(sweep_dir: &Path, writer: &str, task_types: BTreeMap<String, String>) -> Result<Self> {
+    pub fn open(
+        sweep_dir: &Path,
+        writer: &str,
+        task_types: BTreeMap<String, String>,
+    ) -> Result<Self> {
         Ok(EventSink {
             jobs: TableWriter::open(sweep_dir, writer)?,
             metrics: TableWriter::open(sweep_dir, writer)?,
@@ -129,19 +153,34 @@ impl EventSink {
 
     /// Rows waiting for [`Self::commit`].
     pub fn pending(&self) -> usize {
-        self.pending_jobs.rows.len() + self.pending_metrics.rows.len() + self.pending_evals.rows.len()
+        self.pending_jobs.rows.len()
+            + self.pending_metrics.rows.len()
+            + self.pending_evals.rows.len()
     }
 
     /// Adds the rows an event stands for.
     pub fn add(&mut self, event: &Event) {
         match event {
             Event::Started { .. } => {}
-            Event::Progress { job, attempt, metrics } => {
+            Event::Progress {
+                job,
+                attempt,
+                metrics,
+            } => {
                 for m in metrics {
                     self.pending_metrics.push(metric_row(&job.0, *attempt, m));
                 }
             }
-            Event::Finished { job, attempt, worker, started_ms, at_ms, spec, output, .. } => {
+            Event::Finished {
+                job,
+                attempt,
+                worker,
+                started_ms,
+                at_ms,
+                spec,
+                output,
+                ..
+            } => {
                 let names = spec.as_ref().map(names_of);
                 self.pending_jobs.push(JobRow {
                     job_id: job.0.clone(),
@@ -168,7 +207,14 @@ impl EventSink {
                     }
                 }
             }
-            Event::Failed { job, attempt, worker, at_ms, failure, .. } => {
+            Event::Failed {
+                job,
+                attempt,
+                worker,
+                at_ms,
+                failure,
+                ..
+            } => {
                 self.pending_jobs.push(JobRow {
                     job_id: job.0.clone(),
                     kind: "unknown".into(),
@@ -190,8 +236,16 @@ impl EventSink {
     }
 
     fn eval_row(&self, job: &str, names: &JobNames, e: &wire::EvalRow) -> EvalRow {
-        let src_task = e.src_task.clone().or_else(|| names.src_task.clone()).unwrap_or_default();
-        let tgt_task = e.tgt_task.clone().or_else(|| names.task.clone()).unwrap_or_default();
+        let src_task = e
+            .src_task
+            .clone()
+            .or_else(|| names.src_task.clone())
+            .unwrap_or_default();
+        let tgt_task = e
+            .tgt_task
+            .clone()
+            .or_else(|| names.task.clone())
+            .unwrap_or_default();
         EvalRow {
             job_id: job.to_string(),
             kind: names.kind.to_string(),
@@ -256,10 +310,14 @@ pub fn write_artifact(sweep_dir: &Path, name: &str, bytes: &[u8]) -> Result<()> 
     std::fs::create_dir_all(dir).map_err(crate::error::io_at(dir))?;
     let tmp = dir.join(format!(
         ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("artifact")
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("artifact")
     ));
     let mut f = std::fs::File::create(&tmp).map_err(crate::error::io_at(&tmp))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(crate::error::io_at(&tmp))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(crate::error::io_at(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(crate::error::io_at(&path))?;
     Ok(())
 }
@@ -277,8 +335,13 @@ pub fn derive_prompt_indicators(sweep_dir: &Path) -> Result<usize> {
     };
     // model -> task -> (seed, job id) of the lowest seed's done train job.
     let mut trained: BTreeMap<String, BTreeMap<String, (i64, String)>> = BTreeMap::new();
-    for j in jobs.iter().filter(|j| j.kind == "train" && j.status == "done") {
-        let (Some(task), seed) = (&j.task, j.seed.unwrap_or(0)) else { continue };
+    for j in jobs
+        .iter()
+        .filter(|j| j.kind == "train" && j.status == "done")
+    {
+        let (Some(task), seed) = (&j.task, j.seed.unwrap_or(0)) else {
+            continue;
+        };
         let slot = trained.entry(j.model.clone()).or_default();
         match slot.get(task) {
             Some((s, _)) if *s <= seed => {}

@@ -42,15 +42,21 @@ pub fn load_task_split(
     if limit > 0 {
         examples.truncate(limit);
     }
-    let template = task
-        .template
-        .encoder
-        .as_deref()
-        .ok_or_else(|| MlError::Invalid(format!("task {} has no encoder template", task.name)))?;
+    let template =
+        task.template.encoder.as_deref().ok_or_else(|| {
+            MlError::Invalid(format!("task {} has no encoder template", task.name))
+        })?;
     let words = task
         .encoder_words(model.family == Family::Bert)
         .ok_or_else(|| MlError::Invalid(format!("task {} has no verbalizer", task.name)))?;
-    TaskData::encode_with(model, template, words, &examples, prompt_len, Some(max_text_tokens))
+    TaskData::encode_with(
+        model,
+        template,
+        words,
+        &examples,
+        prompt_len,
+        Some(max_text_tokens),
+    )
 }
 
 /// What `promptgrid tune` reports.
@@ -95,28 +101,50 @@ pub fn tune_one(
     out: &Path,
 ) -> MlResult<TuneReport> {
     let prompt_len = match &cfg.init {
-        PromptInit::From(p) => PromptFile::load(p, Some(model.hidden_size()))?.prompt.size()[0] as usize,
+        PromptInit::From(p) => PromptFile::load(p, Some(model.hidden_size()))?
+            .prompt
+            .size()[0] as usize,
         _ => cfg.prompt_len,
     };
     let split = |stem: &str, limit| {
-        load_task_split(model, task, data_dir, stem, prompt_len, max_text_tokens, limit)
+        load_task_split(
+            model,
+            task,
+            data_dir,
+            stem,
+            prompt_len,
+            max_text_tokens,
+            limit,
+        )
     };
     let train = split(&task.splits.train, 0)?;
     let dev = split(&task.splits.dev, dev_examples)?;
     let bar = ProgressBar::new(cfg.max_steps as u64);
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed_precise} eta {eta} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps {elapsed_precise} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut observer = Bar { bar, dev: None };
     let outcome = tune(model, &train, Some(&dev), cfg, None, &mut observer)?;
     observer.bar.finish_and_clear();
-    let prompt =
-        PromptFile::new(&outcome.best_prompt, &model.name, &task.name, outcome.steps, outcome.best_score);
+    let prompt = PromptFile::new(
+        &outcome.best_prompt,
+        &model.name,
+        &task.name,
+        outcome.steps,
+        outcome.best_score,
+    );
     prompt.save(out)?;
     let test_stem = task.splits.test.as_deref().unwrap_or(&task.splits.dev);
     let test = split(test_stem, 0)?;
-    let eval = evaluate_prompts(model, &[&outcome.best_prompt.to_device(model.device)], &test, 64)?;
+    let eval = evaluate_prompts(
+        model,
+        &[&outcome.best_prompt.to_device(model.device)],
+        &test,
+        64,
+    )?;
     Ok(TuneReport {
         steps: outcome.steps,
         best_step: outcome.best_step,
@@ -152,7 +180,10 @@ pub fn eval_prompts(
         .iter()
         .map(|p| PromptFile::load(p, Some(model.hidden_size())))
         .collect::<MlResult<_>>()?;
-    let tensors: Vec<Tensor> = files.iter().map(|f| f.prompt.to_device(model.device)).collect();
+    let tensors: Vec<Tensor> = files
+        .iter()
+        .map(|f| f.prompt.to_device(model.device))
+        .collect();
     let prompt_len = tensors.first().map_or(0, |t| t.size()[0] as usize);
     let data = load_task_split(model, task, data_dir, split, prompt_len, max_text_tokens, 0)?;
     let refs: Vec<&Tensor> = tensors.iter().collect();
@@ -197,17 +228,26 @@ pub fn inspect(
     let encoded = match (text, ids) {
         (Some(t), None) => model.encode_text(t)?,
         (None, Some(ids)) => model.encode_ids(ids)?,
-        _ => return Err(MlError::Invalid("give exactly one of --text and --ids".into())),
+        _ => {
+            return Err(MlError::Invalid(
+                "give exactly one of --text and --ids".into(),
+            ));
+        }
     };
     let prompt = match prompt {
-        Some(p) => PromptFile::load(p, Some(model.hidden_size()))?.prompt.to_device(model.device),
+        Some(p) => PromptFile::load(p, Some(model.hidden_size()))?
+            .prompt
+            .to_device(model.device),
         None => model.no_prompt(),
     };
     let batch = model.batch(&[&encoded]);
-    let logits = tch::no_grad(|| model.full_logits(&prompt, &batch))?.to_device(Device::Cpu).to_kind(Kind::Float);
+    let logits = tch::no_grad(|| model.full_logits(&prompt, &batch))?
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float);
     let row = logits.get(0);
     let (values, indices) = row.topk(10, -1, true, true);
-    let values: Vec<f64> = Vec::<f64>::try_from(&values.to_kind(Kind::Double)).map_err(MlError::Torch)?;
+    let values: Vec<f64> =
+        Vec::<f64>::try_from(&values.to_kind(Kind::Double)).map_err(MlError::Torch)?;
     let indices: Vec<i64> = Vec::<i64>::try_from(&indices).map_err(MlError::Torch)?;
     let top10 = indices
         .iter()
@@ -220,7 +260,11 @@ pub fn inspect(
         None
     };
     Ok(Inspection {
-        tokens: encoded.ids.iter().map(|&i| model.tokenizer.id_to_token(i)).collect(),
+        tokens: encoded
+            .ids
+            .iter()
+            .map(|&i| model.tokenizer.id_to_token(i))
+            .collect(),
         readout_index: encoded.mask_index,
         prompt_tokens: prompt.size()[0] as usize,
         ids: encoded.ids,

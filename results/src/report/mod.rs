@@ -69,18 +69,28 @@ impl Report {
     pub fn summary_lines(&self) -> Vec<String> {
         let off_diagonal = || {
             self.transfer.iter().flat_map(|m| {
-                m.cells.iter().filter(|c| c.source != c.target && c.source != "random").map(move |c| (m, c))
+                m.cells
+                    .iter()
+                    .filter(|c| c.source != c.target && c.source != "random")
+                    .map(move |c| (m, c))
             })
         };
         let pair = |(m, c): (&ModelTransfer, &crate::transfer::RelativeCell)| {
-            format!("{} -> {} on {} ({:.1}%)", c.source, c.target, m.model, c.relative)
+            format!(
+                "{} -> {} on {} ({:.1}%)",
+                c.source, c.target, m.model, c.relative
+            )
         };
-        let by_relative = |a: &(&ModelTransfer, &crate::transfer::RelativeCell),
-                           b: &(&ModelTransfer, &crate::transfer::RelativeCell)| {
-            a.1.relative.total_cmp(&b.1.relative)
-        };
+        let by_relative =
+            |a: &(&ModelTransfer, &crate::transfer::RelativeCell),
+             b: &(&ModelTransfer, &crate::transfer::RelativeCell)| {
+                a.1.relative.total_cmp(&b.1.relative)
+            };
         let mut lines = Vec::new();
-        match (off_diagonal().max_by(by_relative), off_diagonal().min_by(by_relative)) {
+        match (
+            off_diagonal().max_by(by_relative),
+            off_diagonal().min_by(by_relative),
+        ) {
             (Some(best), Some(worst)) => {
                 lines.push(format!("best transfer:  {}", pair(best)));
                 lines.push(format!("worst transfer: {}", pair(worst)));
@@ -90,12 +100,25 @@ impl Report {
         let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
         let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |x| format!("{x:.1}%"));
         let within = mean(self.transfer.iter().filter_map(|m| m.within_type).collect());
-        let across = mean(self.transfer.iter().filter_map(|m| m.across_types).collect());
-        lines.push(format!("mean relative transfer: {} within types, {} across types", fmt(within), fmt(across)));
-        match self.best_indicator.iter().max_by(|a, b| a.1.1.total_cmp(&b.1.1)) {
-            Some((model, (ind, rho))) => {
-                lines.push(format!("best indicator: {ind} (mean Spearman rho {rho:.3} on {model})"))
-            }
+        let across = mean(
+            self.transfer
+                .iter()
+                .filter_map(|m| m.across_types)
+                .collect(),
+        );
+        lines.push(format!(
+            "mean relative transfer: {} within types, {} across types",
+            fmt(within),
+            fmt(across)
+        ));
+        match self
+            .best_indicator
+            .iter()
+            .max_by(|a, b| a.1.1.total_cmp(&b.1.1))
+        {
+            Some((model, (ind, rho))) => lines.push(format!(
+                "best indicator: {ind} (mean Spearman rho {rho:.3} on {model})"
+            )),
             None => lines.push("best indicator: n/a (no indicator correlations)".into()),
         }
         let speedups: Vec<f64> = self.tpt.iter().filter_map(|t| t.speedup).collect();

@@ -1,18 +1,18 @@
 //! The bodies of the ML jobs. They run on a blocking thread and use the runtime handle for the
 //! few async calls they make (artifacts, checkpoints, streamed metrics).
 
+use promptgrid_common::JobSpec;
 use promptgrid_common::catalog::TaskDef;
 use promptgrid_common::graph::{RANDOM, TptSource};
 use promptgrid_common::spec::{Init, PromptSettings};
 use promptgrid_common::wire::{EvalRow, JobMessage, JobOutput, MetricRow};
-use promptgrid_common::JobSpec;
 use promptgrid_coordinator::jobloop::JobContext;
 use tch::Tensor;
 
 use super::{ExecError, MlExecutor, SweepView, prompt_artifact, resolve::Split};
 use crate::ml::{
-    Checkpoint, Family, EncoderModel, PromptFile, PromptInit, TaskData, TuneConfig, TuneObserver, data,
-    evaluate_prompts, init_prompt, tune,
+    Checkpoint, EncoderModel, Family, PromptFile, PromptInit, TaskData, TuneConfig, TuneObserver,
+    data, evaluate_prompts, init_prompt, tune,
 };
 
 /// Rows per forward pass when scoring.
@@ -54,13 +54,18 @@ impl Run<'_> {
             examples.truncate(limit);
         }
         let template = task.template.encoder.as_deref().ok_or_else(|| {
-            ExecError::Fatal(format!("task `{}` has no encoder template (T5 only)", task.name))
+            ExecError::Fatal(format!(
+                "task `{}` has no encoder template (T5 only)",
+                task.name
+            ))
         })?;
         let words = task
             .encoder_words(model.family == Family::Bert)
             .ok_or_else(|| ExecError::Fatal(format!("task `{}` has no verbalizer", task.name)))?;
         let cap = Some(settings.max_text_tokens as usize);
-        Ok(TaskData::encode_with(model, template, words, &examples, prompt_len, cap)?)
+        Ok(TaskData::encode_with(
+            model, template, words, &examples, prompt_len, cap,
+        )?)
     }
 
     /// The prompt a finished job stored, checked against the model's width.
@@ -83,10 +88,25 @@ impl Run<'_> {
     /// Train and TPT jobs: prompt tuning, the best prompt stored, scored on the test split.
     pub fn tune(&self, model: &EncoderModel) -> Result<JobOutput, ExecError> {
         let (task_name, src_name, seed, settings, from) = match &self.job.spec {
-            JobSpec::Train { task, seed, settings, .. } => (task, task, *seed, settings, None),
-            JobSpec::Tpt { source: TptSource::Task { task }, tgt, model: m, seed, settings } => {
-                (tgt, task, *seed, settings, Some(format!("train/{task}/{m}/s{seed}")))
-            }
+            JobSpec::Train {
+                task,
+                seed,
+                settings,
+                ..
+            } => (task, task, *seed, settings, None),
+            JobSpec::Tpt {
+                source: TptSource::Task { task },
+                tgt,
+                model: m,
+                seed,
+                settings,
+            } => (
+                tgt,
+                task,
+                *seed,
+                settings,
+                Some(format!("train/{task}/{m}/s{seed}")),
+            ),
             other => {
                 return Err(ExecError::Fatal(format!(
                     "{} is not supported by this worker yet",
@@ -110,11 +130,20 @@ impl Run<'_> {
             (None, Init::From(rel)) => PromptInit::From(self.exec.roots.prompt_file(rel)?),
         };
         let prompt_len = match &init {
-            PromptInit::From(path) => PromptFile::load(path, Some(model.hidden_size()))?.prompt.size()[0] as usize,
+            PromptInit::From(path) => PromptFile::load(path, Some(model.hidden_size()))?
+                .prompt
+                .size()[0] as usize,
             _ => settings.length as usize,
         };
         let train = self.data(model, task, Split::Train, prompt_len, settings, 0)?;
-        let dev = self.data(model, task, Split::Dev, prompt_len, settings, settings.dev_examples as usize)?;
+        let dev = self.data(
+            model,
+            task,
+            Split::Dev,
+            prompt_len,
+            settings,
+            settings.dev_examples as usize,
+        )?;
         let cfg = TuneConfig {
             prompt_len,
             lr: settings.learning_rate,
@@ -136,7 +165,11 @@ impl Run<'_> {
             }
             None => None,
         };
-        let mut observer = Stream { run: self, pending: Vec::new(), error: None };
+        let mut observer = Stream {
+            run: self,
+            pending: Vec::new(),
+            error: None,
+        };
         let outcome = tune(model, &train, Some(&dev), &cfg, resume, &mut observer);
         observer.flush();
         if let Some(e) = observer.error.take() {
@@ -148,17 +181,34 @@ impl Run<'_> {
             return Err(ExecError::Cancelled);
         }
 
-        let prompt = PromptFile::new(&outcome.best_prompt, &model.name, task_name, outcome.steps, outcome.best_score);
+        let prompt = PromptFile::new(
+            &outcome.best_prompt,
+            &model.name,
+            task_name,
+            outcome.steps,
+            outcome.best_score,
+        );
         let bytes = prompt_bytes(&prompt)?;
-        let artifact = self.block(self.ctx.put_artifact(&prompt_artifact(&self.job.id), &bytes))?;
+        let artifact = self.block(
+            self.ctx
+                .put_artifact(&prompt_artifact(&self.job.id), &bytes),
+        )?;
         let test = self.data(model, task, Split::Test, prompt_len, settings, 0)?;
         let eval = evaluate_prompts(model, &[&outcome.best_prompt], &test, EVAL_BATCH)?;
         let wall_s = self.ctx.wall_s();
         let steps = outcome.steps as u64;
-        let row = |name: &str, value: f64| MetricRow { step: steps, name: name.into(), value, wall_s };
+        let row = |name: &str, value: f64| MetricRow {
+            step: steps,
+            name: name.into(),
+            value,
+            wall_s,
+        };
         Ok(JobOutput {
             artifacts: vec![artifact],
-            metrics: vec![row("best_step", outcome.best_step as f64), row("steps", outcome.steps as f64)],
+            metrics: vec![
+                row("best_step", outcome.best_step as f64),
+                row("steps", outcome.steps as f64),
+            ],
             evals: vec![EvalRow {
                 src_task: Some(src_name.clone()),
                 tgt_task: Some(task_name.clone()),
@@ -173,7 +223,14 @@ impl Run<'_> {
 
     /// Zero-shot transfer: the source's prompt (or the random one) scored on the target.
     pub fn transfer(&self, model: &EncoderModel) -> Result<JobOutput, ExecError> {
-        let JobSpec::Transfer { src, tgt, model: m, seed, split } = &self.job.spec else {
+        let JobSpec::Transfer {
+            src,
+            tgt,
+            model: m,
+            seed,
+            split,
+        } = &self.job.spec
+        else {
             return Err(ExecError::Fatal("not a transfer job".into()));
         };
         let task = self.task(tgt)?;
@@ -182,7 +239,9 @@ impl Run<'_> {
             // The same random prompt for every target: it depends on the seed and length only.
             init_prompt(model, &PromptInit::Random, settings.length as usize, *seed)?
         } else {
-            self.stored_prompt(&format!("train/{src}/{m}/s{seed}"), model)?.prompt.to_device(model.device)
+            self.stored_prompt(&format!("train/{src}/{m}/s{seed}"), model)?
+                .prompt
+                .to_device(model.device)
         };
         let which = Split::scored(split)?;
         let data = self.data(model, task, which, prompt.size()[0] as usize, settings, 0)?;
@@ -233,14 +292,19 @@ impl Stream<'_, '_> {
 
     fn push(&mut self, step: usize, name: &str, value: f64) {
         let wall_s = self.run.ctx.wall_s();
-        self.pending.push(MetricRow { step: step as u64, name: name.into(), value, wall_s });
+        self.pending.push(MetricRow {
+            step: step as u64,
+            name: name.into(),
+            value,
+            wall_s,
+        });
     }
 }
 
 impl TuneObserver for Stream<'_, '_> {
     fn on_step(&mut self, step: usize, loss: f64) {
         self.push(step, "loss", loss);
-        if step % LOSS_FLUSH == 0 {
+        if step.is_multiple_of(LOSS_FLUSH) {
             self.flush();
         }
     }
@@ -255,7 +319,9 @@ impl TuneObserver for Stream<'_, '_> {
             let file = tempfile::NamedTempFile::new().map_err(io)?;
             checkpoint.save(file.path())?;
             let bytes = std::fs::read(file.path()).map_err(io)?;
-            self.run.block(self.run.ctx.save_checkpoint(&bytes)).map_err(ExecError::from)
+            self.run
+                .block(self.run.ctx.save_checkpoint(&bytes))
+                .map_err(ExecError::from)
         })();
         if let Err(e) = result {
             self.error.get_or_insert(e);

@@ -15,7 +15,6 @@ mod resolve;
 
 use std::sync::{Arc, Mutex};
 
-
 use promptgrid_common::wire::{JobMessage, JobOutput};
 use promptgrid_common::{JobGraph, JobId, JobSpec, Sweep};
 use promptgrid_coordinator::jobloop::{Executor, JobContext, JobError, Synthetic};
@@ -128,7 +127,9 @@ impl MlExecutor {
             return Ok(view);
         }
         let bytes = ctx.get_artifact(SWEEP_ARTIFACT).await?.ok_or_else(|| {
-            ExecError::Retryable(format!("the coordinator has not stored {SWEEP_ARTIFACT} yet"))
+            ExecError::Retryable(format!(
+                "the coordinator has not stored {SWEEP_ARTIFACT} yet"
+            ))
         })?;
         let sweep: Sweep = serde_json::from_slice(&bytes)
             .map_err(|e| ExecError::Fatal(format!("{SWEEP_ARTIFACT} does not decode: {e}")))?;
@@ -158,8 +159,12 @@ impl MlExecutor {
             // Drop the old model before loading the new one: two may not fit.
             *resident = None;
             let dir = self.roots.model_dir(spec)?;
-            let model = EncoderModel::load(&dir, head(spec.head), layout(spec.layout), self.device)?;
-            *resident = Some(Resident { name: name.to_string(), model });
+            let model =
+                EncoderModel::load(&dir, head(spec.head), layout(spec.layout), self.device)?;
+            *resident = Some(Resident {
+                name: name.to_string(),
+                model,
+            });
         }
         match resident.as_ref() {
             Some(r) => f(&r.model),
@@ -196,12 +201,17 @@ impl Executor for MlExecutor {
             return self.synthetic.run(job, ctx).await;
         }
         let view = self.sweep(ctx).await?;
-        let model_name = job
-            .spec
-            .model()
-            .ok_or_else(|| JobError::Fatal(format!("{} jobs need no model", job.spec.kind().name())))?;
+        let model_name = job.spec.model().ok_or_else(|| {
+            JobError::Fatal(format!("{} jobs need no model", job.spec.kind().name()))
+        })?;
         let handle = tokio::runtime::Handle::current();
-        let run = jobs::Run { exec: self, view: &view, job, ctx, handle };
+        let run = jobs::Run {
+            exec: self,
+            view: &view,
+            job,
+            ctx,
+            handle,
+        };
         tokio::task::block_in_place(|| {
             self.with_model(&view.sweep, model_name, |model| match &job.spec {
                 JobSpec::Train { .. } | JobSpec::Tpt { .. } => run.tune(model),

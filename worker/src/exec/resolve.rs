@@ -35,7 +35,10 @@ impl Roots {
             Split::Dev => task.splits.dev.as_str(),
             Split::Test => task.splits.test.as_deref().unwrap_or(&task.splits.dev),
         };
-        Ok(crate::ml::data::find_split(&dir, inside(stem, "split name")?.to_str().unwrap_or(stem))?)
+        Ok(crate::ml::data::find_split(
+            &dir,
+            inside(stem, "split name")?.to_str().unwrap_or(stem),
+        )?)
     }
 }
 
@@ -54,7 +57,9 @@ impl Split {
         match name {
             "test" => Ok(Split::Test),
             "dev" => Ok(Split::Dev),
-            other => Err(ExecError::Fatal(format!("unknown split `{other}`: use test or dev"))),
+            other => Err(ExecError::Fatal(format!(
+                "unknown split `{other}`: use test or dev"
+            ))),
         }
     }
 }
