@@ -122,14 +122,8 @@ enum Command {
     Tune {
         #[command(flatten)]
         model: ModelArgs,
-        /// A task of the catalog.
-        #[arg(long)]
-        task: String,
-        /// The task's data folder (its split files).
-        #[arg(long)]
-        data: PathBuf,
-        #[arg(long, default_value = "sweeps/tasks")]
-        catalog: PathBuf,
+        #[command(flatten)]
+        task: TaskArgs,
         /// Soft tokens L.
         #[arg(long, default_value_t = 100)]
         length: usize,
@@ -164,12 +158,8 @@ enum Command {
     Eval {
         #[command(flatten)]
         model: ModelArgs,
-        #[arg(long)]
-        task: String,
-        #[arg(long)]
-        data: PathBuf,
-        #[arg(long, default_value = "sweeps/tasks")]
-        catalog: PathBuf,
+        #[command(flatten)]
+        task: TaskArgs,
         /// The split's file stem (default: the task's test split, else dev).
         #[arg(long)]
         split: Option<String>,
@@ -243,19 +233,35 @@ impl ModelArgs {
     }
 }
 
-fn catalog_task(catalog: &Path, name: &str) -> anyhow::Result<promptgrid_common::catalog::TaskDef> {
-    let catalog = promptgrid_common::catalog::Catalog::load(catalog)?;
-    catalog.get(name).cloned().ok_or_else(|| {
-        let known: Vec<&str> = catalog.names().collect();
-        anyhow::Error::new(SpecError::Invalid {
-            location: promptgrid_common::error::Location::whole(Path::new("--task")),
-            key: "task".into(),
-            message: format!(
-                "unknown task `{name}`; the catalog has: {}",
-                known.join(", ")
-            ),
+/// A catalog task and its data folder, for the one-job commands.
+#[derive(Args)]
+struct TaskArgs {
+    /// A task of the catalog.
+    #[arg(long)]
+    task: String,
+    /// The task's data folder (its split files).
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value = "sweeps/tasks")]
+    catalog: PathBuf,
+}
+
+impl TaskArgs {
+    fn load(&self) -> anyhow::Result<promptgrid_common::catalog::TaskDef> {
+        let name = &self.task;
+        let catalog = promptgrid_common::catalog::Catalog::load(&self.catalog)?;
+        catalog.get(name).cloned().ok_or_else(|| {
+            let known: Vec<&str> = catalog.names().collect();
+            anyhow::Error::new(SpecError::Invalid {
+                location: promptgrid_common::error::Location::whole(Path::new("--task")),
+                key: "task".into(),
+                message: format!(
+                    "unknown task `{name}`; the catalog has: {}",
+                    known.join(", ")
+                ),
+            })
         })
-    })
+    }
 }
 
 #[derive(Args)]
@@ -533,9 +539,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Tune {
             model,
-            task,
-            data,
-            catalog,
+            task: task_args,
             length,
             init,
             learning_rate,
@@ -549,7 +553,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             out,
             peft,
         } => {
-            let task = catalog_task(&catalog, &task)?;
+            let task = task_args.load()?;
+            let data = task_args.data;
             let cfg = promptgrid_worker::ml::TuneConfig {
                 prompt_len: length,
                 lr: learning_rate,
@@ -592,14 +597,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Eval {
             model,
-            task,
-            data,
-            catalog,
+            task: task_args,
             split,
             max_text_tokens,
             prompts,
         } => {
-            let task = catalog_task(&catalog, &task)?;
+            let task = task_args.load()?;
+            let data = task_args.data;
             let split = split
                 .unwrap_or_else(|| task.splits.test.clone().unwrap_or(task.splits.dev.clone()));
             let scores = tokio::task::block_in_place(|| -> anyhow::Result<_> {

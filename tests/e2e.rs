@@ -1,6 +1,9 @@
 //! End to end, as a user runs it: `promptgrid run sweeps/smoke.toml` in embedded mode on the
 //! offline demo's real models and data, interrupted with Ctrl-C halfway and run again. The
 //! second run resumes, the sweep completes, and the Parquet tables hold every job exactly once.
+//! Before the second run the private NATS store is deleted, so the resume has to rebuild the
+//! done jobs from the Parquet `jobs` table and put their prompts back from the results folder:
+//! the transfer and TPT jobs that run then need them.
 //!
 //! Needs the demo assets that `scripts/setup` prepares (in `$PROMPTGRID_HOME/assets`).
 
@@ -117,6 +120,13 @@ fn smoke_sweep_survives_ctrl_c_and_resumes_without_duplicates() {
     assert!(
         (3..total).contains(&after_first),
         "{after_first} jobs done after Ctrl-C"
+    );
+
+    // The NATS server's data is lost; the results folder is all that is left.
+    std::fs::remove_dir_all(sweep.join(".nats")).unwrap();
+    assert!(
+        sweep.join("artifacts/prompt").is_dir(),
+        "the sink keeps prompt copies"
     );
 
     // Second run: resumes and completes.

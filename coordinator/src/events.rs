@@ -67,6 +67,12 @@ pub trait Sink: Send + 'static {
 /// Where the done set comes from when the NATS server's data is gone.
 pub trait DoneSource: Send + Sync {
     fn done_jobs(&self) -> Result<HashSet<JobId>>;
+
+    /// Artifacts of those jobs kept outside NATS, as (artifact name, file): put back into the
+    /// new store so that the jobs that depend on them can run.
+    fn artifacts(&self) -> Result<Vec<(String, PathBuf)>> {
+        Ok(Vec::new())
+    }
 }
 
 /// The simplest durable record: a text file with one finished job id per line (the embedded

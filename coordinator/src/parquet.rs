@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use promptgrid_common::JobId;
+use promptgrid_common::names::is_plain_name;
 use promptgrid_common::wire::Event;
-use promptgrid_results::sink::{EventSink, done_jobs, write_artifact};
+use promptgrid_results::sink::{EventSink, artifact_path, done_jobs, write_artifact};
 
 use crate::error::{Error, Result};
 use crate::events::{Ack, BoxFuture, DoneSource, Sink};
@@ -89,5 +90,32 @@ impl DoneSource for ParquetDoneSource {
             .into_iter()
             .map(JobId)
             .collect())
+    }
+
+    /// The sink's artifact copies (written before the rows that name them were committed).
+    fn artifacts(&self) -> Result<Vec<(String, PathBuf)>> {
+        let root = artifact_path(&self.sweep_dir, "");
+        let mut out = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(format!("cannot list {}", dir.display()), e)),
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if let Ok(rel) = path.strip_prefix(&root)
+                    && let Some(name) = rel.to_str()
+                    && is_plain_name(name)
+                {
+                    out.push((name.to_string(), path.clone()));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 }

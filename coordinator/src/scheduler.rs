@@ -662,5 +662,20 @@ async fn restore_done(layout: &Layout, graph: &JobGraph, source: &dyn DoneSource
     for r in results {
         r?;
     }
+    let artifacts = source.artifacts()?;
+    tracing::info!(
+        artifacts = artifacts.len(),
+        "restoring artifacts from the results"
+    );
+    for (name, path) in artifacts {
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        layout
+            .artifacts
+            .put(name.as_str(), &mut bytes.as_slice())
+            .await
+            .map_err(Error::nats)?;
+    }
     Ok(())
 }

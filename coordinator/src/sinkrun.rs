@@ -69,8 +69,11 @@ async fn follow(layout: Layout, mut sink: Box<dyn Sink>) -> Result<()> {
             consumer::pull::Config {
                 durable_name: Some(SINK.into()),
                 ack_policy: consumer::AckPolicy::Explicit,
-                // One at a time in flight keeps the order exact across redeliveries.
-                max_ack_pending: 1000,
+                // A sink acks a batch at once when it commits: the window must hold a whole
+                // batch, and the ack wait must outlast a slow commit, or the server would stop
+                // delivering (or redeliver) mid-batch.
+                max_ack_pending: 50_000,
+                ack_wait: std::time::Duration::from_secs(300),
                 ..Default::default()
             },
         )
