@@ -302,7 +302,9 @@ fn every_paper_task_cites_the_official_code_and_names_no_machine_path() {
             // Folders of a machine, never of the repository.
             let machine_dirs = ["work", "home", "tmp", "root"];
             assert!(
-                !machine_dirs.iter().any(|d| line.contains(&format!("/{d}/"))),
+                !machine_dirs
+                    .iter()
+                    .any(|d| line.contains(&format!("/{d}/"))),
                 "{}: machine path in {line:?}",
                 t.name
             );
