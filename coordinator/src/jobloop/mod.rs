@@ -341,30 +341,12 @@ async fn handle<E: Executor>(
                 )
             }
             Some(Versioned {
-                state:
-                    JobState::Done {
-                        attempt,
-                        worker,
-                        started_ms,
-                        finished_ms,
-                        output,
-                    },
+                state: done @ JobState::Done { .. },
                 ..
             }) => {
                 // Committed, but the event or the ack may not have gone out: repeat both (the
                 // event's dedup id makes a repeat a no-op).
-                let ev = Event::Finished {
-                    job: id.clone(),
-                    key: job.key.clone(),
-                    attempt,
-                    worker,
-                    started_ms,
-                    at_ms: finished_ms,
-                    spec: Some(job.spec.clone()),
-                    output,
-                };
-                publish(layout, &ev).await?;
-                msg.ack().await.map_err(Error::nats)?;
+                announce_done(layout, &msg, &id, &job, done).await?;
                 return Ok(Handled::Dropped);
             }
             Some(_) => {
@@ -432,7 +414,7 @@ async fn handle<E: Executor>(
                 worker: worker.clone(),
                 started_ms,
                 finished_ms,
-                output: output.clone(),
+                output,
             };
             if persist("commit", || state::cas(&layout.state, &id, &done, revision))
                 .await?
@@ -441,18 +423,7 @@ async fn handle<E: Executor>(
                 tracing::warn!(job = %job.key, attempt, "lease lost: a newer attempt owns this job; result discarded");
                 return Ok(Handled::Dropped);
             }
-            let ev = Event::Finished {
-                job: id.clone(),
-                key: job.key.clone(),
-                attempt,
-                worker,
-                started_ms,
-                at_ms: finished_ms,
-                spec: Some(job.spec.clone()),
-                output,
-            };
-            publish(layout, &ev).await?;
-            msg.ack().await.map_err(Error::nats)?;
+            announce_done(layout, &msg, &id, &job, done).await?;
             ctx.drop_checkpoint().await;
             Ok(Handled::Done)
         }
@@ -533,6 +504,41 @@ fn running(
         lease_ms: src.lease.as_millis() as u64,
         msg_seq,
     }
+}
+
+/// Publishes the finished event of a committed job (`done`, its `Done` state), then acks its
+/// message.
+async fn announce_done(
+    layout: &Layout,
+    msg: &jetstream::Message,
+    id: &JobId,
+    job: &JobMessage,
+    done: JobState,
+) -> Result<()> {
+    let JobState::Done {
+        attempt,
+        worker,
+        started_ms,
+        finished_ms,
+        output,
+    } = done
+    else {
+        return Err(Error::Config(format!(
+            "job {id} is not done: nothing to announce"
+        )));
+    };
+    let ev = Event::Finished {
+        job: id.clone(),
+        key: job.key.clone(),
+        attempt,
+        worker,
+        started_ms,
+        at_ms: finished_ms,
+        spec: Some(job.spec.clone()),
+        output,
+    };
+    publish(layout, &ev).await?;
+    msg.ack().await.map_err(Error::nats)
 }
 
 async fn publish(layout: &Layout, event: &Event) -> Result<()> {
