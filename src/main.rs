@@ -106,6 +106,9 @@ enum Command {
         /// The task catalog, for grouping tasks by type.
         #[arg(long, default_value = "sweeps/tasks")]
         catalog: PathBuf,
+        /// Consecutive layers per window of the ON indicator.
+        #[arg(long, default_value_t = promptgrid_results::activation::DEFAULT_WINDOW)]
+        on_window: usize,
     },
     /// Prompt-only indicators (and, with transfer results, correlations) for prompts made
     /// elsewhere: safetensors files or PEFT adapters.
@@ -186,6 +189,18 @@ enum Command {
         /// JSON output (the default and only format).
         #[arg(long)]
         json: bool,
+    },
+    /// The binary FFN activation mask (the ON indicator's input) that one prompt file induces,
+    /// without NATS: an encoder in its layout, or T5 (detected from config.json).
+    Activations {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// A prompt file (safetensors with a `prompt` [L, d] tensor).
+        #[arg(long)]
+        prompt: PathBuf,
+        /// The mask file to write (safetensors, `promptgrid-mask/1`).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Maintenance of a results folder.
     Results {
@@ -453,7 +468,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 |_| MlExecutor::with_sweep(roots.clone(), device, sweep.clone()),
             )
             .await?;
-            finish(&outcome, Some(&dir))
+            finish(&outcome, Some(&dir), on_window(&sweep))
         }
         Command::Coordinator {
             sweep,
@@ -466,7 +481,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let mut config = coordinator_config(&sweep, nats.config(), &dir, &failures)?;
             config.shutdown = Some(promptgrid_coordinator::shutdown_on_signals());
             let outcome = promptgrid_coordinator::run(config).await?;
-            finish(&outcome, Some(&dir))
+            finish(&outcome, Some(&dir), on_window(&sweep))
         }
         Command::Worker {
             nats,
@@ -509,8 +524,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{n} dead job(s) queued again");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Report { dir, catalog } => {
-            let report = report(&dir, &catalog)?;
+        Command::Report {
+            dir,
+            catalog,
+            on_window,
+        } => {
+            let report = report(&dir, &catalog, on_window)?;
             for line in report.summary_lines() {
                 println!("{line}");
             }
@@ -641,6 +660,27 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&inspection)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Activations { model, prompt, out } => {
+            let args = promptgrid_worker::oneshot::ModelArgs {
+                dir: model.dir.clone(),
+                head: model.head.parse()?,
+                layout: model.layout.parse()?,
+                device: model.device.device()?,
+            };
+            let report = tokio::task::block_in_place(|| {
+                promptgrid_worker::oneshot::activation_mask(&args, &prompt, &out)
+            })?;
+            println!(
+                "{} / {}: {} layers x {} neurons, {:.1}% active; mask written to {}",
+                report.model,
+                report.task,
+                report.layers,
+                report.neurons,
+                100.0 * report.active_fraction,
+                report.out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Results {
             command: ResultsCommand::Compact { dir, small_rows },
         } => {
@@ -680,18 +720,33 @@ fn coordinator_config(
     Ok(config)
 }
 
-fn report(dir: &Path, catalog: &Path) -> anyhow::Result<promptgrid_results::Report> {
+/// The sweep's ON window, or the default when it computes no ON.
+fn on_window(sweep: &Sweep) -> usize {
+    sweep
+        .studies
+        .indicators
+        .as_ref()
+        .map_or(promptgrid_results::activation::DEFAULT_WINDOW, |i| {
+            i.on_window as usize
+        })
+}
+
+fn report(
+    dir: &Path,
+    catalog: &Path,
+    on_window: usize,
+) -> anyhow::Result<promptgrid_results::Report> {
     let catalog = promptgrid_common::catalog::Catalog::load(catalog)?;
     let opts = promptgrid_results::ReportOptions::from_catalog(&catalog);
     Ok(tokio::task::block_in_place(|| {
-        promptgrid_results::sink::derive_prompt_indicators(dir)?;
+        promptgrid_results::sink::derive_indicators(dir, on_window)?;
         promptgrid_results::report_with(dir, &opts)
     })?)
 }
 
 /// Prints how the sweep ended and, when it produced results, the report; the exit status says
 /// whether every job is done.
-fn finish(outcome: &Outcome, dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+fn finish(outcome: &Outcome, dir: Option<&Path>, on_window: usize) -> anyhow::Result<ExitCode> {
     println!(
         "{} of {} jobs done, {} dead, {} blocked by dead dependencies{}",
         outcome.done,
@@ -704,7 +759,7 @@ fn finish(outcome: &Outcome, dir: Option<&Path>) -> anyhow::Result<ExitCode> {
             .map_or(String::new(), |why| format!(" (stopped: {why})"))
     );
     if let Some(dir) = dir.filter(|d| d.join("jobs").is_dir()) {
-        match report(dir, Path::new("sweeps/tasks")) {
+        match report(dir, Path::new("sweeps/tasks"), on_window) {
             Ok(r) => {
                 println!("tables: {}", dir.display());
                 println!("report: {}", r.markdown_path.display());

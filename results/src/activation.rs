@@ -48,6 +48,11 @@ impl ActivationMask {
         })
     }
 
+    /// The mask of a worker's mask artifact (`promptgrid_common::mask`), checked again here.
+    pub fn from_mask_file(m: &promptgrid_common::mask::MaskFile) -> Result<Self> {
+        Self::from_packed(m.layers, m.neurons, m.words.clone())
+    }
+
     /// Packs `[layers][neurons]` booleans (tests, and callers holding unpacked masks).
     pub fn from_bools(mask: &[Vec<bool>]) -> Result<Self> {
         let neurons = mask.first().map_or(0, Vec::len);

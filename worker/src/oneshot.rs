@@ -1,5 +1,5 @@
-//! One job without NATS, for `promptgrid tune`, `eval` and `inspect`: the same ML core the
-//! workers run, driven from the command line.
+//! One job without NATS, for `promptgrid tune`, `eval`, `inspect` and `activations`: the same ML
+//! core the workers run, driven from the command line.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +8,7 @@ use promptgrid_common::catalog::TaskDef;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
+use crate::ml::activations::{encoder_mask, t5_mask};
 use crate::ml::{
     EncoderModel, Family, Head, Layout, MlError, MlResult, PromptFile, PromptInit, TaskData,
     TuneConfig, TuneObserver, data, evaluate_prompts, tune,
@@ -270,5 +271,69 @@ pub fn inspect(
         ids: encoded.ids,
         top10,
         full_logits: full,
+    })
+}
+
+/// What `promptgrid activations` reports.
+#[derive(Debug, Serialize)]
+pub struct MaskReport {
+    pub model: String,
+    pub task: String,
+    pub layers: usize,
+    pub neurons: usize,
+    pub active_fraction: f64,
+    pub out: PathBuf,
+}
+
+/// `model_type` of a model folder's config.json (empty when absent).
+fn model_type(dir: &Path) -> MlResult<String> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| MlError::io(&path, e))?;
+    let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| MlError::Config {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(config["model_type"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// The activation mask (ON indicator) that the prompt file `prompt` induces in the model of
+/// `args`, written to `out`: an encoder in `args.layout`, or T5 (decoder FFN at the first step)
+/// when config.json says `model_type` t5, where head and layout do not apply. The mask's task
+/// is the prompt file's `task` metadata, else its file stem.
+pub fn activation_mask(args: &ModelArgs, prompt: &Path, out: &Path) -> MlResult<MaskReport> {
+    let name = args
+        .dir
+        .file_name()
+        .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned());
+    let task_of = |file: &PromptFile| {
+        file.metadata.get("task").cloned().unwrap_or_else(|| {
+            prompt
+                .file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
+        })
+    };
+    let mask = if model_type(&args.dir)? == "t5" {
+        let model = crate::ml::t5::load(&args.dir, args.device)?;
+        let file = PromptFile::load(prompt, Some(model.d_model()))?;
+        t5_mask(&model, &file.prompt, &name, &task_of(&file))?
+    } else {
+        let model = args.load()?;
+        let file = PromptFile::load(prompt, Some(model.hidden_size()))?;
+        encoder_mask(&model, &file.prompt, &model.name, &task_of(&file))?
+    };
+    mask.save(out).map_err(|e| match e {
+        promptgrid_common::mask::MaskError::Io { source, .. } => MlError::io(out, source),
+        other => MlError::Invalid(other.to_string()),
+    })?;
+    Ok(MaskReport {
+        active_fraction: mask.active_fraction(),
+        model: mask.model,
+        task: mask.task,
+        layers: mask.layers,
+        neurons: mask.neurons,
+        out: out.to_path_buf(),
     })
 }

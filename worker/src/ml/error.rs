@@ -47,6 +47,24 @@ pub enum MlError {
         expected: i64,
     },
 
+    /// A prompt that does not fit a cross-model projector: `field` names the dimension.
+    #[error("{what}: the {field} is {got}, but the projector expects {expected}")]
+    ProjectorShape {
+        what: String,
+        field: &'static str,
+        got: i64,
+        expected: i64,
+    },
+
+    /// A projector file (or byte buffer) whose metadata is missing, malformed or contradicts
+    /// its tensors.
+    #[error("{path}: projector file: {field}: {message}")]
+    ProjectorFile {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+
     #[error("the loss is NaN at step {step}")]
     NanLoss { step: usize },
 

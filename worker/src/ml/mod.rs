@@ -10,10 +10,13 @@
 //!   [`Layout::Official`] layout. The MLM head runs only at the mask and only for the label
 //!   words' decoder rows, and the last layer only for the mask row: the encoder's work is all
 //!   a step costs;
+//! * [`activations`]: the FFN activations and binary masks a prompt induces (the ON indicator);
 //! * [`data`]: split files (JSONL, CSV/TSV, Parquet) to [`Example`]s, encoded as [`TaskData`];
 //! * [`tune`] / [`evaluate_prompts`] (train.rs) with [`TuneConfig`], [`TuneObserver`] and
 //!   resumable [`Checkpoint`]s;
 //! * [`PromptFile`]: prompt safetensors with metadata, and the PEFT adapter export;
+//! * [`Projector`] (projector.rs): the cross-model prompt projector and its two training
+//!   objectives, [`train_distance`] and [`train_task`];
 //! * [`metrics`], [`parse_device`], and [`MlError`] for everything that can go wrong
 //!   ([`MlError::is_bad_input`] tells the caller's exit code).
 //!
@@ -34,12 +37,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod activations;
 mod bert;
 mod config;
 pub mod data;
 mod error;
 pub mod metrics;
 mod model;
+pub mod projector;
 mod prompt;
 mod rng;
 pub mod t5;
@@ -53,6 +58,10 @@ pub use config::{EncoderConfig, Family};
 pub use data::{Example, TaskData};
 pub use error::{MlError, MlResult};
 pub use model::{Batch, Encoded, EncoderModel, Head, Layout, parse_device};
+pub use projector::{
+    PROJECTOR_FORMAT, Projector, ProjectorConfig, ProjectorMeta, ProjectorOutcome, train_distance,
+    train_task,
+};
 pub use prompt::{PROMPT_KEY, PromptFile};
 pub use tokenizer::EncoderTokenizer;
 pub use train::{

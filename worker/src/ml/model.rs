@@ -282,6 +282,16 @@ impl EncoderModel {
         }
     }
 
+    /// The row of the assembled sequence that the readout reads, for an input whose mask is at
+    /// `mask_index` of its ids behind a prompt of `prompt_len` tokens (as `assemble` places it).
+    pub fn readout_position(&self, prompt_len: usize, mask_index: usize) -> usize {
+        match self.layout {
+            Layout::Prefix => prompt_len + mask_index,
+            // The mask moved to prompt slot 0.
+            Layout::Official => 0,
+        }
+    }
+
     /// Checks a prompt against a batch: [L, d] shared, or [N, L, d] one per example.
     fn check_rows(&self, prompt: &Tensor, batch: &Batch) -> MlResult<()> {
         self.check_prompt(prompt, "prompt")?;

@@ -120,14 +120,14 @@ impl PromptFile {
     }
 }
 
-/// Writes float32 copies of `tensors` to a safetensors file.
-pub(crate) fn write_tensors(
-    path: &Path,
+/// Float32 copies of `tensors` as safetensors bytes; `origin` names them in errors.
+pub(crate) fn tensors_to_bytes(
     tensors: &[(&str, &Tensor)],
     metadata: Option<HashMap<String, String>>,
-) -> MlResult<()> {
+    origin: &Path,
+) -> MlResult<Vec<u8>> {
     let st_err = |e: safetensors::SafeTensorError| MlError::Safetensors {
-        path: path.into(),
+        path: origin.into(),
         message: e.to_string(),
     };
     let mut buffers = Vec::with_capacity(tensors.len());
@@ -151,12 +151,22 @@ pub(crate) fn write_tensors(
             ))
         })
         .collect::<MlResult<Vec<_>>>()?;
+    safetensors::serialize(views, metadata).map_err(st_err)
+}
+
+/// Writes float32 copies of `tensors` to a safetensors file.
+pub(crate) fn write_tensors(
+    path: &Path,
+    tensors: &[(&str, &Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> MlResult<()> {
+    let bytes = tensors_to_bytes(tensors, metadata, path)?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| MlError::io(parent, e))?;
     }
     // Write beside the target and rename, so a crash never leaves half a file under its name.
     let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, metadata, &tmp).map_err(st_err)?;
+    std::fs::write(&tmp, bytes).map_err(|e| MlError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| MlError::io(path, e))
 }
 

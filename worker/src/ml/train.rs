@@ -239,7 +239,7 @@ pub fn init_prompt(
 /// Checks `data` against the model before any tensor sees it (TaskData's fields are public,
 /// so it may not come from [`TaskData::encode`]): ids in the vocabulary, labels in range, and
 /// every input fitting next to a prompt of `prompt_len` tokens.
-fn check_data(model: &EncoderModel, data: &TaskData, prompt_len: usize) -> MlResult<()> {
+pub(crate) fn check_data(model: &EncoderModel, data: &TaskData, prompt_len: usize) -> MlResult<()> {
     let vocab = model.config.vocab_size;
     let in_vocab = |i: &i64| (0..vocab).contains(i);
     if data.label_ids.is_empty() || !data.label_ids.iter().all(in_vocab) {
@@ -287,6 +287,25 @@ fn check_data(model: &EncoderModel, data: &TaskData, prompt_len: usize) -> MlRes
             max_positions,
         })
     }
+}
+
+/// The prompt-tuning loss of examples `idx` of `data` (checked by [`check_data`]): the mean
+/// cross-entropy of the label-word scores at the mask with `prompt` in front. Shared with the
+/// projector's task objective, so that both optimize the same quantity.
+pub(crate) fn batch_loss(
+    model: &EncoderModel,
+    prompt: &Tensor,
+    data: &TaskData,
+    idx: &[usize],
+    label_ids: &Tensor,
+) -> MlResult<Tensor> {
+    let inputs: Vec<_> = idx.iter().map(|&i| &data.inputs[i]).collect();
+    let labels: Vec<i64> = idx.iter().map(|&i| data.labels[i]).collect();
+    let batch = model.batch(&inputs);
+    let scores = model.label_scores(prompt, &batch, label_ids)?;
+    Ok(scores
+        .to_kind(Kind::Float)
+        .cross_entropy_for_logits(&Tensor::from_slice(&labels).to(model.device)))
 }
 
 /// AdamW state of the prompt (torch.optim.AdamW's update, betas 0.9/0.999, eps 1e-8).
@@ -409,13 +428,7 @@ pub fn tune(
         let mut total = 0.0;
         for a in 0..cfg.grad_accum {
             let idx = sampler.micro_batch(step * cfg.grad_accum + a, cfg.batch_size);
-            let inputs: Vec<_> = idx.iter().map(|&i| &train.inputs[i]).collect();
-            let labels: Vec<i64> = idx.iter().map(|&i| train.labels[i]).collect();
-            let batch = model.batch(&inputs);
-            let scores = model.label_scores(&prompt, &batch, &label_ids)?;
-            let loss = scores
-                .to_kind(Kind::Float)
-                .cross_entropy_for_logits(&Tensor::from_slice(&labels).to(device));
+            let loss = batch_loss(model, &prompt, train, &idx, &label_ids)?;
             let value = loss.double_value(&[]);
             if !value.is_finite() {
                 return Err(MlError::NanLoss { step: step + 1 });

@@ -1,6 +1,7 @@
 //! Integration tests of the encoder half of the ML core (BERT/RoBERTa, data, tuning, prompt
 //! files). Fixtures under tests/data/ come from scripts/make-parity-fixtures.py.
 
+mod activations;
 mod data;
 mod demo_model;
 mod errors;

@@ -1,0 +1,134 @@
+//! `promptgrid activations`: one activation mask from a prompt file, without NATS, on the worker's
+//! tiny test checkpoints. The mask it writes is the artifact the results crate reads for ON.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use promptgrid_common::mask::MaskFile;
+use promptgrid_results::activation::{ActivationMask, LayerSpan, on_indicator};
+
+fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("worker/tests/data")
+        .join(name)
+}
+
+/// A prompt file as `PromptFile::save` writes it: one float32 tensor `prompt` [rows, cols] and
+/// string metadata, written by hand because this crate has no tensor library.
+fn write_prompt(path: &Path, rows: usize, cols: usize, seed: f32, task: &str) {
+    let values: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i as f32 + seed) * 0.7).sin())
+        .collect();
+    let header = serde_json::json!({
+        "__metadata__": { "model": "tiny-roberta", "task": task },
+        "prompt": { "dtype": "F32", "shape": [rows, cols], "data_offsets": [0, values.len() * 4] },
+    })
+    .to_string();
+    // Readers expect the data 8-byte aligned, as safetensors pads its header with spaces.
+    let header = format!("{header:<width$}", width = header.len().next_multiple_of(8));
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn activations(model: &Path, prompt: &Path, out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_promptgrid"))
+        .arg("activations")
+        .arg("--model")
+        .arg(model)
+        .arg("--prompt")
+        .arg(prompt)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run promptgrid activations")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn encoder_mask_is_written_and_has_on_one_with_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = dir.path().join("sst2.safetensors");
+    write_prompt(&prompt, 4, 32, 0.0, "sst2");
+    let out = dir.path().join("masks/sst2.mask.safetensors");
+    let o = activations(&data("tiny-roberta"), &prompt, &out, &["--head", "tied"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let line = stdout(&o);
+    assert!(
+        line.starts_with("tiny-roberta / sst2: 2 layers x 64 neurons, ")
+            && line.contains("% active; mask written to"),
+        "{line}"
+    );
+
+    let mask = MaskFile::load(&out).unwrap();
+    assert_eq!(
+        (
+            mask.layers,
+            mask.neurons,
+            mask.model.as_str(),
+            mask.task.as_str()
+        ),
+        (2, 64, "tiny-roberta", "sst2")
+    );
+    assert!(mask.active() > 0);
+    let a = ActivationMask::from_mask_file(&mask).unwrap();
+    let on = on_indicator(&a, &a, 1).unwrap();
+    assert_eq!(on[0], (LayerSpan::All, Some(1.0)));
+    assert!(
+        on.iter().all(|(_, v)| (v.unwrap() - 1.0).abs() < 1e-12),
+        "{on:?}"
+    );
+
+    // The official layout reads elsewhere: another mask, ON below 1 against the prefix one.
+    let official = dir.path().join("official.safetensors");
+    let o = activations(
+        &data("tiny-roberta"),
+        &prompt,
+        &official,
+        &["--layout", "official"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b = ActivationMask::from_mask_file(&MaskFile::load(&official).unwrap()).unwrap();
+    let on = on_indicator(&a, &b, 3).unwrap()[0].1.unwrap();
+    assert!(on < 1.0, "{on}");
+}
+
+#[test]
+fn t5_is_detected_from_its_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = dir.path().join("rte.safetensors");
+    write_prompt(&prompt, 3, 32, 1.0, "rte");
+    let out = dir.path().join("rte.mask.safetensors");
+    let o = activations(&data("t5-v1_1"), &prompt, &out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout(&o).starts_with("t5-v1_1 / rte: 2 layers x 48 neurons"),
+        "{}",
+        stdout(&o)
+    );
+    let mask = MaskFile::load(&out).unwrap();
+    assert_eq!((mask.layers, mask.neurons), (2, 48));
+}
+
+#[test]
+fn a_prompt_of_the_wrong_width_fails_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = dir.path().join("wide.safetensors");
+    write_prompt(&prompt, 4, 31, 0.0, "sst2");
+    let out = dir.path().join("mask.safetensors");
+    let o = activations(&data("tiny-bert"), &prompt, &out, &[]);
+    assert_eq!(o.status.code(), Some(2), "bad input exits 2");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("wide.safetensors")
+            && err.contains("the prompt is 31 wide but the model's hidden size is 32"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
