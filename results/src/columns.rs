@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
 };
 
 use crate::error::{Result, ResultsError};
@@ -96,6 +97,14 @@ pub(crate) fn opt_floats(
     Ok(column::<Float64Array>(b, table, name)?.iter().collect())
 }
 
+pub(crate) fn opt_bools(
+    b: &RecordBatch,
+    table: &'static str,
+    name: &str,
+) -> Result<Vec<Option<bool>>> {
+    Ok(column::<BooleanArray>(b, table, name)?.iter().collect())
+}
+
 pub(crate) fn opt_times(
     b: &RecordBatch,
     table: &'static str,
@@ -128,6 +137,10 @@ pub(crate) fn float_col(v: impl IntoIterator<Item = f64>) -> ArrayRef {
 
 pub(crate) fn opt_float_col(v: impl IntoIterator<Item = Option<f64>>) -> ArrayRef {
     Arc::new(v.into_iter().collect::<Float64Array>())
+}
+
+pub(crate) fn opt_bool_col(v: impl IntoIterator<Item = Option<bool>>) -> ArrayRef {
+    Arc::new(v.into_iter().collect::<BooleanArray>())
 }
 
 pub(crate) fn opt_time_col(v: impl IntoIterator<Item = Option<i64>>) -> ArrayRef {

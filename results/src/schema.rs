@@ -68,6 +68,9 @@ pub trait Table: Sized + Clone {
 fn utf8(name: &str, nullable: bool) -> Field {
     Field::new(name, DataType::Utf8, nullable)
 }
+fn boolf(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Boolean, nullable)
+}
 fn i64f(name: &str, nullable: bool) -> Field {
     Field::new(name, DataType::Int64, nullable)
 }
@@ -95,6 +98,8 @@ pub struct JobRow {
     pub task: Option<String>,
     pub src_task: Option<String>,
     pub src_model: Option<String>,
+    /// The projector objective of projector, cross_model and TPT-model jobs.
+    pub objective: Option<String>,
     pub seed: Option<i64>,
     pub attempt: i64,
     pub worker: Option<String>,
@@ -115,6 +120,7 @@ static JOBS: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8("task", true),
         utf8("src_task", true),
         utf8("src_model", true),
+        utf8("objective", true),
         i64f("seed", true),
         i64f("attempt", false),
         utf8("worker", true),
@@ -144,6 +150,7 @@ impl Table for JobRow {
                 opt_str_col(r.iter().map(|x| x.task.as_deref())),
                 opt_str_col(r.iter().map(|x| x.src_task.as_deref())),
                 opt_str_col(r.iter().map(|x| x.src_model.as_deref())),
+                opt_str_col(r.iter().map(|x| x.objective.as_deref())),
                 opt_int_col(r.iter().map(|x| x.seed)),
                 int_col(r.iter().map(|x| x.attempt)),
                 opt_str_col(r.iter().map(|x| x.worker.as_deref())),
@@ -167,6 +174,7 @@ impl Table for JobRow {
             opt_strings(b, t, "src_task")?,
             opt_strings(b, t, "src_model")?,
         );
+        let objective = opt_strings(b, t, "objective")?;
         let (seed, attempt, worker) = (
             opt_ints(b, t, "seed")?,
             ints(b, t, "attempt")?,
@@ -186,6 +194,7 @@ impl Table for JobRow {
                 task: task[i].clone(),
                 src_task: src_task[i].clone(),
                 src_model: src_model[i].clone(),
+                objective: objective[i].clone(),
                 seed: seed[i],
                 attempt: attempt[i],
                 worker: worker[i].clone(),
@@ -290,6 +299,8 @@ pub struct EvalRow {
     pub tgt_type: Option<String>,
     /// The projector's objective (`distance`, `task`) for cross-model evals; null otherwise.
     pub objective: Option<String>,
+    /// Cross-model evals: whether the task was left out of the projector's training tasks.
+    pub held_out: Option<bool>,
 }
 
 static EVALS: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -307,6 +318,7 @@ static EVALS: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8("src_type", true),
         utf8("tgt_type", true),
         utf8("objective", true),
+        boolf("held_out", true),
     ]))
 });
 
@@ -335,12 +347,16 @@ impl Table for EvalRow {
                 opt_str_col(r.iter().map(|x| x.src_type.as_deref())),
                 opt_str_col(r.iter().map(|x| x.tgt_type.as_deref())),
                 opt_str_col(r.iter().map(|x| x.objective.as_deref())),
+                opt_bool_col(r.iter().map(|x| x.held_out)),
             ],
         )
     }
     fn from_batch(b: &RecordBatch) -> Result<Vec<Self>> {
         let t = Self::NAME;
-        let objective = opt_strings(b, t, "objective")?;
+        let (objective, held_out) = (
+            opt_strings(b, t, "objective")?,
+            opt_bools(b, t, "held_out")?,
+        );
         let (job_id, kind, model) = (
             strings(b, t, "job_id")?,
             strings(b, t, "kind")?,
@@ -376,6 +392,7 @@ impl Table for EvalRow {
                 src_type: src_type[i].clone(),
                 tgt_type: tgt_type[i].clone(),
                 objective: objective[i].clone(),
+                held_out: held_out[i],
             })
             .collect())
     }
@@ -532,6 +549,10 @@ pub struct TptRow {
     pub model: String,
     pub src: String,
     pub tgt: String,
+    /// TPT-model: the model whose prompt of `src` was projected; null for TPT-task.
+    pub src_model: Option<String>,
+    /// TPT-model: the projector's objective.
+    pub objective: Option<String>,
     pub seed: Option<i64>,
     /// Vanilla's best dev score.
     pub vanilla_best: f64,
@@ -550,6 +571,8 @@ static TPT: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8("model", false),
         utf8("src", false),
         utf8("tgt", false),
+        utf8("src_model", true),
+        utf8("objective", true),
         i64f("seed", true),
         f64f("vanilla_best", false),
         i64f("steps_vanilla", false),
@@ -565,7 +588,14 @@ impl Table for TptRow {
         TPT.clone()
     }
     fn key(&self) -> RowKey {
-        row_key(&[&self.model, &self.src, &self.tgt, &self.seed])
+        row_key(&[
+            &self.model,
+            &self.src,
+            &self.tgt,
+            &self.src_model,
+            &self.objective,
+            &self.seed,
+        ])
     }
     fn to_batch(r: &[Self]) -> Result<RecordBatch> {
         batch(
@@ -574,6 +604,8 @@ impl Table for TptRow {
                 str_col(r.iter().map(|x| x.model.as_str())),
                 str_col(r.iter().map(|x| x.src.as_str())),
                 str_col(r.iter().map(|x| x.tgt.as_str())),
+                opt_str_col(r.iter().map(|x| x.src_model.as_deref())),
+                opt_str_col(r.iter().map(|x| x.objective.as_deref())),
                 opt_int_col(r.iter().map(|x| x.seed)),
                 float_col(r.iter().map(|x| x.vanilla_best)),
                 int_col(r.iter().map(|x| x.steps_vanilla)),
@@ -591,6 +623,10 @@ impl Table for TptRow {
             strings(b, t, "tgt")?,
             opt_ints(b, t, "seed")?,
         );
+        let (src_model, objective) = (
+            opt_strings(b, t, "src_model")?,
+            opt_strings(b, t, "objective")?,
+        );
         let (vanilla_best, steps_vanilla) =
             (floats(b, t, "vanilla_best")?, ints(b, t, "steps_vanilla")?);
         let (steps_tpt, speedup, tpt_best) = (
@@ -603,6 +639,8 @@ impl Table for TptRow {
                 model: model[i].clone(),
                 src: src[i].clone(),
                 tgt: tgt[i].clone(),
+                src_model: src_model[i].clone(),
+                objective: objective[i].clone(),
                 seed: seed[i],
                 vanilla_best: vanilla_best[i],
                 steps_vanilla: steps_vanilla[i],
@@ -711,6 +749,8 @@ pub struct CrossModelRow {
     pub objective: Option<String>,
     pub src_task: String,
     pub tgt_task: String,
+    /// Whether the task was left out of the projector's training tasks (zero-shot projection).
+    pub held_out: Option<bool>,
     pub metric: String,
     /// Score of the projected prompt.
     pub value: f64,
@@ -727,6 +767,7 @@ static CROSS_MODEL: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8("objective", true),
         utf8("src_task", false),
         utf8("tgt_task", false),
+        boolf("held_out", true),
         utf8("metric", false),
         f64f("value", false),
         f64f("own", false),
@@ -758,6 +799,7 @@ impl Table for CrossModelRow {
                 opt_str_col(r.iter().map(|x| x.objective.as_deref())),
                 str_col(r.iter().map(|x| x.src_task.as_str())),
                 str_col(r.iter().map(|x| x.tgt_task.as_str())),
+                opt_bool_col(r.iter().map(|x| x.held_out)),
                 str_col(r.iter().map(|x| x.metric.as_str())),
                 float_col(r.iter().map(|x| x.value)),
                 float_col(r.iter().map(|x| x.own)),
@@ -777,6 +819,7 @@ impl Table for CrossModelRow {
             strings(b, t, "tgt_task")?,
             strings(b, t, "metric")?,
         );
+        let held_out = opt_bools(b, t, "held_out")?;
         let (value, own, relative) = (
             floats(b, t, "value")?,
             floats(b, t, "own")?,
@@ -789,6 +832,7 @@ impl Table for CrossModelRow {
                 objective: objective[i].clone(),
                 src_task: src_task[i].clone(),
                 tgt_task: tgt_task[i].clone(),
+                held_out: held_out[i],
                 metric: metric[i].clone(),
                 value: value[i],
                 own: own[i],

@@ -11,6 +11,8 @@ use promptgrid_common::graph::TptSource;
 use promptgrid_common::wire::{self, Event};
 
 use crate::Result;
+use crate::activation::{ActivationMask, on_rows};
+use crate::error::ResultsError;
 use crate::schema::{EvalRow, JobRow, MetricRow, Table};
 use crate::writer::TableWriter;
 
@@ -23,6 +25,7 @@ struct JobNames {
     src_model: Option<String>,
     seed: Option<i64>,
     objective: Option<String>,
+    held_out: Option<bool>,
 }
 
 fn names_of(spec: &JobSpec) -> JobNames {
@@ -34,6 +37,7 @@ fn names_of(spec: &JobSpec) -> JobNames {
         src_model: None,
         seed: None,
         objective: None,
+        held_out: None,
     };
     match spec {
         JobSpec::Train { task, seed, .. } | JobSpec::Activations { task, seed, .. } => {
@@ -77,9 +81,11 @@ fn names_of(spec: &JobSpec) -> JobNames {
             task,
             src_model,
             objective,
+            held_out,
             seed,
             ..
         } => {
+            n.held_out = Some(*held_out);
             n.task = Some(task.clone());
             n.src_task = Some(task.clone());
             n.src_model = Some(src_model.clone());
@@ -189,6 +195,7 @@ impl EventSink {
                     task: names.as_ref().and_then(|n| n.task.clone()),
                     src_task: names.as_ref().and_then(|n| n.src_task.clone()),
                     src_model: names.as_ref().and_then(|n| n.src_model.clone()),
+                    objective: names.as_ref().and_then(|n| n.objective.clone()),
                     seed: names.as_ref().and_then(|n| n.seed),
                     attempt: i64::from(*attempt),
                     worker: Some(worker.clone()),
@@ -222,6 +229,7 @@ impl EventSink {
                     task: None,
                     src_task: None,
                     src_model: None,
+                    objective: None,
                     seed: None,
                     attempt: i64::from(*attempt),
                     worker: Some(worker.clone()),
@@ -260,6 +268,7 @@ impl EventSink {
             value: e.value,
             n: e.n as i64,
             objective: names.objective.clone(),
+            held_out: names.held_out,
         }
     }
 
@@ -322,27 +331,18 @@ pub fn write_artifact(sweep_dir: &Path, name: &str, bytes: &[u8]) -> Result<()> 
     Ok(())
 }
 
-/// Computes the prompt-only indicators of every pair of trained prompts per model (the first
-/// seed's) from the artifact copies, and replaces the `indicators` table's prompt rows with
-/// them. Returns the rows written.
-pub fn derive_prompt_indicators(sweep_dir: &Path) -> Result<usize> {
-    use crate::indicators::prompt_indicators;
-    use crate::schema::IndicatorRow;
-    let jobs: Vec<JobRow> = if sweep_dir.join(JobRow::NAME).is_dir() {
-        crate::store::read_table(sweep_dir)?
-    } else {
-        Vec::new()
-    };
-    // model -> task -> (seed, job id) of the lowest seed's done train job.
-    let mut trained: BTreeMap<String, BTreeMap<String, (i64, String)>> = BTreeMap::new();
-    for j in jobs
-        .iter()
-        .filter(|j| j.kind == "train" && j.status == "done")
-    {
+/// The lowest seed's done job of `kind` per model and task (`task` column), from the `jobs`
+/// table: the prompt or mask each indicator is computed from.
+fn first_seed_jobs(
+    jobs: &[JobRow],
+    kind: &str,
+) -> BTreeMap<String, BTreeMap<String, (i64, String)>> {
+    let mut out: BTreeMap<String, BTreeMap<String, (i64, String)>> = BTreeMap::new();
+    for j in jobs.iter().filter(|j| j.kind == kind && j.status == "done") {
         let (Some(task), seed) = (&j.task, j.seed.unwrap_or(0)) else {
             continue;
         };
-        let slot = trained.entry(j.model.clone()).or_default();
+        let slot = out.entry(j.model.clone()).or_default();
         match slot.get(task) {
             Some((s, _)) if *s <= seed => {}
             _ => {
@@ -350,17 +350,23 @@ pub fn derive_prompt_indicators(sweep_dir: &Path) -> Result<usize> {
             }
         }
     }
-    let mut rows: Vec<IndicatorRow> = if sweep_dir.join(IndicatorRow::NAME).is_dir() {
-        // Keep the rows others wrote (ON); the prompt rows are recomputed here.
-        crate::store::read_table::<IndicatorRow>(sweep_dir)?
-            .into_iter()
-            .filter(|r| r.layers.is_some())
-            .collect()
+    out
+}
+
+/// Recomputes the `indicators` table from the artifact copies: the prompt-only indicators of
+/// every pair of trained prompts per model (the first seed's), and ON over all layers and every
+/// window of `on_window` layers for every pair of activation masks (the random prompt's
+/// included). Returns the rows written; the table is left alone when there is nothing to write.
+pub fn derive_indicators(sweep_dir: &Path, on_window: usize) -> Result<usize> {
+    use crate::indicators::prompt_indicators;
+    use crate::schema::IndicatorRow;
+    let jobs: Vec<JobRow> = if sweep_dir.join(JobRow::NAME).is_dir() {
+        crate::store::read_table(sweep_dir)?
     } else {
         Vec::new()
     };
-    let mut written = 0;
-    for (model, tasks) in trained {
+    let mut rows: Vec<IndicatorRow> = Vec::new();
+    for (model, tasks) in first_seed_jobs(&jobs, "train") {
         let mut prompts = Vec::new();
         for (task, (_, job)) in tasks {
             let path = artifact_path(sweep_dir, &format!("prompt/{job}"));
@@ -384,12 +390,26 @@ pub fn derive_prompt_indicators(sweep_dir: &Path) -> Result<usize> {
                     layers: None,
                     value: Some(value),
                 });
-                written += 1;
             }
         }
     }
-    if written > 0 {
+    for (model, tasks) in first_seed_jobs(&jobs, "activations") {
+        let mut masks = Vec::new();
+        for (task, (_, job)) in tasks {
+            let path = artifact_path(sweep_dir, &format!("mask/{job}"));
+            if !path.is_file() {
+                continue;
+            }
+            let file = promptgrid_common::mask::MaskFile::load(&path)
+                .map_err(|e| ResultsError::Masks(e.to_string()))?;
+            masks.push((task, ActivationMask::from_mask_file(&file)?));
+        }
+        if masks.len() >= 2 {
+            rows.extend(on_rows(&model, &masks, on_window)?);
+        }
+    }
+    if !rows.is_empty() {
         crate::writer::replace_table(sweep_dir, "derived", &rows)?;
     }
-    Ok(written)
+    Ok(rows.len())
 }

@@ -32,7 +32,7 @@ pub fn analyse(evals: &[EvalRow]) -> (Vec<CrossModelRow>, Vec<String>) {
         }
     }
     // Several evals of one projection (seeds, re-runs) are averaged.
-    let mut cross: BTreeMap<Key, (f64, usize)> = BTreeMap::new();
+    let mut cross: BTreeMap<Key, (f64, usize, Option<bool>)> = BTreeMap::new();
     for e in evals.iter().filter(|e| e.kind == CROSS_MODEL_KIND) {
         let key = (
             e.model.clone(),
@@ -46,9 +46,12 @@ pub fn analyse(evals: &[EvalRow]) -> (Vec<CrossModelRow>, Vec<String>) {
         let c = cross.entry(key).or_default();
         c.0 += e.value;
         c.1 += 1;
+        c.2 = c.2.or(e.held_out);
     }
     let (mut rows, mut gaps) = (Vec::new(), Vec::new());
-    for ((model, src_model, objective, src_task, tgt_task, split, metric), (sum, n)) in cross {
+    for ((model, src_model, objective, src_task, tgt_task, split, metric), (sum, n, held_out)) in
+        cross
+    {
         let value = sum / n as f64;
         match own.get(&(model.as_str(), tgt_task.as_str(), split.as_str(), metric.as_str())) {
             Some((s, k)) if *s > 0.0 => {
@@ -59,6 +62,7 @@ pub fn analyse(evals: &[EvalRow]) -> (Vec<CrossModelRow>, Vec<String>) {
                     objective,
                     src_task,
                     tgt_task,
+                    held_out,
                     metric,
                     value,
                     own,

@@ -327,7 +327,12 @@ fn markdown(dir: &Path, r: &Report) -> String {
                 md,
                 "| {} | {} | {} | {} | {:.4} | {} | {} | {} | {:.4} |",
                 t.model,
-                t.src,
+                // TPT-model: the source is another model's prompt through a projector.
+                match (&t.src_model, &t.objective) {
+                    (Some(m), Some(o)) => format!("{} @ {m} ({o} projector)", t.src),
+                    (Some(m), None) => format!("{} @ {m}", t.src),
+                    _ => t.src.clone(),
+                },
                 t.tgt,
                 t.seed.map_or("–".into(), |s| s.to_string()),
                 t.vanilla_best,
@@ -340,15 +345,20 @@ fn markdown(dir: &Path, r: &Report) -> String {
         md.push('\n');
     }
     if !r.cross_model.is_empty() {
-        md.push_str("## Cross-model transfer (projected prompts)\n\n| target model | source model | objective | task | score | own prompt | relative (%) |\n|---|---|---|---|---|---|---|\n");
+        md.push_str("## Cross-model transfer (projected prompts)\n\n| target model | source model | objective | task | held out | score | own prompt | relative (%) |\n|---|---|---|---|---|---|---|---|\n");
         for c in &r.cross_model {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {:.4} | {:.4} | {:.1} |",
+                "| {} | {} | {} | {} | {} | {:.4} | {:.4} | {:.1} |",
                 c.model,
                 c.src_model,
                 c.objective.as_deref().unwrap_or("–"),
                 c.tgt_task,
+                match c.held_out {
+                    Some(true) => "yes",
+                    Some(false) => "no (trained on)",
+                    None => "–",
+                },
                 c.value,
                 c.own,
                 c.relative

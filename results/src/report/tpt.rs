@@ -23,6 +23,8 @@ struct JobInfo {
     model: String,
     task: Option<String>,
     src_task: Option<String>,
+    src_model: Option<String>,
+    objective: Option<String>,
     seed: Option<i64>,
 }
 
@@ -95,6 +97,8 @@ pub fn analyse(sweep: &Path, jobs: &[JobRow]) -> Result<(Vec<TptRow>, Vec<String
             model: j.model.clone(),
             task: j.task.clone(),
             src_task: j.src_task.clone(),
+            src_model: j.src_model.clone(),
+            objective: j.objective.clone(),
             seed: j.seed,
         });
     }
@@ -154,6 +158,8 @@ pub fn analyse(sweep: &Path, jobs: &[JobRow]) -> Result<(Vec<TptRow>, Vec<String
                 model: j.model.clone(),
                 src: src.clone(),
                 tgt: tgt.clone(),
+                src_model: j.src_model.clone(),
+                objective: j.objective.clone(),
                 seed: j.seed,
                 vanilla_best: s.vanilla_best,
                 steps_vanilla: s.steps_vanilla,
@@ -168,7 +174,14 @@ pub fn analyse(sweep: &Path, jobs: &[JobRow]) -> Result<(Vec<TptRow>, Vec<String
         }
     }
     rows.sort_by(|a, b| {
-        (&a.model, &a.tgt, &a.src, a.seed).cmp(&(&b.model, &b.tgt, &b.src, b.seed))
+        (&a.model, &a.tgt, &a.src, &a.src_model, &a.objective, a.seed).cmp(&(
+            &b.model,
+            &b.tgt,
+            &b.src,
+            &b.src_model,
+            &b.objective,
+            b.seed,
+        ))
     });
     Ok((rows, gaps))
 }

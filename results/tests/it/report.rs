@@ -50,6 +50,7 @@ pub fn write_study(dir: &Path) {
         e.kind = "cross_model".into();
         e.src_model = Some("m0".into());
         e.objective = Some(objective.into());
+        e.held_out = Some(objective == "task");
         evals.push(e);
     }
     // A replayed batch must not change anything.
@@ -175,6 +176,8 @@ fn report_recovers_the_planted_answers() {
     assert_close(rel[0].1, 75.0, 1e-9, "distance objective");
     assert_close(rel[1].1, 90.0, 1e-9, "task objective");
     assert_eq!((rel[0].0, rel[1].0), (Some("distance"), Some("task")));
+    let held: Vec<Option<bool>> = cross.iter().map(|c| c.held_out).collect();
+    assert_eq!(held, [Some(false), Some(true)]);
 
     let best = &r.best_indicator["m"];
     assert_eq!(best.0, "X");

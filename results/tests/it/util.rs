@@ -60,6 +60,7 @@ pub fn job(id: &str, kind: &str, model: &str, task: &str, src: Option<&str>, see
         task: Some(task.into()),
         src_task: src.map(str::to_string),
         src_model: None,
+        objective: None,
         seed: Some(seed),
         attempt: 1,
         worker: Some("w0".into()),
@@ -89,6 +90,7 @@ pub fn eval(model: &str, src: &str, tgt: &str, value: f64, types: &HashMap<&str,
         src_type: types.get(src).map(|s| s.to_string()),
         tgt_type: types.get(tgt).map(|s| s.to_string()),
         objective: None,
+        held_out: None,
     }
 }
 
