@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use promptgrid_results::schema::{EvalRow, JobRow, MetricRow};
+use promptgrid_results::schema::{EvalRow, IndicatorRow, JobRow, MetricRow, TptRow};
 use promptgrid_results::store::read_table;
 
 fn repo() -> PathBuf {
@@ -97,7 +97,9 @@ fn smoke_sweep_survives_ctrl_c_and_resumes_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let results = dir.path().join("runs");
     let sweep = results.join("smoke");
-    let total = 9; // 2 train, 2·3 transfer (random included), 1 TPT
+    // Per model (L6, L3): 2 train, 2·3 transfer (random included), 3 activations; on L3 one
+    // TPT-task and 4 TPT-model runs; 2 projectors (one per objective), 2·2 cross-model scores.
+    let total = 33;
 
     // First run: interrupt once a few jobs are committed.
     let first = start(&results);
@@ -150,7 +152,14 @@ fn smoke_sweep_survives_ctrl_c_and_resumes_without_duplicates() {
     }
     assert_eq!(
         kinds,
-        HashMap::from([("train", 2), ("transfer", 6), ("tpt", 1)])
+        HashMap::from([
+            ("train", 4),
+            ("transfer", 12),
+            ("tpt", 5),
+            ("activations", 6),
+            ("projector", 2),
+            ("cross_model", 4),
+        ])
     );
 
     let metrics: Vec<MetricRow> = read_table(&sweep).unwrap();
@@ -159,15 +168,46 @@ fn smoke_sweep_survives_ctrl_c_and_resumes_without_duplicates() {
         .map(|m| (m.job_id.as_str(), m.attempt, m.step, m.name.as_str()))
         .collect();
     assert_eq!(keys.len(), metrics.len(), "duplicate metric rows");
-    // Every train step of the final attempts logged a loss: 20 steps per train/TPT job.
+    // Every train step of the final attempts logged a loss: 20 steps per train/TPT job, and
+    // 20 per projector.
     let losses = metrics.iter().filter(|m| m.name == "loss").count();
-    assert!(losses >= 3 * 20, "{losses} loss rows");
+    assert!(losses >= 9 * 20 + 2 * 20, "{losses} loss rows");
 
     let evals: Vec<EvalRow> = read_table(&sweep).unwrap();
-    assert_eq!(evals.len(), total, "one final score per job");
+    assert_eq!(
+        evals.len(),
+        total - 6 - 2,
+        "one final score per scoring job"
+    );
+    let cross: Vec<&EvalRow> = evals.iter().filter(|e| e.kind == "cross_model").collect();
+    assert_eq!(cross.len(), 4);
+    for e in &cross {
+        assert_eq!(e.src_model.as_deref(), Some("minilm-l6"), "{e:?}");
+        let held_out = e.tgt_task == "demo-tweets";
+        assert_eq!(e.held_out, Some(held_out), "{e:?}");
+    }
     for e in &evals {
         assert!((0.0..=1.0).contains(&e.value), "{e:?}");
         assert_eq!(e.n, 1000, "the demo test splits hold 1,000 examples: {e:?}");
     }
     assert!(sweep.join("report.md").is_file());
+
+    // ON for every ordered pair of the 3 masks per model (2 tasks and the random prompt), over
+    // all layers and each window of 2: L6 has 6 layers (5 windows), L3 has 3 (2 windows).
+    let on: Vec<IndicatorRow> = read_table::<IndicatorRow>(&sweep)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.indicator == "ON")
+        .collect();
+    assert_eq!(on.len(), 9 * (1 + 5) + 9 * (1 + 2), "{on:?}");
+    for r in on.iter().filter(|r| r.task_a == r.task_b) {
+        assert!(
+            (r.value.unwrap() - 1.0).abs() < 1e-12,
+            "ON with itself: {r:?}"
+        );
+    }
+    // The TPT-model runs are told apart from TPT-task runs by their source model and objective.
+    let tpt: Vec<TptRow> = read_table(&sweep).unwrap();
+    let projected = tpt.iter().filter(|t| t.src_model.is_some()).count();
+    assert_eq!((tpt.len(), projected), (5, 4), "{tpt:?}");
 }

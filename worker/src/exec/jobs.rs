@@ -1,11 +1,11 @@
 //! The bodies of the ML jobs. They run on a blocking thread and use the runtime handle for the
 //! few async calls they make (artifacts, checkpoints, streamed metrics).
 
-use promptgrid_common::JobSpec;
 use promptgrid_common::catalog::TaskDef;
 use promptgrid_common::graph::{RANDOM, TptSource};
 use promptgrid_common::spec::{Init, PromptSettings};
 use promptgrid_common::wire::{EvalRow, JobMessage, JobOutput, MetricRow};
+use promptgrid_common::{JobId, JobSpec};
 use promptgrid_coordinator::jobloop::JobContext;
 use tch::Tensor;
 
@@ -30,7 +30,7 @@ pub(super) struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn task(&self, name: &str) -> Result<&TaskDef, ExecError> {
+    pub(super) fn task(&self, name: &str) -> Result<&TaskDef, ExecError> {
         self.view
             .sweep
             .task(name)
@@ -39,7 +39,7 @@ impl Run<'_> {
     }
 
     /// A task's split, encoded for `model` with room for a prompt of `prompt_len` tokens.
-    fn data(
+    pub(super) fn data(
         &self,
         model: &EncoderModel,
         task: &TaskDef,
@@ -68,59 +68,114 @@ impl Run<'_> {
         )?)
     }
 
-    /// The prompt a finished job stored, checked against the model's width.
-    fn stored_prompt(&self, key: &str, model: &EncoderModel) -> Result<PromptFile, ExecError> {
+    /// The bytes of the artifact a finished job of the sweep stored under `name_of(its id)`.
+    pub(super) fn stored(
+        &self,
+        key: &str,
+        name_of: fn(&JobId) -> String,
+    ) -> Result<Vec<u8>, ExecError> {
         let job = self.view.graph.by_key(key).ok_or_else(|| {
-            ExecError::Fatal(format!("no job {key} in the sweep to take a prompt from"))
+            ExecError::Fatal(format!(
+                "no job {key} in the sweep to take an artifact from"
+            ))
         })?;
-        let name = prompt_artifact(&job.id);
-        let bytes = self.block(self.ctx.get_artifact(&name))?.ok_or_else(|| {
-            ExecError::Retryable(format!("the prompt of {key} ({name}) is not in the store"))
-        })?;
-        let file = temp_with(&bytes)?;
-        Ok(PromptFile::load(file.path(), Some(model.hidden_size()))?)
+        let name = name_of(&job.id);
+        self.block(self.ctx.get_artifact(&name))?.ok_or_else(|| {
+            ExecError::Retryable(format!(
+                "the artifact of {key} ({name}) is not in the store"
+            ))
+        })
     }
 
-    fn block<F: Future>(&self, f: F) -> F::Output {
+    /// The prompt a finished job stored, checked against `width` when given.
+    pub(super) fn stored_prompt(
+        &self,
+        key: &str,
+        width: Option<i64>,
+    ) -> Result<PromptFile, ExecError> {
+        let file = temp_with(&self.stored(key, prompt_artifact)?)?;
+        Ok(PromptFile::load(file.path(), width)?)
+    }
+
+    /// Scores one prompt on a task's split: the eval row of a transfer or cross-model job.
+    pub(super) fn score(
+        &self,
+        model: &EncoderModel,
+        prompt: &Tensor,
+        task_name: &str,
+        split: &str,
+        settings: &PromptSettings,
+    ) -> Result<EvalRow, ExecError> {
+        let task = self.task(task_name)?;
+        let which = Split::scored(split)?;
+        let data = self.data(model, task, which, prompt.size()[0] as usize, settings, 0)?;
+        let eval = evaluate_prompts(model, &[prompt], &data, EVAL_BATCH)?;
+        Ok(EvalRow {
+            src_task: None,
+            tgt_task: Some(task_name.to_string()),
+            src_model: None,
+            split: split_name(task, which).into(),
+            metric: task.metric.name().into(),
+            value: eval[0].score(task.metric),
+            n: data.len() as u64,
+        })
+    }
+
+    /// A job's closing metrics, logged at its last step.
+    pub(super) fn final_metrics(&self, step: usize, values: &[(&str, f64)]) -> Vec<MetricRow> {
+        let wall_s = self.ctx.wall_s();
+        values
+            .iter()
+            .map(|&(name, value)| MetricRow {
+                step: step as u64,
+                name: name.into(),
+                value,
+                wall_s,
+            })
+            .collect()
+    }
+
+    pub(super) fn block<F: Future>(&self, f: F) -> F::Output {
         self.handle.block_on(f)
     }
 
     /// Train and TPT jobs: prompt tuning, the best prompt stored, scored on the test split.
     pub fn tune(&self, model: &EncoderModel) -> Result<JobOutput, ExecError> {
-        let (task_name, src_name, seed, settings, from) = match &self.job.spec {
+        let (task_name, src_name, src_model, seed, settings) = match &self.job.spec {
             JobSpec::Train {
                 task,
                 seed,
                 settings,
                 ..
-            } => (task, task, *seed, settings, None),
+            } => (task, task, None, *seed, settings),
             JobSpec::Tpt {
                 source: TptSource::Task { task },
                 tgt,
-                model: m,
                 seed,
                 settings,
-            } => (
+                ..
+            } => (tgt, task, None, *seed, settings),
+            JobSpec::Tpt {
+                source: TptSource::Projected { task, model, .. },
                 tgt,
-                task,
-                *seed,
+                seed,
                 settings,
-                Some(format!("train/{task}/{m}/s{seed}")),
-            ),
+                ..
+            } => (tgt, task, Some(model.clone()), *seed, settings),
             other => {
                 return Err(ExecError::Fatal(format!(
-                    "{} is not supported by this worker yet",
+                    "{} is not a tuning job",
                     other.key()
                 )));
             }
         };
         let task = self.task(task_name)?;
-        // TPT starts from the source prompt, written where PromptInit can read it.
+        // TPT starts from the source prompt (or its projection), written where PromptInit can
+        // read it.
         let mut init_file = None;
-        let init = match (&from, &settings.init) {
-            (Some(key), _) => {
-                let prompt = self.stored_prompt(key, model)?;
-                let file = temp_prompt(&prompt)?;
+        let init = match (self.tpt_start(model)?, &settings.init) {
+            (Some(prompt), _) => {
+                let file = temp_prompt(&PromptFile::new(&prompt, &model.name, src_name, 0, None))?;
                 let init = PromptInit::From(file.path().to_path_buf());
                 init_file = Some(file);
                 init
@@ -165,16 +220,10 @@ impl Run<'_> {
             }
             None => None,
         };
-        let mut observer = Stream {
-            run: self,
-            pending: Vec::new(),
-            error: None,
-        };
+        let mut observer = Stream::new(self);
         let outcome = tune(model, &train, Some(&dev), &cfg, resume, &mut observer);
         observer.flush();
-        if let Some(e) = observer.error.take() {
-            return Err(e);
-        }
+        observer.finish()?;
         let outcome = outcome?;
         drop(init_file);
         if outcome.stopped {
@@ -195,24 +244,19 @@ impl Run<'_> {
         )?;
         let test = self.data(model, task, Split::Test, prompt_len, settings, 0)?;
         let eval = evaluate_prompts(model, &[&outcome.best_prompt], &test, EVAL_BATCH)?;
-        let wall_s = self.ctx.wall_s();
-        let steps = outcome.steps as u64;
-        let row = |name: &str, value: f64| MetricRow {
-            step: steps,
-            name: name.into(),
-            value,
-            wall_s,
-        };
         Ok(JobOutput {
             artifacts: vec![artifact],
-            metrics: vec![
-                row("best_step", outcome.best_step as f64),
-                row("steps", outcome.steps as f64),
-            ],
+            metrics: self.final_metrics(
+                outcome.steps,
+                &[
+                    ("best_step", outcome.best_step as f64),
+                    ("steps", outcome.steps as f64),
+                ],
+            ),
             evals: vec![EvalRow {
                 src_task: Some(src_name.clone()),
                 tgt_task: Some(task_name.clone()),
-                src_model: None,
+                src_model,
                 split: split_name(task, Split::Test).into(),
                 metric: task.metric.name().into(),
                 value: eval[0].score(task.metric),
@@ -233,37 +277,34 @@ impl Run<'_> {
         else {
             return Err(ExecError::Fatal("not a transfer job".into()));
         };
-        let task = self.task(tgt)?;
         let settings = self.view.sweep.settings(m, tgt);
         let prompt: Tensor = if src == RANDOM {
             // The same random prompt for every target: it depends on the seed and length only.
             init_prompt(model, &PromptInit::Random, settings.length as usize, *seed)?
         } else {
-            self.stored_prompt(&format!("train/{src}/{m}/s{seed}"), model)?
+            self.stored_prompt(&train_key(src, m, *seed), Some(model.hidden_size()))?
                 .prompt
                 .to_device(model.device)
         };
-        let which = Split::scored(split)?;
-        let data = self.data(model, task, which, prompt.size()[0] as usize, settings, 0)?;
-        let eval = evaluate_prompts(model, &[&prompt], &data, EVAL_BATCH)?;
+        let eval = self.score(model, &prompt, tgt, split, settings)?;
         Ok(JobOutput {
             artifacts: vec![],
             metrics: vec![],
             evals: vec![EvalRow {
                 src_task: Some(src.clone()),
-                tgt_task: Some(tgt.clone()),
-                src_model: None,
-                split: split_name(task, which).into(),
-                metric: task.metric.name().into(),
-                value: eval[0].score(task.metric),
-                n: data.len() as u64,
+                ..eval
             }],
         })
     }
 }
 
+/// The key of the train job whose prompt other jobs start from or score.
+pub(super) fn train_key(task: &str, model: &str, seed: u64) -> String {
+    format!("train/{task}/{model}/s{seed}")
+}
+
 /// The split actually scored: a task without a test split is scored on dev.
-fn split_name(task: &TaskDef, which: Split) -> &'static str {
+pub(super) fn split_name(task: &TaskDef, which: Split) -> &'static str {
     match which {
         Split::Test if task.splits.test.is_some() => "test",
         Split::Train => "train",
@@ -273,14 +314,32 @@ fn split_name(task: &TaskDef, which: Split) -> &'static str {
 
 /// Streams the run's metrics and checkpoints to the runtime; remembers the first error, which
 /// stops the run.
-struct Stream<'a, 'b> {
+pub(super) struct Stream<'a, 'b> {
     run: &'a Run<'b>,
     pending: Vec<MetricRow>,
     error: Option<ExecError>,
 }
 
-impl Stream<'_, '_> {
-    fn flush(&mut self) {
+impl<'a, 'b> Stream<'a, 'b> {
+    pub(super) fn new(run: &'a Run<'b>) -> Self {
+        Stream {
+            run,
+            pending: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// The first error the stream met (it stops the run), if any.
+    pub(super) fn finish(&mut self) -> Result<(), ExecError> {
+        self.error.take().map_or(Ok(()), Err)
+    }
+
+    /// Whether the run should stop: a stream error or a cancelled job.
+    pub(super) fn stop_requested(&self) -> bool {
+        self.error.is_some() || self.run.ctx.is_cancelled()
+    }
+
+    pub(super) fn flush(&mut self) {
         if self.pending.is_empty() || self.error.is_some() {
             return;
         }
@@ -290,7 +349,7 @@ impl Stream<'_, '_> {
         }
     }
 
-    fn push(&mut self, step: usize, name: &str, value: f64) {
+    pub(super) fn push(&mut self, step: usize, name: &str, value: f64) {
         let wall_s = self.run.ctx.wall_s();
         self.pending.push(MetricRow {
             step: step as u64,
@@ -330,21 +389,21 @@ impl TuneObserver for Stream<'_, '_> {
     }
 
     fn should_stop(&mut self) -> bool {
-        self.error.is_some() || self.run.ctx.is_cancelled()
+        self.stop_requested()
     }
 }
 
-fn io(e: std::io::Error) -> ExecError {
+pub(super) fn io(e: std::io::Error) -> ExecError {
     ExecError::Retryable(format!("temporary file: {e}"))
 }
 
-fn temp_with(bytes: &[u8]) -> Result<tempfile::NamedTempFile, ExecError> {
+pub(super) fn temp_with(bytes: &[u8]) -> Result<tempfile::NamedTempFile, ExecError> {
     let file = tempfile::NamedTempFile::new().map_err(io)?;
     std::fs::write(file.path(), bytes).map_err(io)?;
     Ok(file)
 }
 
-fn temp_prompt(prompt: &PromptFile) -> Result<tempfile::NamedTempFile, ExecError> {
+pub(super) fn temp_prompt(prompt: &PromptFile) -> Result<tempfile::NamedTempFile, ExecError> {
     let file = tempfile::NamedTempFile::new().map_err(io)?;
     prompt.save(file.path())?;
     Ok(file)

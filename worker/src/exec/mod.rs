@@ -10,6 +10,8 @@
 //! The ML work is blocking (libtorch); it runs under `block_in_place`, and reaches back into
 //! the async context (metrics, checkpoints, artifacts) through the runtime handle.
 
+mod activations;
+mod cross_model;
 mod jobs;
 mod resolve;
 
@@ -37,6 +39,16 @@ use promptgrid_common::names::SWEEP_ARTIFACT;
 /// The artifact name of the prompt a train or TPT job produced.
 pub fn prompt_artifact(job: &JobId) -> String {
     format!("prompt/{job}")
+}
+
+/// The artifact name of the activation mask an activations job produced.
+pub fn mask_artifact(job: &JobId) -> String {
+    format!("mask/{job}")
+}
+
+/// The artifact name of the projector a projector job trained.
+pub fn projector_artifact(job: &JobId) -> String {
+    format!("projector/{job}")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,10 +228,12 @@ impl Executor for MlExecutor {
             self.with_model(&view.sweep, model_name, |model| match &job.spec {
                 JobSpec::Train { .. } | JobSpec::Tpt { .. } => run.tune(model),
                 JobSpec::Transfer { .. } => run.transfer(model),
-                other => Err(ExecError::Fatal(format!(
-                    "{} jobs are not supported by this worker yet",
-                    other.kind().name()
-                ))),
+                JobSpec::Activations { .. } => run.activations(model),
+                JobSpec::Projector { .. } => run.projector(model),
+                JobSpec::CrossModel { .. } => run.cross_model(model),
+                JobSpec::Synthetic { .. } => Err(ExecError::Fatal(
+                    "synthetic jobs run without a model".into(),
+                )),
             })
         })
         .map_err(JobError::from)
