@@ -68,8 +68,11 @@ impl Sink for ParquetSink {
         })
     }
 
+    /// What later jobs or the report read: prompts, activation masks, projectors.
     fn wants_artifact(&self, name: &str) -> bool {
-        name.starts_with("prompt/") || name.starts_with("mask/")
+        ["prompt/", "mask/", "projector/"]
+            .iter()
+            .any(|p| name.starts_with(p))
     }
 
     fn artifact(&mut self, name: &str, bytes: Vec<u8>) -> Result<()> {

@@ -580,3 +580,73 @@ async fn sigterm_hands_the_job_back_and_the_next_worker_resumes_it() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_killed_mid_stream_and_restarted_writes_every_row_exactly_once() {
+    use promptgrid_results::schema::{JobRow, MetricRow};
+    use promptgrid_results::store::read_table;
+    bounded(async {
+        let (_d, srv) = server(&[]);
+        let url = srv.url();
+        let results = tempfile::tempdir().unwrap();
+        let dir = results.path().join("snk");
+        let results_arg = results.path().to_str().unwrap();
+        let count = 400;
+        let args = [
+            "--count",
+            "400",
+            "--fan-in",
+            "1",
+            "--duration-ms",
+            "0",
+            "10",
+            "--lease-ms",
+            "3000",
+            "--results",
+            results_arg,
+        ];
+        let committed = || {
+            read_table::<JobRow>(&dir)
+                .map(|rows| rows.iter().filter(|r| r.status == "done").count())
+                .unwrap_or(0)
+        };
+        let mut c1 = coordinator_proc(&url, "snk", &args);
+        let _w1 = worker_proc(&url, "snk", "w1", 10);
+        let _w2 = worker_proc(&url, "snk", "w2", 10);
+        // Kill the sink's process while events are in flight: some committed, most not.
+        until(Duration::from_secs(60), "rows committed", || async {
+            committed() >= 60
+        })
+        .await;
+        c1.kill();
+        let before = committed();
+        assert!(before < count, "the sweep finished before the kill");
+        let c2 = coordinator_proc(&url, "snk", &args);
+        let (code, out) = c2
+            .wait_output(Duration::from_secs(90))
+            .expect("coordinator finishes");
+        assert_eq!(code, 0, "{out}");
+
+        // Every job has exactly one `done` row, every metric exactly one row.
+        let jobs: Vec<JobRow> = read_table(&dir).unwrap();
+        let done: Vec<&JobRow> = jobs.iter().filter(|r| r.status == "done").collect();
+        let ids: std::collections::HashSet<&str> = done.iter().map(|r| r.job_id.as_str()).collect();
+        assert_eq!((done.len(), ids.len()), (count, count));
+        let metrics: Vec<MetricRow> = read_table(&dir).unwrap();
+        let keys: std::collections::HashSet<(&str, i64, &str)> = metrics
+            .iter()
+            .map(|m| (m.job_id.as_str(), m.attempt, m.name.as_str()))
+            .collect();
+        assert_eq!(keys.len(), metrics.len(), "duplicate metric rows");
+        // A synthetic job reports start_step, steps and attempt once per finished attempt.
+        assert_eq!(metrics.len(), 3 * count, "missing or extra metric rows");
+        // Nothing but committed parts in the table folders.
+        for table in ["jobs", "metrics"] {
+            for entry in std::fs::read_dir(dir.join(table)).unwrap() {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                assert!(name.ends_with(".parquet"), "{table}/{name}");
+            }
+        }
+    })
+    .await;
+}

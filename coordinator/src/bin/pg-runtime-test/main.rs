@@ -5,6 +5,7 @@
 //! ```text
 //! pg-runtime-test coordinator --nats URL --sweep NAME --count N [--fan-in F] [--duration-ms LO HI]
 //!                 [--fail-probability P] [--payload-bytes B] [--lease-ms L] [--error-retries R]
+//!                 [--results DIR]   (a Parquet sink under DIR/NAME, and the done set read back)
 //! pg-runtime-test worker --nats URL --sweep NAME [--name W] [--step-ms S] [--workers K]
 //! pg-runtime-test bench [--count 10000] [--workers 32] [--processes 4] [--fan-in 2]
 //! ```
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use promptgrid_common::spec::SyntheticSpec;
 use promptgrid_coordinator::jobloop::{self, Synthetic, WorkerConfig, synthetic_graph};
+use promptgrid_coordinator::parquet::{ParquetDoneSource, ParquetSink};
 use promptgrid_coordinator::{CoordinatorConfig, NatsConfig, shutdown_on_signals};
 
 fn main() {
@@ -89,6 +91,17 @@ fn main() {
                 config.error_retries = num("error-retries", 2.0) as u32;
                 config.progress = false;
                 config.shutdown = Some(shutdown_on_signals());
+                if let Some(results) = get("results") {
+                    let dir = std::path::Path::new(&results).join(&sweep);
+                    match ParquetSink::open(dir.clone(), Default::default()) {
+                        Ok(sink) => config.sink = Some(Box::new(sink)),
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return 1;
+                        }
+                    }
+                    config.done_source = Some(Box::new(ParquetDoneSource { sweep_dir: dir }));
+                }
                 match promptgrid_coordinator::run(config).await {
                     Ok(o) => {
                         println!(
