@@ -443,6 +443,21 @@ impl Builder<'_> {
         id
     }
 
+    /// The activations job of a task's prompt (or the random one); adding it twice is a no-op.
+    fn activations_job(&mut self, task: &str, model: &str, seed: u64) -> JobId {
+        let deps = if task == RANDOM {
+            vec![]
+        } else {
+            vec![self.train_job(task, model, seed)]
+        };
+        let spec = JobSpec::Activations {
+            task: task.into(),
+            model: model.into(),
+            seed,
+        };
+        self.add(spec, deps, None)
+    }
+
     fn seed(&mut self, seed: u64) {
         let sweep = self.sweep;
         let studies = &sweep.studies;
@@ -475,11 +490,27 @@ impl Builder<'_> {
             if let Some(tpt) = &studies.tpt
                 && tpt.models.as_ref().is_none_or(|m| m.contains(&model.name))
             {
-                for (src, tgt) in tpt_pairs(&tpt.pairs, &tasks) {
-                    let deps = vec![
+                let pairs = tpt_pairs(&tpt.pairs, &tasks);
+                for (src, tgt) in &pairs {
+                    let (src, tgt) = (src.clone(), tgt.clone());
+                    let mut deps = vec![
                         self.train_job(&src, &model.name, seed),
                         self.train_job(&tgt, &model.name, seed),
                     ];
+                    // A gated job ranks every candidate source of its target when it runs, so it
+                    // waits for all of their prompts (and masks, when ranked by ON).
+                    if let Some((_, by)) = tpt.top_k {
+                        let mut ranked: Vec<&str> = vec![&tgt];
+                        ranked.extend(pairs.iter().filter(|p| p.1 == tgt).map(|p| p.0.as_str()));
+                        for task in ranked {
+                            deps.push(self.train_job(task, &model.name, seed));
+                            if by == Indicator::On {
+                                deps.push(self.activations_job(task, &model.name, seed));
+                            }
+                        }
+                        deps.sort();
+                        deps.dedup();
+                    }
                     let spec = JobSpec::Tpt {
                         source: TptSource::Task { task: src },
                         settings: self.settings(&model.name, &tgt),
@@ -494,17 +525,7 @@ impl Builder<'_> {
                 && ind.list.contains(&Indicator::On)
             {
                 for task in tasks.iter().map(|t| t.name()).chain([RANDOM]) {
-                    let deps = if task == RANDOM {
-                        vec![]
-                    } else {
-                        vec![self.train_job(task, &model.name, seed)]
-                    };
-                    let spec = JobSpec::Activations {
-                        task: task.into(),
-                        model: model.name.clone(),
-                        seed,
-                    };
-                    self.add(spec, deps, None);
+                    self.activations_job(task, &model.name, seed);
                 }
             }
         }

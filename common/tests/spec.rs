@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use promptgrid_common::catalog::Catalog;
 use promptgrid_common::graph::{JobGraph, JobKind};
 use promptgrid_common::plan::{Plan, Roots};
+use promptgrid_common::spec::Indicator;
 use promptgrid_common::{SpecError, Sweep};
 
 fn sweeps_dir() -> PathBuf {
@@ -552,4 +553,40 @@ fn a_missing_sweep_file_names_the_file() {
             .starts_with("no/such/sweep.toml: cannot read"),
         "{err}"
     );
+}
+
+#[test]
+fn a_top_k_tpt_job_waits_for_every_candidate_source_of_its_target() {
+    // Three tasks: each target has two candidate sources.
+    let three = SMALL.replace(
+        "[[task]]\nname = \"demo-rt\"",
+        "[[task]]\nname = \"demo-rt\"\n[[task]]\nname = \"demo-tweets\"",
+    );
+    let key = |g: &JobGraph, k: &str| g.by_key(k).unwrap().id.clone();
+    let plain = JobGraph::build(&parse(&three).unwrap());
+    let job = plain.by_key("tpt/demo-rt->demo-movies/m/s1").unwrap();
+    assert_eq!(job.deps.len(), 2, "ungated: its source and its target");
+    assert_eq!(job.gate, None);
+
+    let by_prompt = three.replace("pairs = \"all\"", "pairs = \"all\"\ntop_k = 1\nby = \"c_average\"");
+    let g = JobGraph::build(&parse(&by_prompt).unwrap());
+    let job = g.by_key("tpt/demo-rt->demo-movies/m/s1").unwrap();
+    let mut want = vec![
+        key(&g, "train/demo-movies/m/s1"),
+        key(&g, "train/demo-rt/m/s1"),
+        key(&g, "train/demo-tweets/m/s1"),
+    ];
+    want.sort();
+    assert_eq!(job.deps, want);
+    assert_eq!(job.gate, Some((1, Indicator::CAverage)));
+
+    // Ranked by ON: the candidates' and the target's activation masks too.
+    let by_on = three.replace("pairs = \"all\"", "pairs = \"all\"\ntop_k = 1\nby = \"on\"");
+    let g = JobGraph::build(&parse(&by_on).unwrap());
+    let job = g.by_key("tpt/demo-rt->demo-movies/m/s1").unwrap();
+    assert_eq!(job.deps.len(), 6);
+    for task in ["demo-movies", "demo-rt", "demo-tweets"] {
+        let masks = key(&g, &format!("activations/{task}/m/s1"));
+        assert!(job.deps.contains(&masks), "{task}");
+    }
 }

@@ -161,3 +161,37 @@ pub fn prompt_indicators(prompts: &[Prompt]) -> Vec<PairIndicators> {
     }
     out
 }
+
+/// The table name of a sweep file's indicator (`e_concat` → `E_concat`).
+pub fn table_name(indicator: promptgrid_common::spec::Indicator) -> &'static str {
+    use promptgrid_common::spec::Indicator as I;
+    match indicator {
+        I::EConcat => E_CONCAT,
+        I::EAverage => E_AVERAGE,
+        I::CConcat => C_CONCAT,
+        I::CAverage => C_AVERAGE,
+        I::CMean => C_MEAN,
+        I::On => ON,
+    }
+}
+
+/// The value of the prompt-only indicator `name` between two prompts of one shape; `None` for a
+/// name that is not a prompt-only indicator.
+pub fn prompt_pair_value(a: &Prompt, b: &Prompt, name: &str) -> Option<f64> {
+    pair(&Summary::new(a), &Summary::new(b))
+        .values()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+}
+
+/// The `k` names with the highest similarity (every indicator grows with similarity); an
+/// undefined value ranks last, and ties go to the name that sorts first, so every worker
+/// ranking the same candidates agrees.
+pub fn top_k(mut scores: Vec<(String, Option<f64>)>, k: usize) -> Vec<String> {
+    scores.sort_by(|(na, a), (nb, b)| {
+        let (a, b) = (a.unwrap_or(f64::NEG_INFINITY), b.unwrap_or(f64::NEG_INFINITY));
+        b.total_cmp(&a).then_with(|| na.cmp(nb))
+    });
+    scores.into_iter().take(k).map(|(n, _)| n).collect()
+}

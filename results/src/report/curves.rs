@@ -78,6 +78,8 @@ pub fn draw(sweep: &Path, jobs: &[JobRow], fig_dir: &Path) -> Result<Vec<(PathBu
                     loss: latest_attempt(loss),
                 }
             })
+            // A job that logged no curve (a TPT pair top_k left out) gets no empty panel.
+            .filter(|p| !(p.dev_score.is_empty() && p.loss.is_empty()))
             .collect();
         let path = fig_dir.join(format!("curves_{}.png", slug(model)));
         let title = format!("{model}: dev score (blue) and loss / max loss (red) per job");

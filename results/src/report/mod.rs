@@ -51,6 +51,8 @@ impl ReportOptions {
 pub struct Report {
     pub transfer: Vec<ModelTransfer>,
     pub tpt: Vec<TptRow>,
+    /// TPT candidate pairs `top_k` did not run.
+    pub tpt_gated_out: usize,
     pub cross_model: Vec<CrossModelRow>,
     pub correlations: Vec<CorrelationRow>,
     /// Per model, the indicator with the highest mean ρ over targets.
@@ -148,7 +150,11 @@ pub fn report_with(results_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         return Err(ResultsError::EmptyStudy(results_dir.to_path_buf()));
     }
     let transfer = cross_task::analyse(&evals, &opts.task_types);
-    let (tpt, mut gaps) = tpt::analyse(results_dir, &jobs)?;
+    let tpt::TptAnalysis {
+        rows: tpt,
+        mut gaps,
+        gated_out: tpt_gated_out,
+    } = tpt::analyse(results_dir, &jobs)?;
     let (cross_model, cross_gaps) = cross_model::analyse(&evals);
     gaps.extend(cross_gaps);
     let mut correlations = Vec::new();
@@ -259,6 +265,7 @@ pub fn report_with(results_dir: &Path, opts: &ReportOptions) -> Result<Report> {
     let report = Report {
         transfer,
         tpt,
+        tpt_gated_out,
         cross_model,
         correlations,
         best_indicator: best,
@@ -340,6 +347,13 @@ fn markdown(dir: &Path, r: &Report) -> String {
                 t.steps_tpt.map_or("never".into(), |s| s.to_string()),
                 opt(t.speedup, 2),
                 t.tpt_best
+            );
+        }
+        if r.tpt_gated_out > 0 {
+            let _ = writeln!(
+                md,
+                "\n{} candidate pairs did not train: their source was not among the `top_k` most similar to the target.",
+                r.tpt_gated_out
             );
         }
         md.push('\n');

@@ -2,7 +2,7 @@
 //! (DESIGN.md §1), from the `jobs` and `metrics` tables. The metrics table is streamed batch by
 //! batch and only `dev_score` rows of train/tpt jobs are kept, so millions of rows fit in memory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use arrow::array::{Float64Array, Int64Array, StringArray};
@@ -14,6 +14,8 @@ use crate::store::{for_each_batch, table_parts};
 
 /// The metric name of the dev-set score logged during training.
 pub const DEV_SCORE: &str = "dev_score";
+/// The metric of a TPT job that did not train: its source was not among the top_k.
+pub const GATED_OUT: &str = "gated_out";
 const T: &str = MetricRow::NAME;
 
 /// What a job is, for pairing TPT runs with vanilla runs.
@@ -88,8 +90,17 @@ pub fn speedup(vanilla: &[(i64, f64)], tpt: &[(i64, f64)]) -> Option<Speedup> {
     })
 }
 
-/// The TPT table rows, plus the gaps (TPT jobs without a matching vanilla run or curve).
-pub fn analyse(sweep: &Path, jobs: &[JobRow]) -> Result<(Vec<TptRow>, Vec<String>)> {
+/// What the TPT analysis found.
+pub struct TptAnalysis {
+    pub rows: Vec<TptRow>,
+    /// TPT jobs without a matching vanilla run or curve.
+    pub gaps: Vec<String>,
+    /// Candidate pairs that did not train because of `top_k` (not gaps: chosen by design).
+    pub gated_out: usize,
+}
+
+/// The TPT table rows, the gaps and the pairs `top_k` left out.
+pub fn analyse(sweep: &Path, jobs: &[JobRow]) -> Result<TptAnalysis> {
     let mut info: HashMap<String, JobInfo> = HashMap::new();
     for j in jobs.iter().filter(|j| j.kind == "train" || j.kind == "tpt") {
         info.entry(j.job_id.clone()).or_insert_with(|| JobInfo {
@@ -103,6 +114,7 @@ pub fn analyse(sweep: &Path, jobs: &[JobRow]) -> Result<(Vec<TptRow>, Vec<String
         });
     }
     let mut curves: HashMap<&str, Curve> = HashMap::new();
+    let mut gated: HashSet<&str> = HashSet::new();
     for part in table_parts(sweep, MetricRow::NAME)? {
         for_each_batch::<MetricRow>(&part, |b| {
             let (ids, names) = (
@@ -115,12 +127,15 @@ pub fn analyse(sweep: &Path, jobs: &[JobRow]) -> Result<(Vec<TptRow>, Vec<String
             );
             let values = column::<Float64Array>(b, T, "value")?;
             for i in 0..b.num_rows() {
-                if names.value(i) != DEV_SCORE {
-                    continue;
-                }
                 let Some((id, _)) = info.get_key_value(ids.value(i)) else {
                     continue;
                 };
+                if names.value(i) == GATED_OUT {
+                    gated.insert(id.as_str());
+                }
+                if names.value(i) != DEV_SCORE {
+                    continue;
+                }
                 curves.entry(id.as_str()).or_default().push((
                     steps.value(i),
                     attempts.value(i),
@@ -141,7 +156,14 @@ pub fn analyse(sweep: &Path, jobs: &[JobRow]) -> Result<(Vec<TptRow>, Vec<String
     let mut tpt_jobs: Vec<(&String, &JobInfo)> =
         info.iter().filter(|(_, j)| j.kind == "tpt").collect();
     tpt_jobs.sort_by_key(|(id, _)| id.as_str());
+    let gated_out = tpt_jobs
+        .iter()
+        .filter(|(id, _)| gated.contains(id.as_str()))
+        .count();
     for (id, j) in tpt_jobs {
+        if gated.contains(id.as_str()) {
+            continue;
+        }
         let (Some(tgt), Some(src)) = (&j.task, &j.src_task) else {
             gaps.push(format!("tpt job {id} has no task or src_task"));
             continue;
@@ -183,5 +205,9 @@ pub fn analyse(sweep: &Path, jobs: &[JobRow]) -> Result<(Vec<TptRow>, Vec<String
             b.seed,
         ))
     });
-    Ok((rows, gaps))
+    Ok(TptAnalysis {
+        rows,
+        gaps,
+        gated_out,
+    })
 }

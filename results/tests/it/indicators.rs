@@ -220,3 +220,31 @@ fn on_rows_cover_every_pair_and_window() {
     assert_close(ab_all.value.unwrap(), 3.0 / 18f64.sqrt(), 1e-12, "ON all");
     assert_eq!(ab_all.indicator, "ON");
 }
+
+#[test]
+fn top_k_ranks_sources_by_similarity_with_a_stable_order() {
+    use promptgrid_results::indicators::{prompt_pair_value, top_k};
+    let target = Prompt::new("t", 2, 2, vec![1.0, 0.0, 0.0, 1.0]);
+    let near = Prompt::new("near", 2, 2, vec![1.0, 0.1, 0.0, 1.0]);
+    let far = Prompt::new("far", 2, 2, vec![-1.0, 0.0, 0.0, -1.0]);
+    let same = Prompt::new("same", 2, 2, vec![2.0, 0.0, 0.0, 2.0]);
+    let by = |name: &str| -> Vec<(String, Option<f64>)> {
+        [&near, &far, &same]
+            .iter()
+            .map(|p| (p.name.clone(), prompt_pair_value(&target, p, name)))
+            .collect()
+    };
+    // Cosine: `same` points the same way (1), `near` almost, `far` the opposite way.
+    assert_eq!(top_k(by("C_concat"), 2), ["same", "near"]);
+    // Distance: `near` is closest; `same` is twice as long.
+    assert_eq!(top_k(by("E_concat"), 1), ["near"]);
+    assert_eq!(prompt_pair_value(&target, &near, "ON"), None);
+    // Undefined values rank last; ties go to the name that sorts first.
+    let scores = vec![
+        ("b".to_string(), Some(0.5)),
+        ("x".to_string(), None),
+        ("a".to_string(), Some(0.5)),
+        ("c".to_string(), Some(0.9)),
+    ];
+    assert_eq!(top_k(scores, 4), ["c", "a", "b", "x"]);
+}

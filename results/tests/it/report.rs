@@ -64,6 +64,8 @@ pub fn write_study(dir: &Path) {
         job("v-sst2", "train", "m", "sst2", None, 1),
         job("t-imdb-sst2", "tpt", "m", "sst2", Some("imdb"), 1),
         job("t-mnli-sst2", "tpt", "m", "sst2", Some("mnli"), 1),
+        // Gated out by top_k: it reports that instead of a curve.
+        job("t-qqp-sst2", "tpt", "m", "sst2", Some("qqp"), 1),
     ];
     TableWriter::<JobRow>::open(dir, "sink")
         .unwrap()
@@ -99,6 +101,7 @@ pub fn write_study(dir: &Path) {
             (step as f64 / 1000.0).min(0.7),
         ));
     }
+    metrics.push(metric("t-qqp-sst2", 1, 0, "gated_out", 1.0));
     // A first attempt of the imdb TPT that died early: attempt 2's value wins at step 200.
     metrics.push(metric("t-imdb-sst2", 0, 200, "dev_score", 0.1));
     let mut mw = TableWriter::<MetricRow>::open(dir, "sink").unwrap();
@@ -199,10 +202,16 @@ fn report_recovers_the_planted_answers() {
         md.contains("| m | imdb | sst2 | 1 | 0.8000 | 800 | 200 | 4.00 |"),
         "{md}"
     );
+    assert!(
+        md.contains("1 candidate pairs did not train: their source was not among the `top_k`"),
+        "{md}"
+    );
+    assert_eq!(r.tpt_gated_out, 1);
     assert_eq!(r.figures.len(), 3);
     assert_eq!(r.curves.len(), 1);
-    assert_eq!((r.curves[0].1, r.curves[0].2), (3, 3));
-    assert!(md.contains("3 of 3 train/TPT jobs shown"), "{md}");
+    // The gated-out job counts but has no panel.
+    assert_eq!((r.curves[0].1, r.curves[0].2), (3, 4));
+    assert!(md.contains("3 of 4 train/TPT jobs shown"), "{md}");
     for f in r.figures.iter().chain(r.curves.iter().map(|c| &c.0)) {
         let bytes = std::fs::read(f).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{}", f.display());
