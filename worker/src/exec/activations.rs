@@ -5,13 +5,12 @@ use promptgrid_common::JobSpec;
 use promptgrid_common::graph::RANDOM;
 use promptgrid_common::wire::JobOutput;
 
-use super::jobs::{Run, train_key};
+use super::jobs::{JobModel, Run, train_key};
 use super::{ExecError, mask_artifact};
-use crate::ml::activations::encoder_mask;
-use crate::ml::{EncoderModel, PromptInit, init_prompt};
+use crate::ml::{PromptInit, init_prompt};
 
 impl Run<'_> {
-    pub fn activations(&self, model: &EncoderModel) -> Result<JobOutput, ExecError> {
+    pub(super) fn activations<M: JobModel>(&self, model: &M) -> Result<JobOutput, ExecError> {
         let JobSpec::Activations {
             task,
             model: m,
@@ -34,11 +33,11 @@ impl Run<'_> {
             let length = self.view.sweep.settings(m, first.name()).length as usize;
             init_prompt(model, &PromptInit::Random, length, *seed)?
         } else {
-            self.stored_prompt(&train_key(task, m, *seed), Some(model.hidden_size()))?
+            self.stored_prompt(&train_key(task, m, *seed), Some(model.prompt_width()))?
                 .prompt
-                .to_device(model.device)
+                .to_device(model.device())
         };
-        let mask = encoder_mask(model, &prompt, m, task)?;
+        let mask = model.activation_mask(&prompt, m, task)?;
         let artifact = self.block(
             self.ctx
                 .put_artifact(&mask_artifact(&self.job.id), &mask.to_bytes()),

@@ -5,9 +5,9 @@ use promptgrid_common::JobSpec;
 use promptgrid_common::graph::TptSource;
 use promptgrid_common::spec::Objective;
 use promptgrid_common::wire::{EvalRow, JobOutput};
-use tch::Tensor;
+use tch::{Device, Tensor};
 
-use super::jobs::{Run, Stream, train_key};
+use super::jobs::{JobModel, Run, Stream, train_key};
 use super::resolve::Split;
 use super::{ExecError, projector_artifact};
 use crate::ml::projector::{
@@ -20,7 +20,7 @@ const LOSS_FLUSH: usize = 25;
 
 impl Run<'_> {
     /// The prompt a TPT job starts from, on the model's device; `None` for a train job.
-    pub(super) fn tpt_start(&self, model: &EncoderModel) -> Result<Option<Tensor>, ExecError> {
+    pub(super) fn tpt_start<M: JobModel>(&self, model: &M) -> Result<Option<Tensor>, ExecError> {
         let JobSpec::Tpt {
             source, model: m, ..
         } = &self.job.spec
@@ -30,16 +30,23 @@ impl Run<'_> {
         let seed = self.seed();
         let prompt = match source {
             TptSource::Task { task } => {
-                self.stored_prompt(&train_key(task, m, seed), Some(model.hidden_size()))?
+                self.stored_prompt(&train_key(task, m, seed), Some(model.prompt_width()))?
                     .prompt
             }
             TptSource::Projected {
                 task,
                 model: src_model,
                 objective,
-            } => self.projected(model, task, src_model, *objective, seed)?,
+            } => self.projected(
+                m,
+                model.device(),
+                task,
+                src_model,
+                *objective,
+                seed,
+            )?,
         };
-        Ok(Some(prompt.to_device(model.device)))
+        Ok(Some(prompt.to_device(model.device())))
     }
 
     fn seed(&self) -> u64 {
@@ -54,22 +61,23 @@ impl Run<'_> {
         }
     }
 
-    /// `task`'s prompt of `src_model`, through the stored projector onto `model`.
+    /// `task`'s prompt of `src_model`, through the stored projector onto model `tgt_name`.
+    /// `tgt_name` is the sweep's name of the target model (a model's folder may differ).
     fn projected(
         &self,
-        model: &EncoderModel,
+        tgt_name: &str,
+        device: Device,
         task: &str,
         src_model: &str,
         objective: Objective,
         seed: u64,
     ) -> Result<Tensor, ExecError> {
         let key = format!(
-            "projector/{src_model}->{}/{}/s{seed}",
-            model.name,
+            "projector/{src_model}->{tgt_name}/{}/s{seed}",
             objective.name()
         );
         let (projector, _) =
-            Projector::from_bytes(&self.stored(&key, projector_artifact)?, model.device)?;
+            Projector::from_bytes(&self.stored(&key, projector_artifact)?, device)?;
         let source = self
             .stored_prompt(&train_key(task, src_model, seed), None)?
             .prompt;
@@ -207,7 +215,14 @@ impl Run<'_> {
         else {
             return Err(ExecError::Fatal("not a cross_model job".into()));
         };
-        let prompt = self.projected(model, task, src_model, *objective, *seed)?;
+        let prompt = self.projected(
+            tgt_model,
+            model.device,
+            task,
+            src_model,
+            *objective,
+            *seed,
+        )?;
         let settings = self.view.sweep.settings(tgt_model, task);
         let eval = self.score(model, &prompt, task, split, settings)?;
         Ok(JobOutput {

@@ -3,6 +3,7 @@
 
 use promptgrid_common::catalog::TaskDef;
 use promptgrid_common::graph::{RANDOM, TptSource};
+use promptgrid_common::mask::MaskFile;
 use promptgrid_common::spec::{Init, PromptSettings};
 use promptgrid_common::wire::{EvalRow, JobMessage, JobOutput, MetricRow};
 use promptgrid_common::{JobId, JobSpec};
@@ -10,10 +11,88 @@ use promptgrid_coordinator::jobloop::JobContext;
 use tch::Tensor;
 
 use super::{ExecError, MlExecutor, SweepView, prompt_artifact, resolve::Split};
+use crate::ml::activations::{encoder_mask, t5_mask};
+use crate::ml::t5data::default_max_target_tokens;
 use crate::ml::{
-    Checkpoint, EncoderModel, Family, PromptFile, PromptInit, TaskData, TuneConfig, TuneObserver,
-    data, evaluate_prompts, init_prompt, tune,
+    Checkpoint, EncoderModel, Family, MlResult, PromptFile, PromptInit, PromptModel, T5Backbone,
+    T5Data, TaskData, TuneConfig, TuneObserver, data, init_prompt, tune,
 };
+
+/// What the train, TPT, transfer and activations jobs need from the resident model besides
+/// tuning and scoring ([`PromptModel`]): its name in prompt files, a task's split encoded for
+/// it, and the activation mask a prompt induces in it.
+pub(super) trait JobModel: PromptModel {
+    fn model_name(&self) -> &str;
+
+    /// A task's split with room for a prompt of `prompt_len` tokens; `limit` > 0 keeps that
+    /// many examples.
+    fn split_data(
+        &self,
+        run: &Run<'_>,
+        task: &TaskDef,
+        split: Split,
+        prompt_len: usize,
+        settings: &PromptSettings,
+        limit: usize,
+    ) -> Result<Self::Data, ExecError>;
+
+    fn activation_mask(&self, prompt: &Tensor, model: &str, task: &str) -> MlResult<MaskFile>;
+}
+
+impl JobModel for EncoderModel {
+    fn model_name(&self) -> &str {
+        &self.name
+    }
+
+    fn split_data(
+        &self,
+        run: &Run<'_>,
+        task: &TaskDef,
+        split: Split,
+        prompt_len: usize,
+        settings: &PromptSettings,
+        limit: usize,
+    ) -> Result<TaskData, ExecError> {
+        run.data(self, task, split, prompt_len, settings, limit)
+    }
+
+    fn activation_mask(&self, prompt: &Tensor, model: &str, task: &str) -> MlResult<MaskFile> {
+        encoder_mask(self, prompt, model, task)
+    }
+}
+
+impl JobModel for T5Backbone {
+    fn model_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The T5 template and label words (classification) or gold texts (generation); targets
+    /// are cut to the task type's default length (`default_max_target_tokens`).
+    fn split_data(
+        &self,
+        run: &Run<'_>,
+        task: &TaskDef,
+        split: Split,
+        prompt_len: usize,
+        settings: &PromptSettings,
+        limit: usize,
+    ) -> Result<T5Data, ExecError> {
+        let path = run.exec.roots.split(task, split)?;
+        Ok(T5Data::load(
+            self,
+            task,
+            &path,
+            prompt_len,
+            Some(settings.max_text_tokens as usize),
+            default_max_target_tokens(task),
+            limit,
+        )?)
+    }
+
+    fn activation_mask(&self, prompt: &Tensor, model: &str, task: &str) -> MlResult<MaskFile> {
+        t5_mask(&self.model, prompt, model, task)
+    }
+}
 
 /// Rows per forward pass when scoring.
 const EVAL_BATCH: usize = 64;
@@ -98,9 +177,9 @@ impl Run<'_> {
     }
 
     /// Scores one prompt on a task's split: the eval row of a transfer or cross-model job.
-    pub(super) fn score(
+    pub(super) fn score<M: JobModel>(
         &self,
-        model: &EncoderModel,
+        model: &M,
         prompt: &Tensor,
         task_name: &str,
         split: &str,
@@ -108,16 +187,16 @@ impl Run<'_> {
     ) -> Result<EvalRow, ExecError> {
         let task = self.task(task_name)?;
         let which = Split::scored(split)?;
-        let data = self.data(model, task, which, prompt.size()[0] as usize, settings, 0)?;
-        let eval = evaluate_prompts(model, &[prompt], &data, EVAL_BATCH)?;
+        let data = model.split_data(self, task, which, prompt.size()[0] as usize, settings, 0)?;
+        let value = model.score(prompt, &data, task.metric, EVAL_BATCH)?;
         Ok(EvalRow {
             src_task: None,
             tgt_task: Some(task_name.to_string()),
             src_model: None,
             split: split_name(task, which).into(),
             metric: task.metric.name().into(),
-            value: eval[0].score(task.metric),
-            n: data.len() as u64,
+            value,
+            n: model.data_len(&data) as u64,
         })
     }
 
@@ -140,7 +219,7 @@ impl Run<'_> {
     }
 
     /// Train and TPT jobs: prompt tuning, the best prompt stored, scored on the test split.
-    pub fn tune(&self, model: &EncoderModel) -> Result<JobOutput, ExecError> {
+    pub(super) fn tune<M: JobModel>(&self, model: &M) -> Result<JobOutput, ExecError> {
         let (task_name, src_name, src_model, seed, settings) = match &self.job.spec {
             JobSpec::Train {
                 task,
@@ -169,13 +248,22 @@ impl Run<'_> {
                 )));
             }
         };
+        if let Some(skipped) = self.gated_out(model)? {
+            return Ok(skipped);
+        }
         let task = self.task(task_name)?;
         // TPT starts from the source prompt (or its projection), written where PromptInit can
         // read it.
         let mut init_file = None;
         let init = match (self.tpt_start(model)?, &settings.init) {
             (Some(prompt), _) => {
-                let file = temp_prompt(&PromptFile::new(&prompt, &model.name, src_name, 0, None))?;
+                let file = temp_prompt(&PromptFile::new(
+                    &prompt,
+                    model.model_name(),
+                    src_name,
+                    0,
+                    None,
+                ))?;
                 let init = PromptInit::From(file.path().to_path_buf());
                 init_file = Some(file);
                 init
@@ -185,14 +273,14 @@ impl Run<'_> {
             (None, Init::From(rel)) => PromptInit::From(self.exec.roots.prompt_file(rel)?),
         };
         let prompt_len = match &init {
-            PromptInit::From(path) => PromptFile::load(path, Some(model.hidden_size()))?
+            PromptInit::From(path) => PromptFile::load(path, Some(model.prompt_width()))?
                 .prompt
                 .size()[0] as usize,
             _ => settings.length as usize,
         };
-        let train = self.data(model, task, Split::Train, prompt_len, settings, 0)?;
-        let dev = self.data(
-            model,
+        let train = model.split_data(self, task, Split::Train, prompt_len, settings, 0)?;
+        let dev = model.split_data(
+            self,
             task,
             Split::Dev,
             prompt_len,
@@ -232,7 +320,7 @@ impl Run<'_> {
 
         let prompt = PromptFile::new(
             &outcome.best_prompt,
-            &model.name,
+            model.model_name(),
             task_name,
             outcome.steps,
             outcome.best_score,
@@ -242,8 +330,8 @@ impl Run<'_> {
             self.ctx
                 .put_artifact(&prompt_artifact(&self.job.id), &bytes),
         )?;
-        let test = self.data(model, task, Split::Test, prompt_len, settings, 0)?;
-        let eval = evaluate_prompts(model, &[&outcome.best_prompt], &test, EVAL_BATCH)?;
+        let test = model.split_data(self, task, Split::Test, prompt_len, settings, 0)?;
+        let value = model.score(&outcome.best_prompt, &test, task.metric, EVAL_BATCH)?;
         Ok(JobOutput {
             artifacts: vec![artifact],
             metrics: self.final_metrics(
@@ -259,14 +347,14 @@ impl Run<'_> {
                 src_model,
                 split: split_name(task, Split::Test).into(),
                 metric: task.metric.name().into(),
-                value: eval[0].score(task.metric),
-                n: test.len() as u64,
+                value,
+                n: model.data_len(&test) as u64,
             }],
         })
     }
 
     /// Zero-shot transfer: the source's prompt (or the random one) scored on the target.
-    pub fn transfer(&self, model: &EncoderModel) -> Result<JobOutput, ExecError> {
+    pub(super) fn transfer<M: JobModel>(&self, model: &M) -> Result<JobOutput, ExecError> {
         let JobSpec::Transfer {
             src,
             tgt,
@@ -282,9 +370,9 @@ impl Run<'_> {
             // The same random prompt for every target: it depends on the seed and length only.
             init_prompt(model, &PromptInit::Random, settings.length as usize, *seed)?
         } else {
-            self.stored_prompt(&train_key(src, m, *seed), Some(model.hidden_size()))?
+            self.stored_prompt(&train_key(src, m, *seed), Some(model.prompt_width()))?
                 .prompt
-                .to_device(model.device)
+                .to_device(model.device())
         };
         let eval = self.score(model, &prompt, tgt, split, settings)?;
         Ok(JobOutput {

@@ -5,13 +5,17 @@
 //! artifact the coordinator stores, rebuilds the same job graph from it (ids are content
 //! hashes, so both sides agree), and finds a dependency's prompt under the artifact name
 //! `prompt/<job id>`. It keeps the last model it loaded resident: the job loop fetches that
-//! model's jobs first.
+//! model's jobs first. The resident model is an encoder or a T5 (with its tokenizer); train,
+//! TPT, transfer and activations jobs run on both through `JobModel` (jobs.rs), for
+//! classification and (T5 only) generation tasks. Projector and cross-model jobs need an
+//! encoder target.
 //!
 //! The ML work is blocking (libtorch); it runs under `block_in_place`, and reaches back into
 //! the async context (metrics, checkpoints, artifacts) through the runtime handle.
 
 mod activations;
 mod cross_model;
+mod gate;
 mod jobs;
 mod resolve;
 
@@ -21,7 +25,8 @@ use promptgrid_common::wire::{JobMessage, JobOutput};
 use promptgrid_common::{JobGraph, JobId, JobSpec, Sweep};
 use promptgrid_coordinator::jobloop::{Executor, JobContext, JobError, Synthetic};
 
-use crate::ml::{EncoderModel, MlError};
+use crate::ml::{EncoderModel, MlError, T5Backbone};
+pub use gate::GATED_OUT;
 pub use resolve::{Roots, Split};
 
 pub use tch::Device;
@@ -100,7 +105,13 @@ struct SweepView {
 /// the executor's mutex, which a job holds while it runs (a worker runs one job at a time).
 struct Resident {
     name: String,
-    model: EncoderModel,
+    model: ResidentModel,
+}
+
+/// An encoder (BERT/RoBERTa) or a T5 with its tokenizer.
+enum ResidentModel {
+    Encoder(EncoderModel),
+    T5(T5Backbone),
 }
 
 /// Runs the ML job kinds on one device.
@@ -156,23 +167,27 @@ impl MlExecutor {
         &self,
         sweep: &Sweep,
         name: &str,
-        f: impl FnOnce(&EncoderModel) -> Result<T, ExecError>,
+        f: impl FnOnce(&ResidentModel) -> Result<T, ExecError>,
     ) -> Result<T, ExecError> {
         let mut resident = self.resident.lock().map_err(poisoned)?;
         if resident.as_ref().is_none_or(|r| r.name != name) {
             let spec = sweep
                 .model(name)
                 .ok_or_else(|| ExecError::Fatal(format!("model `{name}` is not in the sweep")))?;
-            if !spec.arch.is_encoder() {
-                return Err(ExecError::Fatal(format!(
-                    "model `{name}` is T5: this worker's executors run encoders only so far"
-                )));
-            }
             // Drop the old model before loading the new one: two may not fit.
             *resident = None;
             let dir = self.roots.model_dir(spec)?;
-            let model =
-                EncoderModel::load(&dir, head(spec.head), layout(spec.layout), self.device)?;
+            let model = if spec.arch.is_encoder() {
+                ResidentModel::Encoder(EncoderModel::load(
+                    &dir,
+                    head(spec.head),
+                    layout(spec.layout),
+                    self.device,
+                )?)
+            } else {
+                // v1.0 and v1.1 differ only in config.json, which the loader reads.
+                ResidentModel::T5(T5Backbone::load(&dir, self.device)?)
+            };
             *resident = Some(Resident {
                 name: name.to_string(),
                 model,
@@ -183,6 +198,10 @@ impl MlExecutor {
             None => Err(ExecError::Fatal(format!("model `{name}` did not load"))),
         }
     }
+}
+
+fn synthetic() -> ExecError {
+    ExecError::Fatal("synthetic jobs run without a model".into())
 }
 
 fn poisoned<T>(_: std::sync::PoisonError<T>) -> ExecError {
@@ -225,15 +244,29 @@ impl Executor for MlExecutor {
             handle,
         };
         tokio::task::block_in_place(|| {
-            self.with_model(&view.sweep, model_name, |model| match &job.spec {
-                JobSpec::Train { .. } | JobSpec::Tpt { .. } => run.tune(model),
-                JobSpec::Transfer { .. } => run.transfer(model),
-                JobSpec::Activations { .. } => run.activations(model),
-                JobSpec::Projector { .. } => run.projector(model),
-                JobSpec::CrossModel { .. } => run.cross_model(model),
-                JobSpec::Synthetic { .. } => Err(ExecError::Fatal(
-                    "synthetic jobs run without a model".into(),
-                )),
+            self.with_model(&view.sweep, model_name, |resident| match resident {
+                ResidentModel::Encoder(model) => match &job.spec {
+                    JobSpec::Train { .. } | JobSpec::Tpt { .. } => run.tune(model),
+                    JobSpec::Transfer { .. } => run.transfer(model),
+                    JobSpec::Activations { .. } => run.activations(model),
+                    JobSpec::Projector { .. } => run.projector(model),
+                    JobSpec::CrossModel { .. } => run.cross_model(model),
+                    JobSpec::Synthetic { .. } => Err(synthetic()),
+                },
+                ResidentModel::T5(model) => match &job.spec {
+                    JobSpec::Train { .. } | JobSpec::Tpt { .. } => run.tune(model),
+                    JobSpec::Transfer { .. } => run.transfer(model),
+                    JobSpec::Activations { .. } => run.activations(model),
+                    // The projector and its task objective are written for encoder targets.
+                    JobSpec::Projector { .. } | JobSpec::CrossModel { .. } => {
+                        Err(ExecError::Fatal(format!(
+                            "{}: model `{model_name}` is T5, and projector and cross_model jobs \
+                             run on encoder targets only so far",
+                            job.spec.key()
+                        )))
+                    }
+                    JobSpec::Synthetic { .. } => Err(synthetic()),
+                },
             })
         })
         .map_err(JobError::from)

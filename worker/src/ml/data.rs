@@ -1,13 +1,18 @@
 //! Dataset splits: JSONL, CSV/TSV and Parquet files read through a task's column mapping into
-//! [`Example`]s, and their encoding for a model ([`TaskData`]).
+//! [`Example`]s (classification) or [`TextExample`]s (generation), and their encoding for an
+//! encoder ([`TaskData`]; T5: [`super::t5data`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, StringArray};
+use arrow::array::{
+    Array, ArrayRef, GenericListArray, LargeListArray, ListArray, OffsetSizeTrait, StringArray,
+    StructArray,
+};
 use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use promptgrid_common::catalog::{LabelValue, TaskDef};
+use promptgrid_common::catalog::{LabelValue, TaskDef, TaskKind};
 use serde_json::Value;
 
 use super::error::{MlError, MlResult};
@@ -19,6 +24,14 @@ use super::template;
 pub struct Example {
     pub fields: BTreeMap<String, String>,
     pub label: usize,
+}
+
+/// One example of a generation task: the text of each template field, and its gold targets
+/// (training uses the first; scoring takes the best over all of them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextExample {
+    pub fields: BTreeMap<String, String>,
+    pub targets: Vec<String>,
 }
 
 /// File extensions tried, in order, for a split's stem.
@@ -39,28 +52,51 @@ pub fn find_split(dir: &Path, stem: &str) -> MlResult<PathBuf> {
         })
 }
 
-/// Reads every example of a split file through the task's column mapping.
-pub fn load_split(path: &Path, task: &TaskDef) -> MlResult<Vec<Example>> {
+/// The rows of a split file through the task's column mapping: the template fields and the
+/// label (classification) or target (generation) column's values.
+fn read_rows(path: &Path, task: &TaskDef) -> MlResult<Vec<Row>> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let rows = match ext.as_str() {
-        "parquet" => read_parquet(path, task)?,
-        "jsonl" | "json" => read_jsonl(path, task)?,
-        "tsv" => read_delimited(path, task, b'\t')?,
-        "csv" => read_delimited(path, task, b',')?,
-        _ => {
-            return Err(MlError::data(
-                path,
-                "unknown split format (parquet, jsonl, csv, tsv)",
-            ));
-        }
-    };
-    rows.into_iter()
+    match ext.as_str() {
+        "parquet" => read_parquet(path, task),
+        "jsonl" | "json" => read_jsonl(path, task),
+        "tsv" => read_delimited(path, task, b'\t'),
+        "csv" => read_delimited(path, task, b','),
+        _ => Err(MlError::data(
+            path,
+            "unknown split format (parquet, jsonl, csv, tsv)",
+        )),
+    }
+}
+
+/// Reads every example of a generation task's split: its fields and gold targets. A list-valued
+/// target column (`answers.text`, NQ-Open's `answer`) gives all its items, in order.
+pub fn load_text_split(path: &Path, task: &TaskDef) -> MlResult<Vec<TextExample>> {
+    read_rows(path, task)?
+        .into_iter()
         .enumerate()
-        .map(|(i, (fields, label))| {
+        .map(|(i, (fields, targets))| {
+            if targets.is_empty() {
+                return Err(MlError::data(
+                    path,
+                    format!("row {}: the target column holds no text", i + 1),
+                ));
+            }
+            Ok(TextExample { fields, targets })
+        })
+        .collect()
+}
+
+/// Reads every example of a split file through the task's column mapping.
+pub fn load_split(path: &Path, task: &TaskDef) -> MlResult<Vec<Example>> {
+    read_rows(path, task)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, (fields, labels))| {
+            let label = labels.into_iter().next().unwrap_or_default();
             let label = parse_label(&label, task).ok_or_else(|| {
                 MlError::data(
                     path,
@@ -90,33 +126,56 @@ fn parse_label(value: &str, task: &TaskDef) -> Option<usize> {
 
 /// Template fields and their columns, and the label column.
 fn mapping(task: &TaskDef) -> MlResult<(Vec<(String, String)>, String)> {
-    let template = task
-        .template
-        .encoder
-        .as_deref()
-        .unwrap_or(&task.template.t5);
-    let fields = TaskDef::template_fields(template)
+    // The fields of both templates, so that one reading serves encoders and T5.
+    let mut names = Vec::new();
+    for template in task.template.encoder.iter().chain([&task.template.t5]) {
+        for f in TaskDef::template_fields(template) {
+            if !names.contains(&f) {
+                names.push(f);
+            }
+        }
+    }
+    let fields = names
         .into_iter()
         .map(|f| {
             let column = task.columns.get(&f).cloned().unwrap_or_else(|| f.clone());
             (f, column)
         })
         .collect();
-    let label = task
-        .columns
-        .get("label")
-        .cloned()
-        .unwrap_or_else(|| "label".into());
+    // Generation tasks have no label: their answer column is `target`.
+    let key = match task.kind {
+        TaskKind::Classification => "label",
+        TaskKind::Generation => "target",
+    };
+    let label = task.columns.get(key).cloned().unwrap_or_else(|| key.into());
     Ok((fields, label))
 }
 
-type Row = (BTreeMap<String, String>, String);
+/// The template fields' texts, and the label or target column's values (one, or a list's items).
+type Row = (BTreeMap<String, String>, Vec<String>);
 
 fn json_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
         other => other.to_string(),
+    }
+}
+
+/// `col` of a JSON row: the key itself, else a dotted path into nested objects
+/// (`answers.text`).
+fn json_lookup<'v>(v: &'v Value, col: &str) -> Option<&'v Value> {
+    v.get(col).or_else(|| {
+        col.split('.')
+            .try_fold(v, |node, key| node.as_object()?.get(key))
+    })
+}
+
+/// A label or target value: a list's items, or the value as one text.
+fn json_texts(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(items) => items.iter().map(json_text).collect(),
+        other => vec![json_text(other)],
     }
 }
 
@@ -132,15 +191,14 @@ fn read_jsonl(path: &Path, task: &TaskDef) -> MlResult<Vec<Row>> {
         let v: Value = serde_json::from_str(line)
             .map_err(|e| MlError::data(path, format!("line {}: {e}", i + 1)))?;
         let get = |col: &str| {
-            v.get(col)
-                .map(json_text)
+            json_lookup(&v, col)
                 .ok_or_else(|| MlError::data(path, format!("line {}: no column {col:?}", i + 1)))
         };
         let mut map = BTreeMap::new();
         for (f, c) in &fields {
-            map.insert(f.clone(), get(c)?);
+            map.insert(f.clone(), json_text(get(c)?));
         }
-        rows.push((map, get(&label)?));
+        rows.push((map, json_texts(get(&label)?)));
     }
     Ok(rows)
 }
@@ -221,7 +279,7 @@ fn read_delimited(path: &Path, task: &TaskDef, delim: u8) -> MlResult<Vec<Row>> 
             for (f, j) in &field_cols {
                 map.insert(f.clone(), get(*j)?);
             }
-            Ok((map, get(label_col)?))
+            Ok((map, vec![get(label_col)?]))
         })
         .collect()
 }
@@ -235,35 +293,92 @@ fn read_parquet(path: &Path, task: &TaskDef) -> MlResult<Vec<Row>> {
     let mut rows = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| MlError::data(path, e.to_string()))?;
-        let column = |name: &str| -> MlResult<StringArray> {
-            let array = batch
-                .column_by_name(name)
-                .ok_or_else(|| MlError::data(path, format!("no column {name:?}")))?;
-            let cast = arrow::compute::cast(array, &DataType::Utf8)
-                .map_err(|e| MlError::data(path, format!("column {name:?}: {e}")))?;
-            cast.as_any()
-                .downcast_ref::<StringArray>()
-                .cloned()
-                .ok_or_else(|| MlError::data(path, format!("column {name:?} is not text")))
+        let column = |name: &str| -> MlResult<ArrayRef> {
+            parquet_column(&batch, name)
+                .ok_or_else(|| MlError::data(path, format!("no column {name:?}")))
         };
         let cols: Vec<(String, StringArray)> = fields
             .iter()
-            .map(|(f, c)| Ok((f.clone(), column(c)?)))
+            .map(|(f, c)| Ok((f.clone(), utf8(&column(c)?, c, path)?)))
             .collect::<MlResult<_>>()?;
-        let labels = column(&label)?;
-        for i in 0..batch.num_rows() {
-            let text = |a: &StringArray| {
-                if a.is_null(i) {
-                    String::new()
-                } else {
-                    a.value(i).to_string()
-                }
-            };
-            let map = cols.iter().map(|(f, a)| (f.clone(), text(a))).collect();
-            rows.push((map, text(&labels)));
+        let labels = parquet_texts(&column(&label)?, &label, path)?;
+        for (i, label) in labels.into_iter().enumerate() {
+            let map = cols
+                .iter()
+                .map(|(f, a)| (f.clone(), text_at(a, i)))
+                .collect();
+            rows.push((map, label));
         }
     }
     Ok(rows)
+}
+
+/// `name` of a record batch: the column itself, else a dotted path into struct columns
+/// (`answers.text` of the SQuAD export).
+fn parquet_column(batch: &RecordBatch, name: &str) -> Option<ArrayRef> {
+    if let Some(array) = batch.column_by_name(name) {
+        return Some(array.clone());
+    }
+    let mut parts = name.split('.');
+    let mut array = batch.column_by_name(parts.next()?)?.clone();
+    for part in parts {
+        let child = array
+            .as_any()
+            .downcast_ref::<StructArray>()?
+            .column_by_name(part)?
+            .clone();
+        array = child;
+    }
+    Some(array)
+}
+
+fn utf8(array: &ArrayRef, name: &str, path: &Path) -> MlResult<StringArray> {
+    let cast = arrow::compute::cast(array, &DataType::Utf8)
+        .map_err(|e| MlError::data(path, format!("column {name:?}: {e}")))?;
+    cast.as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .ok_or_else(|| MlError::data(path, format!("column {name:?} is not text")))
+}
+
+/// Row `i` of a text column; null reads as empty.
+fn text_at(a: &StringArray, i: usize) -> String {
+    if a.is_null(i) {
+        String::new()
+    } else {
+        a.value(i).to_string()
+    }
+}
+
+/// Per row, the texts of a label or target column: a list's (non-null) items, or the value.
+fn parquet_texts(array: &ArrayRef, name: &str, path: &Path) -> MlResult<Vec<Vec<String>>> {
+    if let Some(list) = array.as_any().downcast_ref::<ListArray>() {
+        return list_texts(list, name, path);
+    }
+    if let Some(list) = array.as_any().downcast_ref::<LargeListArray>() {
+        return list_texts(list, name, path);
+    }
+    let texts = utf8(array, name, path)?;
+    Ok((0..texts.len()).map(|i| vec![text_at(&texts, i)]).collect())
+}
+
+fn list_texts<O: OffsetSizeTrait>(
+    list: &GenericListArray<O>,
+    name: &str,
+    path: &Path,
+) -> MlResult<Vec<Vec<String>>> {
+    (0..list.len())
+        .map(|i| {
+            if list.is_null(i) {
+                return Ok(Vec::new());
+            }
+            let items = utf8(&list.value(i), name, path)?;
+            Ok((0..items.len())
+                .filter(|&j| !items.is_null(j))
+                .map(|j| items.value(j).to_string())
+                .collect())
+        })
+        .collect()
 }
 
 /// A task's examples encoded for one model: ids, labels and the label words' token ids.

@@ -13,7 +13,8 @@
 //! * [`activations`]: the FFN activations and binary masks a prompt induces (the ON indicator);
 //! * [`data`]: split files (JSONL, CSV/TSV, Parquet) to [`Example`]s, encoded as [`TaskData`];
 //! * [`tune`] / [`evaluate_prompts`] (train.rs) with [`TuneConfig`], [`TuneObserver`] and
-//!   resumable [`Checkpoint`]s;
+//!   resumable [`Checkpoint`]s; `tune` runs any [`PromptModel`]: encoders, and T5 through
+//!   [`T5Backbone`] (t5data.rs: the T5 tokenizer, task data, decoding-based scores);
 //! * [`PromptFile`]: prompt safetensors with metadata, and the PEFT adapter export;
 //! * [`Projector`] (projector.rs): the cross-model prompt projector and its two training
 //!   objectives, [`train_distance`] and [`train_task`];
@@ -48,6 +49,7 @@ pub mod projector;
 mod prompt;
 mod rng;
 pub mod t5;
+pub mod t5data;
 mod template;
 pub mod textmetrics;
 mod tokenizer;
@@ -63,8 +65,9 @@ pub use projector::{
     train_task,
 };
 pub use prompt::{PROMPT_KEY, PromptFile};
+pub use t5data::{T5Backbone, T5Data, T5Tokenizer};
 pub use tokenizer::EncoderTokenizer;
 pub use train::{
-    Checkpoint, Evaluation, PromptInit, TuneConfig, TuneObserver, TuneOutcome, evaluate_prompts,
-    init_prompt, tune,
+    Checkpoint, Evaluation, PromptInit, PromptModel, TuneConfig, TuneObserver, TuneOutcome,
+    evaluate_prompts, init_prompt, tune,
 };

@@ -43,6 +43,32 @@ pub fn render(
     Ok(out)
 }
 
+/// What filling and truncating a template needs from a tokenizer (encoders' and T5's).
+pub(crate) trait TemplateTokenizer {
+    /// Ids of a rendered template, with the tokenizer's special tokens.
+    fn template_ids(&self, text: &str) -> MlResult<Vec<i64>>;
+    /// Tokens of a field's text without special tokens, with the byte offset where each starts.
+    fn field_pieces(&self, text: &str) -> MlResult<Vec<(String, usize)>>;
+    /// The texts put at `{mask}` and `{sep}`.
+    fn mask_text(&self) -> &str;
+    fn sep_text(&self) -> &str;
+}
+
+impl TemplateTokenizer for EncoderTokenizer {
+    fn template_ids(&self, text: &str) -> MlResult<Vec<i64>> {
+        self.encode(text)
+    }
+    fn field_pieces(&self, text: &str) -> MlResult<Vec<(String, usize)>> {
+        self.pieces(text)
+    }
+    fn mask_text(&self) -> &str {
+        &self.mask_token
+    }
+    fn sep_text(&self) -> &str {
+        &self.sep_token
+    }
+}
+
 /// Encodes `template` filled with `fields`, in at most `budget` tokens (special tokens included).
 /// `prompt_len` and `max_positions` only word the error when even empty fields do not fit.
 pub fn encode(
@@ -58,18 +84,31 @@ pub fn encode(
             "template {template:?} has no {{mask}}"
         )));
     }
+    let ids = fit(tok, template, fields, budget, prompt_len, max_positions)?;
+    let mask_index = ids.iter().position(|&i| i == tok.mask_id).ok_or_else(|| {
+        MlError::Invalid(format!(
+            "template {template:?}: the mask token did not survive tokenization"
+        ))
+    })?;
+    Ok(Encoded { ids, mask_index })
+}
+
+/// The ids of `template` filled with `fields`, the longest field cut until they fit `budget`.
+pub(crate) fn fit(
+    tok: &dyn TemplateTokenizer,
+    template: &str,
+    fields: &BTreeMap<String, String>,
+    budget: usize,
+    prompt_len: usize,
+    max_positions: usize,
+) -> MlResult<Vec<i64>> {
     let mut fields = fields.clone();
     // Each round cuts the longest field by the excess; tokenization at the cut may differ
     // slightly, so a few rounds may be needed.
     for _ in 0..16 {
-        let ids = tok.encode(&render(template, &fields, &tok.mask_token, &tok.sep_token)?)?;
+        let ids = tok.template_ids(&render(template, &fields, tok.mask_text(), tok.sep_text())?)?;
         if ids.len() <= budget {
-            let mask_index = ids.iter().position(|&i| i == tok.mask_id).ok_or_else(|| {
-                MlError::Invalid(format!(
-                    "template {template:?}: the mask token did not survive tokenization"
-                ))
-            })?;
-            return Ok(Encoded { ids, mask_index });
+            return Ok(ids);
         }
         let excess = ids.len() - budget;
         let mut longest: Option<(String, Vec<(String, usize)>)> = None;
@@ -77,7 +116,7 @@ pub fn encode(
             if !template.contains(&format!("{{{name}}}")) {
                 continue;
             }
-            let pieces = tok.pieces(value)?;
+            let pieces = tok.field_pieces(value)?;
             if longest.as_ref().is_none_or(|(_, p)| pieces.len() > p.len()) {
                 longest = Some((name.clone(), pieces));
             }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use promptgrid_common::catalog::Metric;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::data::TaskData;
 use super::error::{MlError, MlResult};
@@ -207,14 +207,105 @@ impl Evaluation {
     }
 }
 
+/// What [`tune`] needs from a frozen model: the prompt's shape, a differentiable loss on a
+/// micro-batch, and a score on a whole split. [`EncoderModel`] implements it over
+/// [`TaskData`], [`T5Backbone`](super::t5data::T5Backbone) over
+/// [`T5Data`](super::t5data::T5Data).
+pub trait PromptModel {
+    /// A task's split, encoded for this model.
+    type Data;
+    fn device(&self) -> Device;
+    /// A prompt's width: the hidden size.
+    fn prompt_width(&self) -> i64;
+    /// Rows of the input word embeddings that `PromptInit::Vocab` samples from.
+    fn vocab_size(&self) -> i64;
+    /// The input word embeddings [V, d].
+    fn input_embeddings(&self) -> &Tensor;
+    /// Checks that `prompt` is [L, d] (or [K, L, d]) with this model's width.
+    fn check_prompt(&self, prompt: &Tensor, what: &str) -> MlResult<()>;
+    /// Checks `data` before any tensor sees it, for prompts of `prompt_len` tokens.
+    fn check_data(&self, data: &Self::Data, prompt_len: usize) -> MlResult<()>;
+    fn data_len(&self, data: &Self::Data) -> usize;
+    /// The mean training loss of examples `idx` with `prompt` in front (autograd on).
+    fn micro_batch_loss(
+        &self,
+        prompt: &Tensor,
+        data: &Self::Data,
+        idx: &[usize],
+    ) -> MlResult<Tensor>;
+    /// `metric` of `prompt` on all of `data`, without autograd: the dev score.
+    fn score(
+        &self,
+        prompt: &Tensor,
+        data: &Self::Data,
+        metric: Metric,
+        eval_batch_size: usize,
+    ) -> MlResult<f64>;
+}
+
+impl PromptModel for EncoderModel {
+    type Data = TaskData;
+
+    fn device(&self) -> Device {
+        self.device
+    }
+
+    fn prompt_width(&self) -> i64 {
+        self.hidden_size()
+    }
+
+    fn vocab_size(&self) -> i64 {
+        self.config.vocab_size
+    }
+
+    fn input_embeddings(&self) -> &Tensor {
+        self.word_embeddings()
+    }
+
+    fn check_prompt(&self, prompt: &Tensor, what: &str) -> MlResult<()> {
+        EncoderModel::check_prompt(self, prompt, what)
+    }
+
+    fn check_data(&self, data: &TaskData, prompt_len: usize) -> MlResult<()> {
+        check_data(self, data, prompt_len)
+    }
+
+    fn data_len(&self, data: &TaskData) -> usize {
+        data.len()
+    }
+
+    fn micro_batch_loss(
+        &self,
+        prompt: &Tensor,
+        data: &TaskData,
+        idx: &[usize],
+    ) -> MlResult<Tensor> {
+        let label_ids = Tensor::from_slice(&data.label_ids).to(self.device);
+        batch_loss(self, prompt, data, idx, &label_ids)
+    }
+
+    fn score(
+        &self,
+        prompt: &Tensor,
+        data: &TaskData,
+        metric: Metric,
+        eval_batch_size: usize,
+    ) -> MlResult<f64> {
+        let eval = evaluate_prompts(self, &[prompt], data, eval_batch_size)?;
+        eval.first()
+            .map(|e| e.score(metric))
+            .ok_or_else(|| MlError::Invalid("no evaluation for the prompt".into()))
+    }
+}
+
 /// The initial prompt [L, d] on the model's device.
-pub fn init_prompt(
-    model: &EncoderModel,
+pub fn init_prompt<M: PromptModel + ?Sized>(
+    model: &M,
     init: &PromptInit,
     prompt_len: usize,
     seed: u64,
 ) -> MlResult<Tensor> {
-    let d = model.hidden_size();
+    let d = model.prompt_width();
     let mut rng = SplitMix64::new(seed ^ 0x05EE_D0F9_A0E7);
     let prompt = match init {
         PromptInit::Random => {
@@ -224,16 +315,16 @@ pub fn init_prompt(
             Tensor::from_slice(&values).view([prompt_len as i64, d])
         }
         PromptInit::Vocab => {
-            let vocab = model.config.vocab_size as u64;
+            let vocab = model.vocab_size() as u64;
             let ids: Vec<i64> = (0..prompt_len).map(|_| rng.below(vocab) as i64).collect();
             model
-                .word_embeddings()
-                .index_select(0, &Tensor::from_slice(&ids).to(model.device))
+                .input_embeddings()
+                .index_select(0, &Tensor::from_slice(&ids).to(model.device()))
                 .to_device(tch::Device::Cpu)
         }
         PromptInit::From(path) => PromptFile::load(path, Some(d))?.prompt,
     };
-    Ok(prompt.to_kind(Kind::Float).to(model.device).detach())
+    Ok(prompt.to_kind(Kind::Float).to(model.device()).detach())
 }
 
 /// Checks `data` against the model before any tensor sees it (TaskData's fields are public,
@@ -335,15 +426,15 @@ impl AdamW {
 
 /// Tunes a prompt on `train`, evaluating on `dev` (when given) to keep the best one. Resumes
 /// from `resume` when given. Deterministic for a seed on the CPU.
-pub fn tune(
-    model: &EncoderModel,
-    train: &TaskData,
-    dev: Option<&TaskData>,
+pub fn tune<M: PromptModel + ?Sized>(
+    model: &M,
+    train: &M::Data,
+    dev: Option<&M::Data>,
     cfg: &TuneConfig,
     resume: Option<Checkpoint>,
     observer: &mut dyn TuneObserver,
 ) -> MlResult<TuneOutcome> {
-    if train.is_empty() {
+    if model.data_len(train) == 0 {
         return Err(MlError::Invalid("no training examples".into()));
     }
     if cfg.batch_size == 0 || cfg.grad_accum == 0 {
@@ -352,7 +443,7 @@ pub fn tune(
         ));
     }
     tch::manual_seed(cfg.seed as i64);
-    let device = model.device;
+    let device = model.device();
     let (mut prompt, mut adam, start, mut best) = match resume {
         Some(ck) => {
             model.check_prompt(&ck.prompt, "checkpoint prompt")?;
@@ -395,12 +486,11 @@ pub fn tune(
             prompt.size()
         )));
     }
-    check_data(model, train, prompt_len)?;
+    model.check_data(train, prompt_len)?;
     if let Some(dev) = dev {
-        check_data(model, dev, prompt_len)?;
+        model.check_data(dev, prompt_len)?;
     }
-    let label_ids = Tensor::from_slice(&train.label_ids).to(device);
-    let mut sampler = Sampler::new(cfg.seed, train.len());
+    let mut sampler = Sampler::new(cfg.seed, model.data_len(train));
     let checkpoint = |step: usize,
                       prompt: &Tensor,
                       adam: &AdamW,
@@ -428,7 +518,7 @@ pub fn tune(
         let mut total = 0.0;
         for a in 0..cfg.grad_accum {
             let idx = sampler.micro_batch(step * cfg.grad_accum + a, cfg.batch_size);
-            let loss = batch_loss(model, &prompt, train, &idx, &label_ids)?;
+            let loss = model.micro_batch_loss(&prompt, train, &idx)?;
             let value = loss.double_value(&[]);
             if !value.is_finite() {
                 return Err(MlError::NanLoss { step: step + 1 });
@@ -446,8 +536,7 @@ pub fn tune(
         observer.on_step(done, loss);
         let eval_now = (cfg.eval_every > 0 && done % cfg.eval_every == 0) || done == cfg.max_steps;
         if let (Some(dev), true) = (dev, eval_now) {
-            let eval = evaluate_prompts(model, &[&prompt.detach()], dev, cfg.eval_batch_size)?;
-            let score = eval[0].score(cfg.metric);
+            let score = model.score(&prompt.detach(), dev, cfg.metric, cfg.eval_batch_size)?;
             let better = best.1.is_none_or(|b| score > b);
             if better {
                 best = (prompt.detach().copy(), Some(score), done);

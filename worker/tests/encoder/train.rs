@@ -175,3 +175,40 @@ fn runs_are_deterministic_and_resume_exactly() {
     assert_eq!(rest.best_step, a.best_step);
     assert!(max_abs_diff(&rest.best_prompt, &a.best_prompt) < 1e-6);
 }
+
+#[test]
+fn tpt_from_a_prompt_trained_on_the_same_data_starts_above_random_init() {
+    let model = load("tiny-bert-train", Head::Mlm, Layout::Prefix);
+    let train =
+        TaskData::encode_with(&model, TEMPLATE, &words(), &generate(256, 1), 8, None).unwrap();
+    let dev =
+        TaskData::encode_with(&model, TEMPLATE, &words(), &generate(200, 2), 8, None).unwrap();
+    let source = tune(&model, &train, Some(&dev), &cfg(150), None, &mut ()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("source.safetensors");
+    promptgrid_worker::ml::PromptFile::new(&source.best_prompt, "tiny", "toy", 150, None)
+        .save(&path)
+        .unwrap();
+
+    // The same budget and evaluation interval for both runs: the first evaluation compares
+    // like with like.
+    let first_eval = |init: PromptInit| {
+        let config = TuneConfig {
+            max_steps: 10,
+            eval_every: 5,
+            init,
+            ..cfg(10)
+        };
+        let mut rec = Recorder::default();
+        tune(&model, &train, Some(&dev), &config, None, &mut rec).unwrap();
+        rec.evals[0]
+    };
+    let (step_tpt, tpt) = first_eval(PromptInit::From(path.clone()));
+    let (step_random, random) = first_eval(PromptInit::Random);
+    assert_eq!((step_tpt, step_random), (5, 5));
+    println!("dev accuracy at step 5: TPT {tpt:.3}, random init {random:.3}");
+    assert!(
+        tpt > random + 0.1,
+        "TPT {tpt} should start well above random init {random}"
+    );
+}

@@ -43,6 +43,10 @@ pub struct T5Config {
     pub pad_token_id: Option<i64>,
     #[serde(default)]
     pub eos_token_id: Option<OneOrMany>,
+    /// The input length T5 was pre-trained with (transformers' deprecated `n_positions`, 512).
+    /// Relative attention has no hard limit; prompt plus text are kept within it.
+    #[serde(default)]
+    pub n_positions: Option<i64>,
 }
 
 /// A token id field that transformers allows to be one id or a list (`eos_token_id`).
@@ -188,6 +192,11 @@ impl T5Config {
 
     pub fn decoder_start_token_id(&self) -> i64 {
         self.decoder_start_token_id.unwrap_or(self.pad_token_id())
+    }
+
+    /// The encoder input length (prompt included) that data encoding keeps within.
+    pub fn max_input_tokens(&self) -> usize {
+        self.n_positions.filter(|&n| n > 0).unwrap_or(512) as usize
     }
 
     /// End-of-sequence ids; generation stops a row at any of them.
