@@ -568,7 +568,10 @@ fn a_top_k_tpt_job_waits_for_every_candidate_source_of_its_target() {
     assert_eq!(job.deps.len(), 2, "ungated: its source and its target");
     assert_eq!(job.gate, None);
 
-    let by_prompt = three.replace("pairs = \"all\"", "pairs = \"all\"\ntop_k = 1\nby = \"c_average\"");
+    let by_prompt = three.replace(
+        "pairs = \"all\"",
+        "pairs = \"all\"\ntop_k = 1\nby = \"c_average\"",
+    );
     let g = JobGraph::build(&parse(&by_prompt).unwrap());
     let job = g.by_key("tpt/demo-rt->demo-movies/m/s1").unwrap();
     let mut want = vec![

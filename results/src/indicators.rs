@@ -190,7 +190,10 @@ pub fn prompt_pair_value(a: &Prompt, b: &Prompt, name: &str) -> Option<f64> {
 /// ranking the same candidates agrees.
 pub fn top_k(mut scores: Vec<(String, Option<f64>)>, k: usize) -> Vec<String> {
     scores.sort_by(|(na, a), (nb, b)| {
-        let (a, b) = (a.unwrap_or(f64::NEG_INFINITY), b.unwrap_or(f64::NEG_INFINITY));
+        let (a, b) = (
+            a.unwrap_or(f64::NEG_INFINITY),
+            b.unwrap_or(f64::NEG_INFINITY),
+        );
         b.total_cmp(&a).then_with(|| na.cmp(nb))
     });
     scores.into_iter().take(k).map(|(n, _)| n).collect()

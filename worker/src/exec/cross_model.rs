@@ -37,14 +37,7 @@ impl Run<'_> {
                 task,
                 model: src_model,
                 objective,
-            } => self.projected(
-                m,
-                model.device(),
-                task,
-                src_model,
-                *objective,
-                seed,
-            )?,
+            } => self.projected(m, model.device(), task, src_model, *objective, seed)?,
         };
         Ok(Some(prompt.to_device(model.device())))
     }
@@ -215,14 +208,7 @@ impl Run<'_> {
         else {
             return Err(ExecError::Fatal("not a cross_model job".into()));
         };
-        let prompt = self.projected(
-            tgt_model,
-            model.device,
-            task,
-            src_model,
-            *objective,
-            *seed,
-        )?;
+        let prompt = self.projected(tgt_model, model.device, task, src_model, *objective, *seed)?;
         let settings = self.view.sweep.settings(tgt_model, task);
         let eval = self.score(model, &prompt, task, split, settings)?;
         Ok(JobOutput {

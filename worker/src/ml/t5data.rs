@@ -65,17 +65,7 @@ impl T5Tokenizer {
     /// Loads `path`; `eos_id` is the model config's end-of-sequence id, which ends every input
     /// and target.
     pub fn load(path: &Path, eos_id: i64) -> MlResult<T5Tokenizer> {
-        if !path.exists() {
-            return Err(MlError::MissingFile { path: path.into() });
-        }
-        let tok_err = |e: tokenizers::Error| MlError::Tokenizer {
-            path: path.into(),
-            message: e.to_string(),
-        };
-        let mut inner = Tokenizer::from_file(path).map_err(tok_err)?;
-        // Batching and truncation are ours.
-        inner.with_padding(None);
-        inner.with_truncation(None).map_err(tok_err)?;
+        let inner = super::tokenizer::load_tokenizer(path)?;
         let eos_token = u32::try_from(eos_id)
             .ok()
             .and_then(|id| inner.id_to_token(id))

@@ -29,20 +29,26 @@ impl std::fmt::Debug for EncoderTokenizer {
     }
 }
 
+/// Reads a tokenizer.json with its padding and truncation switched off: exported tokenizers
+/// often pad and truncate to a fixed length (sentence-transformers: 128), and batching and
+/// truncation are ours.
+pub(crate) fn load_tokenizer(path: &Path) -> MlResult<Tokenizer> {
+    if !path.exists() {
+        return Err(MlError::MissingFile { path: path.into() });
+    }
+    let tok_err = |e: tokenizers::Error| MlError::Tokenizer {
+        path: path.into(),
+        message: e.to_string(),
+    };
+    let mut inner = Tokenizer::from_file(path).map_err(tok_err)?;
+    inner.with_padding(None);
+    inner.with_truncation(None).map_err(tok_err)?;
+    Ok(inner)
+}
+
 impl EncoderTokenizer {
     pub fn load(path: &Path, family: Family, pad_token_id: Option<i64>) -> MlResult<Self> {
-        if !path.exists() {
-            return Err(MlError::MissingFile { path: path.into() });
-        }
-        let tok_err = |e: tokenizers::Error| MlError::Tokenizer {
-            path: path.into(),
-            message: e.to_string(),
-        };
-        let mut inner = Tokenizer::from_file(path).map_err(tok_err)?;
-        // Exported tokenizers often pad and truncate to a fixed length (sentence-transformers:
-        // 128); batching and truncation are ours, so both are switched off.
-        inner.with_padding(None);
-        inner.with_truncation(None).map_err(tok_err)?;
+        let inner = load_tokenizer(path)?;
         let find = |names: &[&str]| {
             names
                 .iter()
