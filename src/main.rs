@@ -9,8 +9,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use promptgrid_common::plan::{Plan, Roots};
 use promptgrid_common::{JobGraph, SpecError, Sweep};
 use promptgrid_coordinator::parquet::{ParquetDoneSource, ParquetSink};
-use promptgrid_coordinator::{CoordinatorConfig, NatsConfig, Outcome};
+use promptgrid_coordinator::{CoordinatorConfig, NatsConfig, Outcome, telemetry};
 use promptgrid_worker::exec::MlExecutor;
+use promptgrid_worker::runtime::gpus::{self, GpuError};
 
 #[derive(Parser)]
 #[command(
@@ -64,6 +65,11 @@ enum Command {
         sweep: PathBuf,
         #[command(flatten)]
         nats: NatsArgs,
+        /// A job's lease (JetStream ack wait): a worker that sends no heartbeat for this long
+        /// is presumed lost and its job is redelivered. Fixed when the sweep's consumers are
+        /// first created.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        lease_secs: u64,
         #[command(flatten)]
         results: ResultsArgs,
         #[command(flatten)]
@@ -73,6 +79,10 @@ enum Command {
     Worker {
         #[command(flatten)]
         nats: NatsArgs,
+        /// One worker process per GPU: `all`, or GPU numbers such as 0,1,3. Each runs this
+        /// command with --device cuda:N; a crashed one is restarted.
+        #[arg(long, value_name = "all|N,N,..", conflicts_with = "device")]
+        gpus: Option<String>,
         /// Serve only this sweep (default: every sweep on the server).
         #[arg(long)]
         sweep: Option<String>,
@@ -380,7 +390,14 @@ const BAD_INPUT: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Before the async runtime: the OTLP exporter's HTTP client must not start inside it.
+    let telemetry = match telemetry::init(&log_options(&cli)) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(BAD_INPUT);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -391,7 +408,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let code = match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -401,7 +418,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    }
+    };
+    // Flush the last spans outside the runtime (the exporter blocks).
+    drop(runtime);
+    drop(telemetry);
+    code
 }
 
 fn is_bad_input(err: &anyhow::Error) -> bool {
@@ -411,20 +432,48 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
                 .is_some_and(|m| m.is_bad_input())
             || e.downcast_ref::<promptgrid_results::ResultsError>()
                 .is_some_and(|r| r.is_bad_input())
+            || e.downcast_ref::<GpuError>()
+                .is_some_and(|g| g.is_bad_input())
     })
 }
 
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+/// Logs on stderr in the chosen format; spans to OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set,
+/// named after the role of the process.
+fn log_options(cli: &Cli) -> telemetry::LogOptions {
+    let service = match &cli.command {
+        Command::Coordinator { .. } => "promptgrid-coordinator",
+        Command::Worker { .. } => "promptgrid-worker",
+        _ => "promptgrid",
+    };
+    let mut default_filter = "info,async_nats=warn".to_string();
+    if matches!(cli.command, Command::Run { .. }) {
+        // A line per job would scroll under the progress bar; RUST_LOG brings them back.
+        default_filter.push_str(&format!(",{}=warn", telemetry::JOB_LOG));
     }
+    telemetry::LogOptions {
+        format: match cli.log_format {
+            LogFormat::Text => telemetry::LogFormat::Text,
+            LogFormat::Json => telemetry::LogFormat::Json,
+        },
+        default_filter,
+        service: service.to_string(),
+    }
+}
+
+/// `worker --gpus`: checks the flags a child would refuse, then supervises one worker process
+/// per GPU until a signal or a clean exit.
+async fn supervise_gpus(gpus: &str, roots: &RootArgs) -> anyhow::Result<ExitCode> {
+    let selection: gpus::GpuSelection = gpus.parse()?;
+    let list = gpus::select(&selection, gpus::device_count())?;
+    roots.required()?;
+    let args = gpus::child_args(std::env::args_os().skip(1));
+    let supervisor = gpus::Supervisor::new(args, list.clone())?;
+    tracing::info!(gpus = ?list, "starting one worker per GPU");
+    let restarts = supervisor
+        .run(promptgrid_coordinator::shutdown_on_signals())
+        .await;
+    tracing::info!(restarts, "GPU workers stopped");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -473,23 +522,29 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Coordinator {
             sweep,
             nats,
+            lease_secs,
             results,
             failures,
         } => {
             let sweep = Sweep::load(&sweep)?;
             let dir = results.results.join(&sweep.name);
             let mut config = coordinator_config(&sweep, nats.config(), &dir, &failures)?;
+            config.layout.lease = std::time::Duration::from_secs(lease_secs.max(1));
             config.shutdown = Some(promptgrid_coordinator::shutdown_on_signals());
             let outcome = promptgrid_coordinator::run(config).await?;
             finish(&outcome, Some(&dir), on_window(&sweep))
         }
         Command::Worker {
             nats,
+            gpus,
             sweep,
             name,
             roots,
             device,
         } => {
+            if let Some(gpus) = gpus {
+                return supervise_gpus(&gpus, &roots).await;
+            }
             let roots = roots.required()?;
             let device = device.device()?;
             let mut config =

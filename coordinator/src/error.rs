@@ -32,6 +32,9 @@ pub enum Error {
     /// The results sink could not write or commit.
     #[error("results sink: {0}")]
     Sink(String),
+    /// Logging or span export could not be set up.
+    #[error("telemetry: {0}")]
+    Telemetry(String),
 }
 
 impl Error {

@@ -26,6 +26,8 @@ pub async fn publish(
         async_nats::header::NATS_MESSAGE_ID,
         event.msg_id(seq).as_str(),
     );
+    // The span that publishes an event (a job's) becomes the parent of the sink's span for it.
+    crate::telemetry::inject(&tracing::Span::current(), &mut headers);
     let subject = names.event_subject(event.name(), event.job());
     let payload = Bytes::from(serde_json::to_vec(event).unwrap_or_default());
     js.publish_with_headers(subject, headers, payload)
@@ -61,6 +63,12 @@ pub trait Sink: Send + 'static {
 
     fn artifact(&mut self, _name: &str, _bytes: Vec<u8>) -> Result<()> {
         Ok(())
+    }
+
+    /// Called when no event has come for a while: a sink that batches commits (and acks) what
+    /// it holds, or events with nothing after them would wait unacked forever.
+    fn idle(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
     }
 }
 

@@ -11,7 +11,8 @@
 //! * [`jobloop`]: the worker's job loop and the [`jobloop::Executor`] trait (no tch here, so
 //!   the runtime and its tests build without libtorch; `promptgrid-worker` re-exports it);
 //! * [`embedded`]: a private nats-server plus coordinator and workers in one command;
-//! * [`server`]: starting and stopping a `nats-server` child process.
+//! * [`server`]: starting and stopping a `nats-server` child process;
+//! * [`telemetry`]: spans across processes (trace context in NATS headers), JSON logs, OTLP.
 pub mod connect;
 pub mod embedded;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod server;
 mod sinkrun;
 pub mod state;
 pub mod status;
+pub mod telemetry;
 
 pub use connect::NatsConfig;
 pub use error::{Error, Result};

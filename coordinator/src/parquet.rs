@@ -10,6 +10,7 @@ use promptgrid_common::JobId;
 use promptgrid_common::names::is_plain_name;
 use promptgrid_common::wire::Event;
 use promptgrid_results::sink::{EventSink, artifact_path, done_jobs, write_artifact};
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::events::{Ack, BoxFuture, DoneSource, Sink};
@@ -39,12 +40,21 @@ impl ParquetSink {
     }
 
     async fn commit(&mut self) -> Result<()> {
-        tokio::task::block_in_place(|| self.inner.commit()).map_err(results_error)?;
-        self.since = None;
-        for ack in self.acks.drain(..) {
-            ack.ack().await?;
+        let span = tracing::info_span!(
+            "commit",
+            rows = self.inner.pending(),
+            events = self.acks.len()
+        );
+        async {
+            tokio::task::block_in_place(|| self.inner.commit()).map_err(results_error)?;
+            self.since = None;
+            for ack in self.acks.drain(..) {
+                ack.ack().await?;
+            }
+            Ok::<(), Error>(())
         }
-        Ok(())
+        .instrument(span)
+        .await
     }
 }
 
@@ -62,6 +72,16 @@ impl Sink for ParquetSink {
             // reader of the tables sees finished jobs promptly.
             let ends_a_job = matches!(event, Event::Finished { .. } | Event::Failed { .. });
             if ends_a_job || self.inner.pending() >= BATCH_ROWS || since.elapsed() >= BATCH_AGE {
+                self.commit().await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Commits a batch that has waited its time even when no event follows it.
+    fn idle(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            if self.since.is_some_and(|t| t.elapsed() >= BATCH_AGE) {
                 self.commit().await?;
             }
             Ok(())

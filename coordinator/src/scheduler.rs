@@ -16,6 +16,8 @@ use promptgrid_common::names::{SweepNames, model_token};
 use promptgrid_common::wire::{JobMessage, JobState, now_ms};
 use promptgrid_common::{JobGraph, JobId, Sweep};
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::connect::NatsConfig;
 use crate::error::{Error, Result};
@@ -149,6 +151,9 @@ struct Sched {
 /// One publish for the publisher task.
 struct Publish {
     id: JobId,
+    key: String,
+    /// Job-error retries before this message (0 for the first).
+    retries: u32,
     subject: String,
     msg_id: String,
     payload: Bytes,
@@ -291,6 +296,8 @@ impl Sched {
         };
         Publish {
             id: job.id.clone(),
+            key: job.key.clone(),
+            retries,
             subject: self
                 .names
                 .job_subject(job.spec.model(), job.kind(), &job.id),
@@ -353,29 +360,51 @@ pub struct Counts {
 /// Runs the coordinator of one sweep until every job is done or dead (or it is stopped).
 pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
     let t0 = Instant::now();
-    let client = config.nats.connect().await?;
-    let layout = Layout::setup(client.clone(), &config.sweep, &config.layout).await?;
     let total = config.graph.len();
-    let changes = manifest::update(&layout, &config.graph).await?;
-    if let Some(spec) = &config.sweep_spec {
-        let bytes = serde_json::to_vec(spec).unwrap_or_default();
-        layout
-            .artifacts
-            .put(SWEEP_ARTIFACT, &mut bytes.as_slice())
-            .await
-            .map_err(Error::nats)?;
+    let plan = tracing::info_span!(
+        parent: None,
+        "plan",
+        sweep = %config.sweep,
+        jobs = total,
+        reused = Empty,
+        added = Empty,
+        changed = Empty,
+        removed = Empty,
+        restored = Empty,
+    );
+    let (client, layout, changes) = async {
+        let client = config.nats.connect().await?;
+        let layout = Layout::setup(client.clone(), &config.sweep, &config.layout).await?;
+        let changes = manifest::update(&layout, &config.graph).await?;
+        let span = tracing::Span::current();
+        span.record("reused", changes.reused);
+        span.record("added", changes.added.len());
+        span.record("changed", changes.changed.len());
+        span.record("removed", changes.removed.len());
+        if let Some(spec) = &config.sweep_spec {
+            let bytes = serde_json::to_vec(spec).unwrap_or_default();
+            layout
+                .artifacts
+                .put(SWEEP_ARTIFACT, &mut bytes.as_slice())
+                .await
+                .map_err(Error::nats)?;
+        }
+        if !changes.is_empty() {
+            tracing::info!(sweep = %config.sweep, "{changes}");
+        }
+        // An empty state bucket knows nothing: the server's data is new or was lost.
+        let empty = state::count(&layout.js, &layout.state).await? == 0;
+        span.record("restored", empty && config.done_source.is_some());
+        if empty && let Some(source) = &config.done_source {
+            restore_done(&layout, &config.graph, source.as_ref()).await?;
+        }
+        for token in model_tokens(&config.graph) {
+            layout.model_consumer(&token, config.layout.lease).await?;
+        }
+        Ok::<_, Error>((client, layout, changes))
     }
-    if !changes.is_empty() {
-        tracing::info!(sweep = %config.sweep, "{changes}");
-    }
-    // An empty state bucket knows nothing: the server's data is new or was lost.
-    let empty = state::count(&layout.js, &layout.state).await? == 0;
-    if empty && let Some(source) = &config.done_source {
-        restore_done(&layout, &config.graph, source.as_ref()).await?;
-    }
-    for token in model_tokens(&config.graph) {
-        layout.model_consumer(&token, config.layout.lease).await?;
-    }
+    .instrument(plan)
+    .await?;
     let sink_task = config
         .sink
         .take()
@@ -396,11 +425,13 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let started = Instant::now();
 
+    let mut reconciling = Reconciling::new(&config.sweep);
     let mut watcher = open_watch(&layout, &mut sched).await?;
     let mut out = Vec::new();
     // An empty bucket replays nothing, so no entry would say "caught up".
     if state::count(&layout.js, &layout.state).await? == 0 {
         reconcile(&mut sched, &mut out);
+        reconciling.done(out.len());
     }
     let stopped = loop {
         tokio::select! {
@@ -418,6 +449,7 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
                     }
                 };
                 let caught_up = entry.seen_current || entry.delta == 0;
+                reconciling.seen();
                 if let Some(i) = sched.index.get(&JobId(entry.key.clone())).copied()
                     && matches!(entry.operation, async_nats::jetstream::kv::Operation::Put)
                 {
@@ -433,6 +465,7 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
                 }
                 if caught_up && !sched.reconciled {
                     reconcile(&mut sched, &mut out);
+                    reconciling.done(out.len());
                 }
             }
             _ = tick.tick() => {
@@ -462,10 +495,24 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
     // Let queued publishes reach the server before returning (bounded: the server may be gone).
     let _ = tokio::time::timeout(Duration::from_secs(10), publisher).await;
     if let Some(t) = sink_task {
-        // The sink gets what is in the stream now (bounded: a sink may be stuck).
+        // The sink commits what is in the stream now. Events a killed sink took but never
+        // acked come back only after the consumer's ack wait, so a finished sweep waits that
+        // long before it reports the tables complete; a stopped one comes back for them later.
+        let limit = if stopped.is_some() {
+            Duration::from_secs(10)
+        } else {
+            crate::sinkrun::SINK_ACK_WAIT + Duration::from_secs(10)
+        };
         let drained = crate::sinkrun::drained(&layout);
-        let _ = tokio::time::timeout(Duration::from_secs(10), drained).await;
+        let timed_out = tokio::time::timeout(limit, drained).await.is_err();
         t.abort();
+        if timed_out && stopped.is_none() {
+            return Err(Error::Sink(format!(
+                "the results sink did not commit every event within {}s; run the sweep again to \
+                 finish writing the tables",
+                limit.as_secs()
+            )));
+        }
     }
     let blocked = total - sched.done - sched.dead - sched.active();
     let blocked = if stopped.is_some() { 0 } else { blocked };
@@ -487,6 +534,42 @@ fn reconcile(sched: &mut Sched, out: &mut Vec<Publish>) {
     sched.reconciled_at = Some(Instant::now());
     for i in 0..sched.local.len() {
         sched.consider(i, out);
+    }
+}
+
+/// The `reconcile` span: open from the first look at the state bucket until the replay of its
+/// current states is over (a restart's catch-up), with how many it replayed and how many jobs
+/// were then ready.
+struct Reconciling {
+    span: Option<tracing::Span>,
+    replayed: usize,
+}
+
+impl Reconciling {
+    fn new(sweep: &str) -> Reconciling {
+        Reconciling {
+            span: Some(tracing::info_span!(
+                parent: None,
+                "reconcile",
+                sweep = %sweep,
+                states = Empty,
+                ready = Empty
+            )),
+            replayed: 0,
+        }
+    }
+
+    fn seen(&mut self) {
+        if self.span.is_some() {
+            self.replayed += 1;
+        }
+    }
+
+    fn done(&mut self, ready: usize) {
+        if let Some(span) = self.span.take() {
+            span.record("states", self.replayed);
+            span.record("ready", ready);
+        }
     }
 }
 
@@ -558,6 +641,16 @@ async fn publisher(layout: Layout, rx: mpsc::UnboundedReceiver<Publish>) {
     stream
         .for_each_concurrent(256, |p| {
             let layout = layout.clone();
+            // A root span: each job message starts its own trace, which the worker continues
+            // through the message's headers (one job, one trace).
+            let span = tracing::info_span!(
+                parent: None,
+                "publish",
+                sweep = %layout.names.sweep,
+                job = %p.key,
+                job_id = %p.id,
+                retry = p.retries,
+            );
             async move {
                 let mut delay = Duration::from_millis(50);
                 loop {
@@ -571,6 +664,7 @@ async fn publisher(layout: Layout, rx: mpsc::UnboundedReceiver<Publish>) {
                     }
                 }
             }
+            .instrument(span)
         })
         .await;
 }
@@ -601,6 +695,7 @@ async fn publish_one(layout: &Layout, p: &Publish) -> Result<()> {
     }
     let mut headers = HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, p.msg_id.as_str());
+    crate::telemetry::inject(&tracing::Span::current(), &mut headers);
     layout
         .js
         .publish_with_headers(p.subject.clone(), headers, p.payload.clone())

@@ -3,10 +3,12 @@
 use async_nats::jetstream::consumer;
 use futures::StreamExt;
 use promptgrid_common::wire::Event;
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::events::{Ack, Sink};
 use crate::layout::Layout;
+use crate::telemetry;
 
 /// Resolves once the sink consumer has acked everything in the events stream.
 pub async fn drained(layout: &Layout) {
@@ -49,6 +51,13 @@ async fn copy_artifacts(layout: &Layout, sink: &mut dyn Sink, names: &[String]) 
 /// The durable consumer of the sink.
 const SINK: &str = "sink";
 
+/// A sink hears of a quiet stream after this long without an event.
+const IDLE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How long an event the sink took stays unacked before the server hands it out again: longer
+/// than a slow commit, short enough that a restarted sink soon gets what a killed one held.
+pub const SINK_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub async fn run(layout: Layout, sink: Box<dyn Sink>) -> Result<()> {
     let r = follow(layout, sink).await;
     if let Err(e) = &r {
@@ -73,7 +82,7 @@ async fn follow(layout: Layout, mut sink: Box<dyn Sink>) -> Result<()> {
                 // batch, and the ack wait must outlast a slow commit, or the server would stop
                 // delivering (or redeliver) mid-batch.
                 max_ack_pending: 50_000,
-                ack_wait: std::time::Duration::from_secs(300),
+                ack_wait: SINK_ACK_WAIT,
                 ..Default::default()
             },
         )
@@ -88,8 +97,15 @@ async fn follow(layout: Layout, mut sink: Box<dyn Sink>) -> Result<()> {
                 continue;
             }
         };
-        while let Some(msg) = messages.next().await {
-            let Ok(msg) = msg else { break };
+        loop {
+            let msg = match tokio::time::timeout(IDLE, messages.next()).await {
+                Ok(Some(Ok(msg))) => msg,
+                Ok(_) => break,
+                Err(_) => {
+                    sink.idle().await?;
+                    continue;
+                }
+            };
             let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
             let (message, acker) = msg.split();
             let ack = Ack(Box::new(move || {
@@ -97,10 +113,25 @@ async fn follow(layout: Layout, mut sink: Box<dyn Sink>) -> Result<()> {
             }));
             match serde_json::from_slice::<Event>(&message.payload) {
                 Ok(event) => {
-                    if let Event::Finished { output, .. } = &event {
-                        copy_artifacts(&layout, sink.as_mut(), &output.artifacts).await?;
+                    // A child of the span that published the event: a job's events, and the
+                    // commits they trigger, belong to the job's trace.
+                    let span = tracing::info_span!(
+                        parent: None,
+                        "sink",
+                        sweep = %layout.names.sweep,
+                        event = event.name(),
+                        job_id = %event.job(),
+                        seq,
+                    );
+                    telemetry::adopt_parent(&span, message.headers.as_ref());
+                    async {
+                        if let Event::Finished { output, .. } = &event {
+                            copy_artifacts(&layout, sink.as_mut(), &output.artifacts).await?;
+                        }
+                        sink.accept(seq, event, ack).await
                     }
-                    sink.accept(seq, event, ack).await?
+                    .instrument(span)
+                    .await?
                 }
                 Err(e) => {
                     tracing::warn!(seq, error = %e, "undecodable event skipped");

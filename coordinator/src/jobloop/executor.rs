@@ -10,9 +10,11 @@ use promptgrid_common::names::is_plain_name;
 use promptgrid_common::wire::{Event, JobMessage, JobOutput, MetricRow};
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::events;
 use crate::layout::Layout;
+use crate::telemetry::Phase;
 
 /// Why a job did not produce an output.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -52,6 +54,8 @@ pub struct JobContext {
     pub(crate) started: Instant,
     /// Numbers progress events so that each has its own dedup id.
     pub(crate) seq: AtomicU64,
+    /// The attempt's `execute` span: the parent of its phase spans.
+    pub(crate) span: tracing::Span,
 }
 
 impl JobContext {
@@ -77,6 +81,14 @@ impl JobContext {
     /// Seconds since this attempt started (the `wall_s` of metric rows).
     pub fn wall_s(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
+    }
+
+    /// A span for one phase of this attempt, a child of its `execute` span, so that it shows in
+    /// the job's trace and its log lines carry the job's fields. In blocking code:
+    /// `let _phase = ctx.phase(Phase::Train).entered();`; in async code:
+    /// `fut.instrument(ctx.phase(Phase::Evaluate)).await`.
+    pub fn phase(&self, phase: Phase) -> tracing::Span {
+        phase.span_in(&self.span)
     }
 
     /// Streams metric rows as a progress event.
@@ -138,13 +150,24 @@ impl JobContext {
     /// Saves the job's checkpoint (one per job, replaced each time): a redelivered job
     /// resumes from it.
     pub async fn save_checkpoint(&self, bytes: &[u8]) -> Result<(), JobError> {
+        let span = self.phase(Phase::Checkpoint);
+        span.record("op", "save");
+        span.record("bytes", bytes.len());
         self.put_artifact(&self.checkpoint_name(), bytes)
+            .instrument(span)
             .await
             .map(|_| ())
     }
 
     pub async fn load_checkpoint(&self) -> Result<Option<Vec<u8>>, JobError> {
-        self.get_artifact(&self.checkpoint_name()).await
+        let span = self.phase(Phase::Checkpoint);
+        span.record("op", "load");
+        let found = self
+            .get_artifact(&self.checkpoint_name())
+            .instrument(span.clone())
+            .await?;
+        span.record("bytes", found.as_ref().map_or(0, Vec::len));
+        Ok(found)
     }
 
     /// Removes the checkpoint once the result is committed.

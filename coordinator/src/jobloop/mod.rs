@@ -16,6 +16,8 @@ use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use promptgrid_common::JobId;
 use promptgrid_common::wire::{Event, Failure, JobMessage, JobState, now_ms};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 pub use executor::{Executor, JobContext, JobError};
 pub use synthetic::{Synthetic, synthetic_graph};
@@ -26,6 +28,7 @@ use crate::events;
 use crate::layout::{Layout, sweeps_on_server};
 use crate::scheduler::Shutdown;
 use crate::state::{self, Versioned};
+use crate::telemetry::{self, JOB_LOG};
 
 /// Everything `run` needs besides the executor.
 #[derive(Clone)]
@@ -132,14 +135,18 @@ pub async fn run<E: Executor>(config: WorkerConfig, executor: E) -> Result<Worke
         }
         let Some((k, msg)) = got else { continue };
         let src = &sources[k];
-        match handle(&config, executor.as_ref(), src, msg).await {
+        let span = job_span(&config, src, &msg);
+        match handle(&config, executor.as_ref(), src, msg, &span)
+            .instrument(span.clone())
+            .await
+        {
             Ok(Handled::Done) => stats.done += 1,
             Ok(Handled::Failed) => stats.failed += 1,
             Ok(Handled::Dropped) => stats.dropped += 1,
             Ok(Handled::HandedBack) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, "job handling failed; the lease will bring it back")
-            }
+            Err(e) => span.in_scope(
+                || tracing::warn!(error = %e, "job handling failed; the lease will bring it back"),
+            ),
         }
     }
     client.flush().await.ok();
@@ -197,6 +204,28 @@ async fn discover(js: &jetstream::Context, config: &WorkerConfig) -> Result<Vec<
     Ok(out)
 }
 
+/// The span of one delivery of a job message: every log line of the job carries its fields
+/// (`job`, `kind` and `attempt` are filled in once known), and it continues the trace of the
+/// `publish` span whose context the message's headers carry.
+fn job_span(config: &WorkerConfig, src: &Source, msg: &jetstream::Message) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "job",
+        sweep = %src.layout.names.sweep,
+        job = Empty,
+        job_id = Empty,
+        kind = Empty,
+        attempt = Empty,
+        worker = %config.name,
+    );
+    // Before anything else touches the span: its OpenTelemetry parent is fixed once it starts.
+    telemetry::adopt_parent(&span, msg.headers.as_ref());
+    if let Some(id) = src.layout.names.job_id_of_subject(&msg.subject) {
+        span.record("job_id", id.0.as_str());
+    }
+    span
+}
+
 enum Handled {
     Done,
     Failed,
@@ -230,6 +259,7 @@ async fn handle<E: Executor>(
     executor: &E,
     src: &Source,
     msg: jetstream::Message,
+    span: &tracing::Span,
 ) -> Result<Handled> {
     let layout = &src.layout;
     let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
@@ -254,12 +284,15 @@ async fn handle<E: Executor>(
     let job = match job {
         Ok(j) => j,
         Err(reason) => {
+            span.record("job", id.0.as_str());
             tracing::warn!(job = %id, %reason, "failing a job whose message cannot be run");
             fail_unrunnable(config, layout, &id, &reason).await?;
             msg.ack_with(AckKind::Term).await.map_err(Error::nats)?;
             return Ok(Handled::Failed);
         }
     };
+    span.record("job", job.key.as_str());
+    span.record("kind", job.spec.kind().name());
 
     // Take the job: a compare-and-set from the state we read, so two workers never both run it.
     let (attempt, revision, retries, lost) = loop {
@@ -362,8 +395,9 @@ async fn handle<E: Executor>(
             break (attempt, rev, retries, lost);
         }
     };
+    span.record("attempt", attempt);
     let started_ms = now_ms();
-    tracing::debug!(job = %job.key, attempt, "started");
+    tracing::info!(target: JOB_LOG, "job started");
     publish(
         layout,
         &Event::Started {
@@ -392,19 +426,72 @@ async fn handle<E: Executor>(
         .shutdown
         .clone()
         .unwrap_or_else(crate::scheduler::no_shutdown);
-    let ctx = JobContext {
+    let execute = tracing::info_span!(
+        parent: span,
+        "execute",
+        kind = job.spec.kind().name(),
+        model_loaded = Empty
+    );
+    let mut ctx = JobContext {
         layout: layout.clone(),
         job: id.clone(),
         attempt,
         cancel,
         started: Instant::now(),
         seq: AtomicU64::new(0),
+        span: execute.clone(),
     };
-    let result = executor.run(&job, &ctx).await;
+    let resident = executor.resident_model();
+    let result = executor.run(&job, &ctx).instrument(execute.clone()).await;
     if let Some(h) = heartbeat {
         h.abort();
     }
+    // The executor does not say when it loads a model; a change of resident model means it did.
+    execute.record("model_loaded", executor.resident_model() != resident);
+    // Close `execute` here: its last handles would otherwise keep it open through the commit.
+    ctx.span = tracing::Span::none();
+    drop(execute);
+    let elapsed_ms = ctx.started.elapsed().as_millis() as u64;
 
+    let commit = tracing::info_span!(parent: span, "commit_state", outcome = Empty);
+    finish(
+        config,
+        &msg,
+        &ctx,
+        &job,
+        result,
+        (revision, retries, lost),
+        started_ms,
+    )
+    .instrument(commit.clone())
+    .await
+    .inspect(|handled| {
+        let outcome = match handled {
+            Handled::Done => "done",
+            Handled::Failed => "failed",
+            Handled::Dropped => "discarded",
+            Handled::HandedBack => "handed back",
+        };
+        commit.record("outcome", outcome);
+        if matches!(handled, Handled::Done) {
+            tracing::info!(target: JOB_LOG, elapsed_ms, "job finished");
+        }
+    })
+}
+
+/// Commits what the executor returned: the result, a failure, or the job handed back.
+async fn finish(
+    config: &WorkerConfig,
+    msg: &jetstream::Message,
+    ctx: &JobContext,
+    job: &JobMessage,
+    result: Result<promptgrid_common::wire::JobOutput, JobError>,
+    (revision, retries, lost): (u64, u32, u32),
+    started_ms: u64,
+) -> Result<Handled> {
+    let layout = &ctx.layout;
+    let id = &ctx.job;
+    let attempt = ctx.attempt;
     let worker = config.name.clone();
     match result {
         Ok(output) => {
@@ -416,14 +503,14 @@ async fn handle<E: Executor>(
                 finished_ms,
                 output,
             };
-            if persist("commit", || state::cas(&layout.state, &id, &done, revision))
+            if persist("commit", || state::cas(&layout.state, id, &done, revision))
                 .await?
                 .is_none()
             {
-                tracing::warn!(job = %job.key, attempt, "lease lost: a newer attempt owns this job; result discarded");
+                tracing::warn!("lease lost: a newer attempt owns this job; result discarded");
                 return Ok(Handled::Dropped);
             }
-            announce_done(layout, &msg, &id, &job, done).await?;
+            announce_done(layout, msg, id, job, done).await?;
             ctx.drop_checkpoint().await;
             Ok(Handled::Done)
         }
@@ -435,7 +522,7 @@ async fn handle<E: Executor>(
                 requeued: true,
             };
             if persist("hand back", || {
-                state::cas(&layout.state, &id, &back, revision)
+                state::cas(&layout.state, id, &back, revision)
             })
             .await?
             .is_some()
@@ -444,7 +531,7 @@ async fn handle<E: Executor>(
                     .await
                     .map_err(Error::nats)?;
             }
-            tracing::info!(job = %job.key, attempt, "handed back on shutdown");
+            tracing::info!(target: JOB_LOG, "job handed back on shutdown");
             Ok(Handled::HandedBack)
         }
         Err(e) => {
@@ -461,14 +548,15 @@ async fn handle<E: Executor>(
                 at_ms: now_ms(),
             };
             if persist("commit", || {
-                state::cas(&layout.state, &id, &failed, revision)
+                state::cas(&layout.state, id, &failed, revision)
             })
             .await?
             .is_none()
             {
-                tracing::warn!(job = %job.key, attempt, "lease lost: a newer attempt owns this job; failure discarded");
+                tracing::warn!("lease lost: a newer attempt owns this job; failure discarded");
                 return Ok(Handled::Dropped);
             }
+            tracing::warn!(target: JOB_LOG, reason = %failure.reason, retryable = failure.retryable, "job failed");
             publish(
                 layout,
                 &Event::Failed {

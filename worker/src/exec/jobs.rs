@@ -8,6 +8,7 @@ use promptgrid_common::spec::{Init, PromptSettings};
 use promptgrid_common::wire::{EvalRow, JobMessage, JobOutput, MetricRow};
 use promptgrid_common::{JobId, JobSpec};
 use promptgrid_coordinator::jobloop::JobContext;
+use promptgrid_coordinator::telemetry::Phase;
 use tch::Tensor;
 
 use super::{ExecError, MlExecutor, SweepView, prompt_artifact, resolve::Split};
@@ -188,7 +189,11 @@ impl Run<'_> {
         let task = self.task(task_name)?;
         let which = Split::scored(split)?;
         let data = model.split_data(self, task, which, prompt.size()[0] as usize, settings, 0)?;
-        let value = model.score(prompt, &data, task.metric, EVAL_BATCH)?;
+        let span = self.ctx.phase(Phase::Evaluate);
+        span.record("task", task_name);
+        span.record("split", split);
+        span.record("examples", model.data_len(&data));
+        let value = span.in_scope(|| model.score(prompt, &data, task.metric, EVAL_BATCH))?;
         Ok(EvalRow {
             src_task: None,
             tgt_task: Some(task_name.to_string()),
@@ -309,7 +314,13 @@ impl Run<'_> {
             None => None,
         };
         let mut observer = Stream::new(self);
-        let outcome = tune(model, &train, Some(&dev), &cfg, resume, &mut observer);
+        let span = self.ctx.phase(Phase::Train);
+        span.record("task", task_name.as_str());
+        let outcome =
+            span.in_scope(|| tune(model, &train, Some(&dev), &cfg, resume, &mut observer));
+        if let Ok(o) = &outcome {
+            span.record("steps", o.steps);
+        }
         observer.flush();
         observer.finish()?;
         let outcome = outcome?;
@@ -331,7 +342,12 @@ impl Run<'_> {
                 .put_artifact(&prompt_artifact(&self.job.id), &bytes),
         )?;
         let test = model.split_data(self, task, Split::Test, prompt_len, settings, 0)?;
-        let value = model.score(&outcome.best_prompt, &test, task.metric, EVAL_BATCH)?;
+        let span = self.ctx.phase(Phase::Evaluate);
+        span.record("task", task_name.as_str());
+        span.record("split", split_name(task, Split::Test));
+        span.record("examples", model.data_len(&test));
+        let value =
+            span.in_scope(|| model.score(&outcome.best_prompt, &test, task.metric, EVAL_BATCH))?;
         Ok(JobOutput {
             artifacts: vec![artifact],
             metrics: self.final_metrics(

@@ -177,6 +177,10 @@ impl MlExecutor {
             // Drop the old model before loading the new one: two may not fit.
             *resident = None;
             let dir = self.roots.model_dir(spec)?;
+            // Inside the job's span: the load is a phase of the job that needed it.
+            let span = crate::runtime::Phase::LoadModel.span_in(&tracing::Span::current());
+            span.record("model", name);
+            let _entered = span.enter();
             let model = if spec.arch.is_encoder() {
                 ResidentModel::Encoder(EncoderModel::load(
                     &dir,
