@@ -5,15 +5,18 @@
 //! `projector_training_throughput` is a benchmark (ignored by default), run by
 //! scripts/bench-projector.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use promptgrid_worker::ml::{
-    EncoderModel, Example, Head, Layout, MlError, Projector, ProjectorConfig, ProjectorMeta,
-    TaskData, evaluate_prompts, train_distance, train_task,
+    EncoderModel, Head, Layout, MlError, Projector, ProjectorConfig, ProjectorMeta, TaskData,
+    evaluate_prompts, train_distance, train_task,
 };
 use tch::{Device, Kind, Tensor};
+
+mod toy;
+use toy::generate;
 
 fn data_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -120,34 +123,6 @@ fn a_nan_loss_is_reported_with_its_step() {
     let mut p = Projector::new(4, 8, 8, 16, 0, Device::Cpu).unwrap();
     let err = train_distance(&mut p, &pairs, &cfg(5, 1), &mut |_, _| true).unwrap_err();
     assert!(matches!(err, MlError::NanLoss { step: 1 }), "{err}");
-}
-
-/// Sentences of filler words holding one cue word; the label word is the cue's class.
-fn generate(n: usize, seed: u64, cues: [&str; 2]) -> Vec<Example> {
-    let filler = [
-        "the", "movie", "film", "story", "plot", "was", "is", "this", "acting", "music", "and",
-        "very", "really", "quite",
-    ];
-    let mut state = seed;
-    let mut next = move |m: usize| {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((state >> 33) as usize) % m
-    };
-    (0..n)
-        .map(|_| {
-            let label = next(2);
-            let mut words: Vec<&str> = (0..4 + next(4))
-                .map(|_| filler[next(filler.len())])
-                .collect();
-            words.insert(next(words.len() + 1), cues[label]);
-            Example {
-                fields: BTreeMap::from([("text".to_string(), words.join(" "))]),
-                label,
-            }
-        })
-        .collect()
 }
 
 fn task(model: &EncoderModel, template: &str, cues: [&str; 2], words: [&str; 2]) -> TaskData {

@@ -7,5 +7,7 @@ mod demo_model;
 mod errors;
 mod parity;
 mod prompts;
+#[path = "../toy/mod.rs"]
+mod toy;
 mod train;
 mod util;

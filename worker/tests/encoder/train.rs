@@ -1,8 +1,6 @@
 //! Prompt tuning on a small generated task with a tiny random model: the loss falls, held-out
 //! accuracy beats chance, runs are deterministic, and a resumed run equals an uninterrupted one.
 
-use std::collections::BTreeMap;
-
 use promptgrid_worker::ml::{
     Checkpoint, Example, Head, Layout, MlResult, PromptInit, TaskData, TuneConfig, TuneObserver,
     evaluate_prompts, tune,
@@ -10,40 +8,9 @@ use promptgrid_worker::ml::{
 
 use crate::util::{load, max_abs_diff};
 
-/// Sentences of filler words holding one cue, the label word itself: a tuned prompt must learn
-/// to route it to the mask (a random frozen model does not, so this measures the tuning).
+/// The toy task with the label words themselves as cues.
 fn generate(n: usize, seed: u64) -> Vec<Example> {
-    let filler = [
-        "the", "movie", "film", "story", "plot", "was", "is", "this", "acting", "music", "and",
-        "very", "really", "quite",
-    ];
-    let (neg, pos) = (["terrible"], ["great"]);
-    let mut state = seed;
-    let mut next = move |m: usize| {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((state >> 33) as usize) % m
-    };
-    (0..n)
-        .map(|_| {
-            let label = next(2);
-            let mut words: Vec<&str> = (0..4 + next(4))
-                .map(|_| filler[next(filler.len())])
-                .collect();
-            let cue = if label == 1 {
-                pos[next(1)]
-            } else {
-                neg[next(1)]
-            };
-            let at = next(words.len() + 1);
-            words.insert(at, cue);
-            Example {
-                fields: BTreeMap::from([("text".to_string(), words.join(" "))]),
-                label,
-            }
-        })
-        .collect()
+    crate::toy::generate(n, seed, ["terrible", "great"])
 }
 
 fn words() -> Vec<String> {
