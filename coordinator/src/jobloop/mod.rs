@@ -643,44 +643,44 @@ async fn fail_unrunnable(
     id: &JobId,
     reason: &str,
 ) -> Result<()> {
-    let current = persist("read state", || state::read(&layout.state, id))
-        .await
-        .ok()
-        .flatten();
-    let (rev, (attempt, retries, lost)) = match &current {
-        Some(v) if matches!(v.state, JobState::Done { .. } | JobState::Dead { .. }) => {
-            return Ok(());
-        }
-        Some(v) => (v.revision, v.state.counters()),
-        None => (0, (0, 0, 0)),
-    };
-    let failure = Failure {
-        reason: reason.to_string(),
-        retryable: false,
-    };
-    let failed = JobState::Failed {
-        attempt: attempt + 1,
-        retries,
-        lost,
-        worker: config.name.clone(),
-        failure: failure.clone(),
-        at_ms: now_ms(),
-    };
-    if persist("write state", || {
-        state::cas(&layout.state, id, &failed, rev)
-    })
-    .await?
-    .is_some()
-    {
-        let ev = Event::Failed {
-            job: id.clone(),
-            key: id.0.clone(),
-            attempt: attempt + 1,
-            worker: config.name.clone(),
-            at_ms: now_ms(),
-            failure,
+    // Retried on a lost compare-and-set: the coordinator may be creating the job's pending
+    // state at this very moment, and giving up would let the job run as if nothing were wrong.
+    loop {
+        let current = persist("read state", || state::read(&layout.state, id)).await?;
+        let (rev, (attempt, retries, lost)) = match &current {
+            Some(v) if matches!(v.state, JobState::Done { .. } | JobState::Dead { .. }) => {
+                return Ok(());
+            }
+            Some(v) => (v.revision, v.state.counters()),
+            None => (0, (0, 0, 0)),
         };
-        publish(layout, &ev).await?;
+        let failure = Failure {
+            reason: reason.to_string(),
+            retryable: false,
+        };
+        let failed = JobState::Failed {
+            attempt: attempt + 1,
+            retries,
+            lost,
+            worker: config.name.clone(),
+            failure: failure.clone(),
+            at_ms: now_ms(),
+        };
+        if persist("write state", || {
+            state::cas(&layout.state, id, &failed, rev)
+        })
+        .await?
+        .is_some()
+        {
+            let ev = Event::Failed {
+                job: id.clone(),
+                key: id.0.clone(),
+                attempt: attempt + 1,
+                worker: config.name.clone(),
+                at_ms: now_ms(),
+                failure,
+            };
+            return publish(layout, &ev).await;
+        }
     }
-    Ok(())
 }
