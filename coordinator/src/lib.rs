@@ -3,6 +3,7 @@
 //! Layout:
 //! * [`connect`]: NATS connection options (user/password, token, credentials, TLS);
 //! * [`layout`]: a sweep's streams, consumers and buckets;
+//! * [`objects`]: reading an artifact whole while it may be replaced;
 //! * [`state`]: job states in the KV bucket, changed only by compare-and-set;
 //! * [`scheduler`]: the coordinator ([`run`]);
 //! * [`status`]: `status` and `retry --failed`;
@@ -20,6 +21,7 @@ pub mod events;
 pub mod jobloop;
 pub mod layout;
 pub mod manifest;
+pub mod objects;
 pub mod parquet;
 mod progress;
 pub mod scheduler;

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use promptgrid_common::JobGraph;
-use tokio::io::AsyncReadExt;
 
 use crate::error::{Error, Result};
 use crate::layout::Layout;
@@ -61,16 +60,10 @@ impl fmt::Display for GraphChanges {
 
 /// Compares `graph` with the stored manifest, then stores `graph` as the new one.
 pub async fn update(layout: &Layout, graph: &JobGraph) -> Result<GraphChanges> {
-    let old: Option<BTreeMap<String, String>> = match layout.artifacts.get(MANIFEST).await {
-        Ok(mut obj) => {
-            let mut buf = Vec::new();
-            obj.read_to_end(&mut buf)
-                .await
-                .map_err(|e| Error::io("cannot read the manifest", e))?;
-            serde_json::from_slice(&buf).ok()
-        }
-        Err(_) => None,
-    };
+    let old: Option<BTreeMap<String, String>> =
+        crate::objects::read_object(&layout.artifacts, MANIFEST)
+            .await?
+            .and_then(|buf| serde_json::from_slice(&buf).ok());
     let new: BTreeMap<String, String> = graph
         .jobs()
         .iter()

@@ -28,21 +28,12 @@ pub async fn drained(layout: &Layout) {
 /// Hands the sink the artifacts it keeps. One that is gone from the store (a job finished
 /// twice, the second copy replacing it) is skipped with a warning: the event still commits.
 async fn copy_artifacts(layout: &Layout, sink: &mut dyn Sink, names: &[String]) -> Result<()> {
-    use tokio::io::AsyncReadExt;
     let wanted: Vec<&String> = names.iter().filter(|n| sink.wants_artifact(n)).collect();
     for name in wanted {
-        let mut object = match layout.artifacts.get(name).await {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::warn!(artifact = %name, error = %e, "artifact not in the store");
-                continue;
-            }
+        let Some(bytes) = crate::objects::read_object(&layout.artifacts, name).await? else {
+            tracing::warn!(artifact = %name, "artifact not in the store");
+            continue;
         };
-        let mut bytes = Vec::new();
-        object
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(|e| Error::io(format!("cannot read artifact {name}"), e))?;
         sink.artifact(name, bytes)?;
     }
     Ok(())

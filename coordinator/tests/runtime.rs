@@ -120,15 +120,11 @@ async fn worker_killed_mid_job_is_redelivered_and_resumes_from_its_checkpoint() 
             let Ok(l) = Layout::open(client, "kill").await else {
                 return false;
             };
-            match l.artifacts.get(format!("checkpoints/{}", all[0])).await {
-                Ok(mut o) => {
-                    let mut b = Vec::new();
-                    tokio::io::AsyncReadExt::read_to_end(&mut o, &mut b)
-                        .await
-                        .is_ok()
-                        && serde_json::from_slice::<u64>(&b).is_ok_and(|s| s >= 5)
-                }
-                Err(_) => false,
+            // Read the way workers do: the checkpoint is replaced every step.
+            let name = format!("checkpoints/{}", all[0]);
+            match promptgrid_coordinator::objects::read_object(&l.artifacts, &name).await {
+                Ok(Some(b)) => serde_json::from_slice::<u64>(&b).is_ok_and(|s| s >= 5),
+                _ => false,
             }
         })
         .await;

@@ -4,11 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use async_nats::jetstream::object_store;
 use promptgrid_common::JobId;
 use promptgrid_common::names::is_plain_name;
 use promptgrid_common::wire::{Event, JobMessage, JobOutput, MetricRow};
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -127,20 +125,9 @@ impl JobContext {
                 "artifact name `{name}` is not a plain name"
             )));
         }
-        let mut obj = match self.layout.artifacts.get(name).await {
-            Ok(o) => o,
-            Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(JobError::Retryable(format!(
-                    "cannot read artifact {name}: {e}"
-                )));
-            }
-        };
-        let mut buf = Vec::new();
-        obj.read_to_end(&mut buf)
+        crate::objects::read_object(&self.layout.artifacts, name)
             .await
-            .map_err(|e| JobError::Retryable(format!("cannot read artifact {name}: {e}")))?;
-        Ok(Some(buf))
+            .map_err(|e| JobError::Retryable(e.to_string()))
     }
 
     fn checkpoint_name(&self) -> String {
