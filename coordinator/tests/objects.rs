@@ -19,7 +19,7 @@ fn version(v: u8) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_of_an_object_replaced_meanwhile_return_one_whole_version() {
     let (_d, srv) = server(&[]);
-    let client = NatsConfig::new(&srv.url()).connect().await.unwrap();
+    let client = NatsConfig::new(srv.url()).connect().await.unwrap();
     let js = jetstream::new(client);
     let store = js
         .create_object_store(object_store::Config {
