@@ -11,6 +11,7 @@ use promptgrid_common::{JobGraph, SpecError, Sweep};
 use promptgrid_coordinator::parquet::{ParquetDoneSource, ParquetSink};
 use promptgrid_coordinator::{CoordinatorConfig, NatsConfig, Outcome, telemetry};
 use promptgrid_worker::exec::MlExecutor;
+use promptgrid_worker::ml::Precision;
 use promptgrid_worker::runtime::gpus::{self, GpuError};
 
 #[derive(Parser)]
@@ -253,6 +254,7 @@ impl ModelArgs {
             head: self.head.parse()?,
             layout: self.layout.parse()?,
             device: self.device.device()?,
+            precision: self.device.precision()?,
         };
         Ok(args.load()?)
     }
@@ -327,11 +329,19 @@ struct DeviceArgs {
     /// Intra-op threads of libtorch (default: its own choice).
     #[arg(long)]
     threads: Option<i32>,
+    /// fp32, or bf16 for the frozen model's matrix products (autocast-style mixed precision,
+    /// for GPUs with bf16 support; the prompt and its optimizer stay float32).
+    #[arg(long, default_value = "fp32")]
+    precision: String,
 }
 
 impl DeviceArgs {
     fn device(&self) -> anyhow::Result<promptgrid_worker::exec::Device> {
         Ok(promptgrid_worker::exec::device(&self.device, self.threads)?)
+    }
+
+    fn precision(&self) -> anyhow::Result<Precision> {
+        Ok(self.precision.parse()?)
     }
 }
 
@@ -506,7 +516,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let sweep = Sweep::load(&sweep)?;
             let roots = roots.required()?;
-            let device = device.device()?;
+            let (device, precision) = (device.device()?, device.precision()?);
             let dir = results.results.join(&sweep.name);
             let mut config = coordinator_config(&sweep, NatsConfig::default(), &dir, &failures)?;
             config.shutdown = Some(promptgrid_coordinator::shutdown_on_signals());
@@ -514,7 +524,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 config,
                 &results.results,
                 workers.max(1),
-                |_| MlExecutor::with_sweep(roots.clone(), device, sweep.clone()),
+                |_| {
+                    MlExecutor::with_sweep(roots.clone(), device, sweep.clone())
+                        .with_precision(precision)
+                },
             )
             .await?;
             finish(&outcome, Some(&dir), on_window(&sweep))
@@ -546,16 +559,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 return supervise_gpus(&gpus, &roots).await;
             }
             let roots = roots.required()?;
-            let device = device.device()?;
+            let executor =
+                MlExecutor::new(roots, device.device()?).with_precision(device.precision()?);
             let mut config =
                 promptgrid_coordinator::jobloop::WorkerConfig::new(nats.config(), sweep);
             if let Some(name) = name {
                 config.name = name;
             }
             config.shutdown = Some(promptgrid_coordinator::shutdown_on_signals());
-            let stats =
-                promptgrid_coordinator::jobloop::run(config, MlExecutor::new(roots, device))
-                    .await?;
+            let stats = promptgrid_coordinator::jobloop::run(config, executor).await?;
             tracing::info!(done = stats.done, failed = stats.failed, "worker stopped");
             Ok(ExitCode::SUCCESS)
         }
@@ -721,6 +733,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 head: model.head.parse()?,
                 layout: model.layout.parse()?,
                 device: model.device.device()?,
+                precision: model.device.precision()?,
             };
             let report = tokio::task::block_in_place(|| {
                 promptgrid_worker::oneshot::activation_mask(&args, &prompt, &out)

@@ -132,3 +132,34 @@ fn a_prompt_of_the_wrong_width_fails_with_a_clear_error() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn bf16_products_give_nearly_the_same_mask_and_a_wrong_precision_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = dir.path().join("sst2.safetensors");
+    write_prompt(&prompt, 4, 32, 0.0, "sst2");
+    let mut masks = Vec::new();
+    for precision in ["fp32", "bf16"] {
+        for model in ["tiny-roberta", "t5-v1_1"] {
+            let out = dir.path().join(format!("{model}-{precision}.safetensors"));
+            let o = activations(&data(model), &prompt, &out, &["--precision", precision]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            masks.push(ActivationMask::from_mask_file(&MaskFile::load(&out).unwrap()).unwrap());
+        }
+    }
+    // Rounding flips only activations near zero.
+    for (model, (fp32, bf16)) in ["tiny-roberta", "t5-v1_1"]
+        .iter()
+        .zip(masks[..2].iter().zip(&masks[2..]))
+    {
+        let on = on_indicator(fp32, bf16, 1).unwrap()[0].1.unwrap();
+        assert!(on > 0.9, "{model}: ON between fp32 and bf16 masks {on}");
+    }
+
+    let out = dir.path().join("fp16.safetensors");
+    let o = activations(&data("tiny-bert"), &prompt, &out, &["--precision", "fp16"]);
+    assert_eq!(o.status.code(), Some(2), "bad input exits 2");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("precision \"fp16\""), "{err}");
+    assert!(!out.exists());
+}

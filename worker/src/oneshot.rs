@@ -10,8 +10,8 @@ use tch::{Device, Kind, Tensor};
 
 use crate::ml::activations::{encoder_mask, t5_mask};
 use crate::ml::{
-    EncoderModel, Family, Head, Layout, MlError, MlResult, PromptFile, PromptInit, TaskData,
-    TuneConfig, TuneObserver, data, evaluate_prompts, tune,
+    EncoderModel, Family, Head, Layout, MlError, MlResult, Precision, PromptFile, PromptInit,
+    TaskData, TuneConfig, TuneObserver, data, evaluate_prompts, tune,
 };
 
 /// The model a one-shot command loads.
@@ -21,11 +21,14 @@ pub struct ModelArgs {
     pub head: Head,
     pub layout: Layout,
     pub device: Device,
+    pub precision: Precision,
 }
 
 impl ModelArgs {
     pub fn load(&self) -> MlResult<EncoderModel> {
-        EncoderModel::load(&self.dir, self.head, self.layout, self.device)
+        let mut model = EncoderModel::load(&self.dir, self.head, self.layout, self.device)?;
+        model.set_precision(self.precision)?;
+        Ok(model)
     }
 }
 
@@ -316,7 +319,8 @@ pub fn activation_mask(args: &ModelArgs, prompt: &Path, out: &Path) -> MlResult<
         })
     };
     let mask = if model_type(&args.dir)? == "t5" {
-        let model = crate::ml::t5::load(&args.dir, args.device)?;
+        let mut model = crate::ml::t5::load(&args.dir, args.device)?;
+        model.set_precision(args.precision)?;
         let file = PromptFile::load(prompt, Some(model.d_model()))?;
         t5_mask(&model, &file.prompt, &name, &task_of(&file))?
     } else {

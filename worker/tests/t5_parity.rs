@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use promptgrid_worker::ml::MlError;
 use promptgrid_worker::ml::t5::{self, BeamOptions, Capture, GenerateOptions, T5Model};
+use promptgrid_worker::ml::{MlError, Precision};
 use tch::{Device, Kind, Tensor};
 
 fn fixture_dir(name: &str) -> PathBuf {
@@ -446,4 +446,65 @@ fn missing_files_are_named() {
         matches!(&err, MlError::MissingFile { path } if path.ends_with("model.safetensors")),
         "{err}"
     );
+}
+
+/// `--precision bf16`: bf16 attention and feed-forward products keep step-0 logits, the loss and
+/// greedy decoding (the incremental cache holds bf16 keys and values) within bf16's rounding of
+/// the float32 reference, and the numbers do move.
+fn bf16_stays_within_rounding(name: &str) {
+    let mut f = Fixture::load(name);
+    f.model.set_precision(Precision::Bf16).unwrap();
+    let (p, ids, mask) = (f.get("prompt"), f.get("input_ids"), f.get("attention_mask"));
+    let logits = tch::no_grad(|| f.model.first_step_logits(Some(p), ids, mask)).unwrap();
+    assert_eq!(logits.kind(), Kind::Float);
+    let want = f.get("step0_logits");
+    let scale = want.abs().max().double_value(&[]);
+    let err = max_abs_diff(&logits, want);
+    println!("{name} bf16 step-0 logits: max abs error {err:.3e} (scale {scale:.3})");
+    assert!(err > 1e-6, "{name}: bf16 logits equal float32 ones");
+    assert!(err < 0.02 * scale, "{name}: bf16 logits differ by {err}");
+    let loss = tch::no_grad(|| {
+        f.model.teacher_forced_loss(
+            Some(p),
+            ids,
+            mask,
+            f.get("target_ids"),
+            f.get("target_mask"),
+        )
+    })
+    .unwrap();
+    let d_loss = max_abs_diff(&loss, f.get("loss"));
+    println!("{name} bf16 loss: error {d_loss:.3e}");
+    assert!(d_loss < 0.01 * f.get("loss").double_value(&[]).abs());
+
+    let generation = f
+        .model
+        .greedy_generate(
+            Some(p),
+            ids,
+            mask,
+            GenerateOptions {
+                max_new_tokens: 8,
+                keep_logits: true,
+            },
+        )
+        .unwrap();
+    let want = f.get("gen_logits");
+    let err = max_abs_diff(&generation.logits.unwrap(), want);
+    let scale = want.abs().max().double_value(&[]);
+    println!("{name} bf16 cached decoding logits: max abs error {err:.3e} (scale {scale:.3})");
+    assert!(
+        err < 0.02 * scale,
+        "{name}: bf16 decoding logits differ by {err}"
+    );
+}
+
+#[test]
+fn v1_0_bf16_products_stay_within_rounding() {
+    bf16_stays_within_rounding("t5-v1_0");
+}
+
+#[test]
+fn v1_1_bf16_products_stay_within_rounding() {
+    bf16_stays_within_rounding("t5-v1_1");
 }

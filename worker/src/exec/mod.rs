@@ -25,7 +25,7 @@ use promptgrid_common::wire::{JobMessage, JobOutput};
 use promptgrid_common::{JobGraph, JobId, JobSpec, Sweep};
 use promptgrid_coordinator::jobloop::{Executor, JobContext, JobError, Synthetic};
 
-use crate::ml::{EncoderModel, MlError, T5Backbone};
+use crate::ml::{EncoderModel, MlError, Precision, T5Backbone};
 pub use gate::GATED_OUT;
 pub use resolve::{Roots, Split};
 
@@ -118,6 +118,7 @@ enum ResidentModel {
 pub struct MlExecutor {
     roots: Roots,
     device: Device,
+    precision: Precision,
     sweep: Mutex<Option<Arc<SweepView>>>,
     resident: Mutex<Option<Resident>>,
     /// Runtime test jobs run through the same worker.
@@ -129,10 +130,17 @@ impl MlExecutor {
         MlExecutor {
             roots,
             device,
+            precision: Precision::F32,
             sweep: Mutex::new(None),
             resident: Mutex::new(None),
             synthetic: Synthetic::default(),
         }
+    }
+
+    /// Runs the models' matrix products in `precision` (`--precision bf16` on GPUs).
+    pub fn with_precision(mut self, precision: Precision) -> MlExecutor {
+        self.precision = precision;
+        self
     }
 
     /// An executor that already knows its sweep (embedded mode: the same process read it).
@@ -182,15 +190,15 @@ impl MlExecutor {
             span.record("model", name);
             let _entered = span.enter();
             let model = if spec.arch.is_encoder() {
-                ResidentModel::Encoder(EncoderModel::load(
-                    &dir,
-                    head(spec.head),
-                    layout(spec.layout),
-                    self.device,
-                )?)
+                let mut model =
+                    EncoderModel::load(&dir, head(spec.head), layout(spec.layout), self.device)?;
+                model.set_precision(self.precision)?;
+                ResidentModel::Encoder(model)
             } else {
                 // v1.0 and v1.1 differ only in config.json, which the loader reads.
-                ResidentModel::T5(T5Backbone::load(&dir, self.device)?)
+                let mut backbone = T5Backbone::load(&dir, self.device)?;
+                backbone.model.set_precision(self.precision)?;
+                ResidentModel::T5(backbone)
             };
             *resident = Some(Resident {
                 name: name.to_string(),

@@ -8,6 +8,7 @@ use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
 use super::config::{EncoderConfig, Family};
+use super::precision;
 
 /// `nn.Linear`: weight [out, in], bias [out].
 #[derive(Debug)]
@@ -25,7 +26,12 @@ impl Linear {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, Some(&self.bias))
+        precision::linear(x, &self.weight, Some(&self.bias))
+    }
+
+    fn convert(&self, kind: Kind) {
+        precision::convert(&self.weight, kind);
+        precision::convert(&self.bias, kind);
     }
 }
 
@@ -46,9 +52,16 @@ impl LayerNorm {
         }
     }
 
+    /// In float32 whatever the input's type, as autocast runs it.
     fn forward(&self, x: &Tensor) -> Tensor {
         let dim = *x.size().last().unwrap_or(&1);
-        x.layer_norm([dim], Some(&self.weight), Some(&self.bias), self.eps, true)
+        x.to_kind(Kind::Float).layer_norm(
+            [dim],
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            true,
+        )
     }
 }
 
@@ -222,6 +235,21 @@ impl BertLayer {
         }
     }
 
+    /// Converts every linear weight of the layer (see [`precision`]).
+    fn convert(&self, kind: Kind) {
+        let attention = &self.attention.attention_self;
+        for linear in [
+            &attention.query,
+            &attention.key,
+            &attention.value,
+            &self.attention.output.dense,
+            &self.intermediate.dense,
+            &self.output.dense,
+        ] {
+            linear.convert(kind);
+        }
+    }
+
     /// Runs the layer for `queries` (all positions, or only the readout rows in the last layer:
     /// everything after attention is per position, so the other rows are never needed).
     /// `on_activation` sees the FFN activation (for activation-overlap indicators).
@@ -324,6 +352,17 @@ impl Encoder {
             embeddings: BertEmbeddings::new(root / "embeddings", c),
             encoder: BertEncoder { layer: layers },
             lm_head: with_head.then(|| LmHead::new(head_root, c, family)),
+        }
+    }
+
+    /// Runs the matrix products of the layers and the LM head's transform in `kind` (see
+    /// [`precision`]); embeddings, norms and the readout stay float32.
+    pub(crate) fn convert_linears(&self, kind: Kind) {
+        for layer in &self.encoder.layer {
+            layer.convert(kind);
+        }
+        if let Some(head) = &self.lm_head {
+            head.dense.convert(kind);
         }
     }
 

@@ -10,6 +10,7 @@
 //!   [`Layout::Official`] layout. The MLM head runs only at the mask and only for the label
 //!   words' decoder rows, and the last layer only for the mask row: the encoder's work is all
 //!   a step costs;
+//! * [`Precision`]: bf16 matrix products for GPUs (`--precision bf16`), float32 by default;
 //! * [`activations`]: the FFN activations and binary masks a prompt induces (the ON indicator);
 //! * [`data`]: split files (JSONL, CSV/TSV, Parquet) to [`Example`]s, encoded as [`TaskData`];
 //! * [`tune`] / [`evaluate_prompts`] (train.rs) with [`TuneConfig`], [`TuneObserver`] and
@@ -45,6 +46,7 @@ pub mod data;
 mod error;
 pub mod metrics;
 mod model;
+mod precision;
 pub mod projector;
 mod prompt;
 mod rng;
@@ -60,6 +62,7 @@ pub use config::{EncoderConfig, Family};
 pub use data::{Example, TaskData};
 pub use error::{MlError, MlResult};
 pub use model::{Batch, Encoded, EncoderModel, Head, Layout, parse_device};
+pub use precision::Precision;
 pub use projector::{
     PROJECTOR_FORMAT, Projector, ProjectorConfig, ProjectorMeta, ProjectorOutcome, train_distance,
     train_task,

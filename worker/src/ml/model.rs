@@ -9,6 +9,7 @@ use tch::{Device, Kind, Tensor};
 use super::bert::{Encoder, Rows};
 use super::config::{EncoderConfig, Family};
 use super::error::{MlError, MlResult};
+use super::precision::Precision;
 use super::tokenizer::EncoderTokenizer;
 use super::weights;
 
@@ -93,6 +94,7 @@ pub struct EncoderModel {
     pub head: Head,
     pub layout: Layout,
     pub device: Device,
+    precision: Precision,
     /// The model folder's name, recorded in prompt files.
     pub name: String,
 }
@@ -139,8 +141,26 @@ impl EncoderModel {
             head,
             layout,
             device,
+            precision: Precision::F32,
             name,
         })
+    }
+
+    /// Runs the frozen model's matrix products in `precision` from now on (see
+    /// [`Precision`]). Float32 back from bf16 is not offered: the float32 weights are gone.
+    pub fn set_precision(&mut self, precision: Precision) -> MlResult<()> {
+        if self.precision == Precision::Bf16 && precision == Precision::F32 {
+            return Err(MlError::Invalid(
+                "the model's weights are already bf16; load it again for float32".into(),
+            ));
+        }
+        self.encoder.convert_linears(precision.matmul_kind());
+        self.precision = precision;
+        Ok(())
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     pub fn hidden_size(&self) -> i64 {

@@ -2,7 +2,7 @@
 //! inputs_embeds = concat(P, E[ids])): logits and loss within 1e-4, prompt gradient within 1e-4
 //! relative. Golden values: scripts/make-parity-fixtures.py.
 
-use promptgrid_worker::ml::{Encoded, EncoderModel, Head, Layout};
+use promptgrid_worker::ml::{Encoded, EncoderModel, Head, Layout, Precision};
 use tch::{Kind, Tensor};
 
 use crate::util::{data_dir, expected, load, max_abs_diff, max_rel_diff};
@@ -187,4 +187,55 @@ fn batched_prompts_score_like_single_prompts() {
     let s2 = tch::no_grad(|| model.label_scores(&p2, &batch, &label_ids).unwrap());
     assert!(max_abs_diff(&both.narrow(0, 0, 3), &s1) < 1e-5);
     assert!(max_abs_diff(&both.narrow(0, 3, 3), &s2) < 1e-5);
+}
+
+/// `--precision bf16`: the same model with bf16 matrix products stays within bf16's rounding of
+/// the float32 reference, and its products do run in bf16 (the numbers move).
+#[test]
+fn bf16_products_stay_within_rounding_of_transformers() {
+    for name in ["tiny-bert", "tiny-roberta"] {
+        let exp = expected(name);
+        let inp = inputs(name);
+        let mut model = load(name, Head::Mlm, Layout::Prefix);
+        model.set_precision(Precision::Bf16).unwrap();
+        let encoded = encode(&model, &inp);
+        let refs: Vec<&Encoded> = encoded.iter().collect();
+        let batch = model.batch(&refs);
+        let prompt = exp["prompt"].copy().set_requires_grad(true);
+        let scores = model
+            .label_scores(&prompt, &batch, &Tensor::from_slice(&inp.label_ids))
+            .unwrap();
+        assert_eq!(scores.kind(), Kind::Float, "{name}: scores are float32");
+        let loss = scores.cross_entropy_for_logits(&Tensor::from_slice(&inp.labels));
+        loss.backward();
+        let want = &exp["mlm.scores"];
+        let d_scores = max_abs_diff(&scores.detach(), want);
+        let scale = want.abs().max().double_value(&[]);
+        let grad = prompt.grad();
+        let want_grad = &exp["mlm.prompt_grad"];
+        let cos = (&grad * want_grad).sum(Kind::Float).double_value(&[])
+            / (grad.norm().double_value(&[]) * want_grad.norm().double_value(&[]));
+        println!("{name} bf16: scores {d_scores:.2e} (scale {scale:.2}) gradient cosine {cos:.5}");
+        assert!(
+            d_scores > 1e-6,
+            "{name}: bf16 scores equal float32 ones: the products did not run in bf16"
+        );
+        assert!(
+            d_scores < 0.01 * scale,
+            "{name}: bf16 scores differ by {d_scores}"
+        );
+        assert!(cos > 0.99, "{name}: bf16 prompt gradient cosine {cos}");
+        assert!(
+            model.set_precision(Precision::F32).is_err(),
+            "{name}: float32 weights cannot come back"
+        );
+    }
+}
+
+#[test]
+fn precision_names_parse_and_a_wrong_one_is_named() {
+    assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
+    assert_eq!("fp32".parse::<Precision>().unwrap(), Precision::F32);
+    let err = "fp16".parse::<Precision>().unwrap_err().to_string();
+    assert!(err.contains("\"fp16\"") && err.contains("bf16"), "{err}");
 }

@@ -2,8 +2,8 @@
 //! accuracy beats chance, runs are deterministic, and a resumed run equals an uninterrupted one.
 
 use promptgrid_worker::ml::{
-    Checkpoint, Example, Head, Layout, MlResult, PromptInit, TaskData, TuneConfig, TuneObserver,
-    evaluate_prompts, tune,
+    Checkpoint, Example, Head, Layout, MlResult, Precision, PromptInit, TaskData, TuneConfig,
+    TuneObserver, evaluate_prompts, tune,
 };
 
 use crate::util::{load, max_abs_diff};
@@ -178,4 +178,31 @@ fn tpt_from_a_prompt_trained_on_the_same_data_starts_above_random_init() {
         tpt > random + 0.1,
         "TPT {tpt} should start well above random init {random}"
     );
+}
+
+/// Tuning through bf16 products learns as float32 does: the prompt stays float32 and the
+/// gradient reaches it through the casts.
+#[test]
+fn tuning_with_bf16_products_lowers_the_loss_and_beats_chance() {
+    let mut model = load("tiny-bert-train", Head::Mlm, Layout::Prefix);
+    model.set_precision(Precision::Bf16).unwrap();
+    let train =
+        TaskData::encode_with(&model, TEMPLATE, &words(), &generate(256, 1), 8, None).unwrap();
+    let test =
+        TaskData::encode_with(&model, TEMPLATE, &words(), &generate(200, 2), 8, None).unwrap();
+    let config = cfg(150);
+    let out = tune(&model, &train, None, &config, None, &mut ()).unwrap();
+    assert_eq!(out.best_prompt.kind(), tch::Kind::Float);
+    let after = &evaluate_prompts(&model, &[&out.best_prompt], &test, 64).unwrap()[0];
+    let mean = |s: &[(usize, f64)]| s.iter().map(|x| x.1).sum::<f64>() / s.len() as f64;
+    let (first, last) = (
+        mean(&out.losses[..10]),
+        mean(&out.losses[out.losses.len() - 10..]),
+    );
+    println!(
+        "bf16: train loss {first:.3} -> {last:.3}, held-out accuracy {:.3}",
+        after.accuracy
+    );
+    assert!(last < first * 0.8, "training loss {first} -> {last}");
+    assert!(after.accuracy > 0.7, "held-out accuracy {}", after.accuracy);
 }

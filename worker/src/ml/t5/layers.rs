@@ -8,6 +8,7 @@ use tch::{Kind, Tensor, nn};
 
 use super::config::{Activation, T5Config};
 use super::weights::Weights;
+use crate::ml::precision;
 
 /// `T5LayerNorm`: RMS norm without mean subtraction and without bias.
 #[derive(Debug)]
@@ -106,21 +107,21 @@ impl T5LayerFF {
         let h = self.layer_norm.forward(x);
         let (inner, wo) = match &self.dense_relu_dense {
             DenseReluDense::T5DenseActDense { wi, wo } => {
-                let a = activate(self.act, &h.linear::<Tensor>(wi, None));
+                let a = activate(self.act, &precision::linear(&h, wi, None));
                 if let Some(sink) = capture {
                     sink.push(a.shallow_clone());
                 }
                 (a, wo)
             }
             DenseReluDense::T5DenseGatedActDense { wi_0, wi_1, wo } => {
-                let a = activate(self.act, &h.linear::<Tensor>(wi_0, None));
+                let a = activate(self.act, &precision::linear(&h, wi_0, None));
                 if let Some(sink) = capture {
                     sink.push(a.shallow_clone());
                 }
-                (a * h.linear::<Tensor>(wi_1, None), wo)
+                (a * precision::linear(&h, wi_1, None), wo)
             }
         };
-        x + inner.linear::<Tensor>(wo, None)
+        x + precision::linear(&inner, wo, None)
     }
 }
 
@@ -229,7 +230,7 @@ impl T5Attention {
     /// [B, T, d_model] -> [B, H, T, d_kv].
     fn heads(&self, x: &Tensor, weight: &Tensor) -> Tensor {
         let (b, t, _) = x.size3().unwrap();
-        x.linear::<Tensor>(weight, None)
+        precision::linear(x, weight, None)
             .view([b, t, self.n_heads, self.d_kv])
             .transpose(1, 2)
     }
@@ -285,12 +286,14 @@ impl T5Attention {
         };
         // T5 folds the scale into its initialisation: no 1/sqrt(d_kv) here.
         let scores = q.matmul(&k.transpose(-1, -2)) + bias;
-        let weights = scores.softmax(-1, scores.kind());
+        // Softmax in float32 (bf16 scores meet the float32 bias as float32 anyway), then the
+        // product in the values' type.
+        let weights = scores.softmax(-1, Kind::Float).to_kind(v.kind());
         let out = weights
             .matmul(&v)
             .transpose(1, 2)
             .reshape([b, t, self.n_heads * self.d_kv]);
-        out.linear::<Tensor>(&self.o, None)
+        precision::linear(&out, &self.o, None)
     }
 
     pub(super) fn has_bias_table(&self) -> bool {

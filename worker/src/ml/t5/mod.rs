@@ -39,6 +39,7 @@ use tch::{Device, Kind, Reduction, Tensor, nn};
 pub use config::{Activation, OneOrMany, T5Config};
 pub use generate::{BeamGeneration, BeamOptions, GenerateOptions, Generation};
 
+use crate::ml::precision::{self, Precision};
 use crate::ml::{MlError, MlResult};
 use layers::{CrossInput, T5Stack};
 use weights::Weights;
@@ -164,6 +165,27 @@ fn check_batch(
 impl T5Model {
     pub fn config(&self) -> &T5Config {
         &self.config
+    }
+
+    /// Runs the attention and feed-forward products in `precision` from now on (see
+    /// [`Precision`]); embeddings, norms, the relative position bias and the LM head stay
+    /// float32. There is no way back from bf16: the float32 weights are gone.
+    pub fn set_precision(&mut self, precision: Precision) -> MlResult<()> {
+        let kind = precision.matmul_kind();
+        let linears = ["q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo"];
+        for (name, weight) in self.vs.variables() {
+            let mut parts = name.rsplit('.');
+            let (last, module) = (parts.next(), parts.next().unwrap_or_default());
+            if last == Some("weight") && linears.contains(&module) {
+                if weight.kind() == Kind::BFloat16 && precision == Precision::F32 {
+                    return Err(MlError::Invalid(
+                        "the model's weights are already bf16; load it again for float32".into(),
+                    ));
+                }
+                precision::convert(&weight, kind);
+            }
+        }
+        Ok(())
     }
 
     /// The hidden size, which is a prompt's width.
