@@ -168,10 +168,72 @@ fn smoke_sweep_survives_ctrl_c_and_resumes_without_duplicates() {
         .map(|m| (m.job_id.as_str(), m.attempt, m.step, m.name.as_str()))
         .collect();
     assert_eq!(keys.len(), metrics.len(), "duplicate metric rows");
-    // Every train step of the final attempts logged a loss: 20 steps per train/TPT job, and
-    // 20 per projector.
+    let metric = |job: &str, name: &str| {
+        metrics
+            .iter()
+            .find(|m| m.job_id == job && m.name == name)
+            .map(|m| m.value)
+    };
+    let dev = |job: &str| -> Vec<(i64, f64)> {
+        metrics
+            .iter()
+            .filter(|m| m.job_id == job && m.name == "dev_score")
+            .map(|m| (m.step, m.value))
+            .collect()
+    };
+    // smoke.toml stops TPT at the first evaluation that matches the target's vanilla best: a
+    // run that matched ends at that step, one that never matched runs its 20 steps.
+    let tpt: Vec<TptRow> = read_table(&sweep).unwrap();
+    let mut tpt_steps = 0.0;
+    for t in done.iter().filter(|r| r.kind == "tpt") {
+        let vanilla = done
+            .iter()
+            .find(|r| r.kind == "train" && r.model == t.model && r.task == t.task)
+            .unwrap();
+        let best = dev(&vanilla.job_id)
+            .iter()
+            .map(|d| d.1)
+            .fold(f64::MIN, f64::max);
+        let curve = dev(&t.job_id);
+        let steps = metric(&t.job_id, "steps").unwrap();
+        tpt_steps += steps;
+        let row = tpt
+            .iter()
+            .find(|r| {
+                r.model == t.model
+                    && r.tgt == t.task.clone().unwrap_or_default()
+                    && r.src_model == t.src_model
+                    && r.objective == t.objective
+                    && r.src == t.src_task.clone().unwrap_or_default()
+            })
+            .unwrap_or_else(|| panic!("no tpt row for {t:?}"));
+        match metric(&t.job_id, "matched_step") {
+            Some(at) => {
+                assert_eq!(steps, at, "{t:?}");
+                assert!(
+                    curve.iter().any(|&(s, v)| s as f64 == at && v >= best),
+                    "{curve:?}"
+                );
+                assert!(
+                    curve.iter().all(|&(s, v)| s as f64 >= at || v < best),
+                    "{curve:?}"
+                );
+                assert_eq!(row.steps_tpt, Some(at as i64), "{row:?}");
+            }
+            None => {
+                assert_eq!(steps, 20.0, "{t:?}");
+                assert!(curve.iter().all(|&(_, v)| v < best), "{curve:?} vs {best}");
+                assert_eq!(row.steps_tpt, None, "{row:?}");
+            }
+        }
+    }
+    // Every train step of the final attempts logged a loss: 20 per train job and projector,
+    // and each TPT run's own steps.
     let losses = metrics.iter().filter(|m| m.name == "loss").count();
-    assert!(losses >= 9 * 20 + 2 * 20, "{losses} loss rows");
+    assert!(
+        losses as f64 >= 4.0 * 20.0 + tpt_steps + 2.0 * 20.0,
+        "{losses} loss rows"
+    );
 
     let evals: Vec<EvalRow> = read_table(&sweep).unwrap();
     assert_eq!(
@@ -207,7 +269,6 @@ fn smoke_sweep_survives_ctrl_c_and_resumes_without_duplicates() {
         );
     }
     // The TPT-model runs are told apart from TPT-task runs by their source model and objective.
-    let tpt: Vec<TptRow> = read_table(&sweep).unwrap();
     let projected = tpt.iter().filter(|t| t.src_model.is_some()).count();
     assert_eq!((tpt.len(), projected), (5, 4), "{tpt:?}");
 }

@@ -105,6 +105,10 @@ pub enum JobSpec {
         model: String,
         seed: u64,
         settings: PromptSettings,
+        /// Stop once a dev evaluation matches the vanilla run's best ([`TptStudy`]); left out
+        /// of the wire form when false, so that the ids of existing sweeps stay the same.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stop_when_matched: bool,
     },
     /// The binary FFN activation mask the prompt of `task` (or [`RANDOM`]) induces.
     Activations {
@@ -517,6 +521,7 @@ impl Builder<'_> {
                         tgt,
                         model: model.name.clone(),
                         seed,
+                        stop_when_matched: tpt.stop_when_matched,
                     };
                     self.add(spec, deps, tpt.top_k);
                 }
@@ -582,7 +587,7 @@ impl Builder<'_> {
                     split: split.to_string(),
                 };
                 self.add(spec, vec![projector.clone(), src_prompt.clone()], None);
-                if sweep.studies.tpt.as_ref().is_some_and(|t| t.from_projected) {
+                if let Some(tpt) = sweep.studies.tpt.as_ref().filter(|t| t.from_projected) {
                     let vanilla = self.train_job(task, &tgt.name, seed);
                     let spec = JobSpec::Tpt {
                         source: TptSource::Projected {
@@ -594,6 +599,7 @@ impl Builder<'_> {
                         model: tgt.name.clone(),
                         seed,
                         settings: self.settings(&tgt.name, task),
+                        stop_when_matched: tpt.stop_when_matched,
                     };
                     self.add(spec, vec![projector.clone(), src_prompt, vanilla], None);
                 }

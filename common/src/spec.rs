@@ -161,6 +161,11 @@ pub struct TptStudy {
     pub from_projected: bool,
     /// The models TPT runs on; all when `None`.
     pub models: Option<Vec<String>>,
+    /// Stop a TPT run at the first evaluation that matches its target's vanilla best dev
+    /// score: the run then measures convergence speedup only, and its final score is that
+    /// evaluation's prompt. Runs that never match use the whole budget.
+    #[serde(default)]
+    pub stop_when_matched: bool,
 }
 
 /// How a projector learns.
@@ -793,6 +798,8 @@ mod raw {
         #[serde(default)]
         pub from_projected: bool,
         pub models: Option<Spanned<Vec<String>>>,
+        #[serde(default)]
+        pub stop_when_matched: bool,
     }
 
     #[derive(Deserialize)]
@@ -982,6 +989,7 @@ mod raw {
                         top_k,
                         from_projected: t.from_projected,
                         models,
+                        stop_when_matched: t.stop_when_matched,
                     })
                 }
                 None => None,

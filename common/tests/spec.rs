@@ -8,7 +8,7 @@ use promptgrid_common::catalog::Catalog;
 use promptgrid_common::graph::{JobGraph, JobKind};
 use promptgrid_common::plan::{Plan, Roots};
 use promptgrid_common::spec::Indicator;
-use promptgrid_common::{SpecError, Sweep};
+use promptgrid_common::{JobSpec, SpecError, Sweep};
 
 fn sweeps_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../sweeps")
@@ -188,6 +188,37 @@ fn job_ids_change_exactly_where_a_setting_changes() {
     );
     assert_ne!(id_of(&words, "train/demo-rt/m/s1"), base_train_rt);
     assert_eq!(id_of(&words, "train/demo-movies/m/s1"), base_train_movies);
+
+    // Stopping TPT when it matches the vanilla run changes the TPT jobs only; left at false,
+    // the flag is not part of the job (ids of sweeps planned before it existed stay valid).
+    let base_tpt = id_of(SMALL, "tpt/demo-rt->demo-movies/m/s1");
+    let matched = SMALL.replace(
+        "pairs = \"all\"",
+        "pairs = \"all\"\nstop_when_matched = true",
+    );
+    assert_ne!(id_of(&matched, "tpt/demo-rt->demo-movies/m/s1"), base_tpt);
+    assert_eq!(id_of(&matched, "train/demo-rt/m/s1"), base_train_rt);
+    let unset = SMALL.replace(
+        "pairs = \"all\"",
+        "pairs = \"all\"\nstop_when_matched = false",
+    );
+    assert_eq!(id_of(&unset, "tpt/demo-rt->demo-movies/m/s1"), base_tpt);
+    let graph = JobGraph::build(&parse(SMALL).unwrap());
+    let wire = serde_json::to_string(&graph.by_key("tpt/demo-rt->demo-movies/m/s1").unwrap().spec)
+        .unwrap();
+    assert!(!wire.contains("stop_when_matched"), "{wire}");
+    let graph = JobGraph::build(&parse(&matched).unwrap());
+    let spec = &graph.by_key("tpt/demo-rt->demo-movies/m/s1").unwrap().spec;
+    assert!(
+        matches!(
+            spec,
+            JobSpec::Tpt {
+                stop_when_matched: true,
+                ..
+            }
+        ),
+        "{spec:?}"
+    );
 
     // A second seed adds jobs and keeps the first seed's.
     let seeds = SMALL.replace("seeds = [1]", "seeds = [1, 2]");

@@ -292,7 +292,7 @@ impl Run<'_> {
             settings,
             settings.dev_examples as usize,
         )?;
-        let cfg = TuneConfig {
+        let mut cfg = TuneConfig {
             prompt_len,
             lr: settings.learning_rate,
             weight_decay: 0.0,
@@ -314,6 +314,14 @@ impl Run<'_> {
             None => None,
         };
         let mut observer = Stream::new(self);
+        observer.stop_at = self.vanilla_best(model)?;
+        // A run that matched before its worker was lost resumes finished.
+        if let (Some(target), Some(ck)) = (observer.stop_at, &resume)
+            && ck.best_score.is_some_and(|s| s >= target)
+        {
+            observer.matched_at = Some(ck.best_step);
+            cfg.max_steps = ck.step;
+        }
         let span = self.ctx.phase(Phase::Train);
         span.record("task", task_name.as_str());
         let outcome =
@@ -325,7 +333,7 @@ impl Run<'_> {
         observer.finish()?;
         let outcome = outcome?;
         drop(init_file);
-        if outcome.stopped {
+        if outcome.stopped && observer.matched_at.is_none() {
             return Err(ExecError::Cancelled);
         }
 
@@ -355,7 +363,10 @@ impl Run<'_> {
                 &[
                     ("best_step", outcome.best_step as f64),
                     ("steps", outcome.steps as f64),
-                ],
+                ]
+                .into_iter()
+                .chain(observer.matched_at.map(|s| ("matched_step", s as f64)))
+                .collect::<Vec<_>>(),
             ),
             evals: vec![EvalRow {
                 src_task: Some(src_name.clone()),
@@ -402,6 +413,37 @@ impl Run<'_> {
     }
 }
 
+impl Run<'_> {
+    /// The best dev score of the target's vanilla run, for a TPT job that stops once it
+    /// matches it; `None` for every other job. The vanilla run saw the same dev examples (same
+    /// settings and seed), so the scores compare.
+    fn vanilla_best<M: JobModel>(&self, model: &M) -> Result<Option<f64>, ExecError> {
+        let JobSpec::Tpt {
+            tgt,
+            model: m,
+            seed,
+            stop_when_matched: true,
+            ..
+        } = &self.job.spec
+        else {
+            return Ok(None);
+        };
+        let key = train_key(tgt, m, *seed);
+        let vanilla = self.stored_prompt(&key, Some(model.prompt_width()))?;
+        let score = vanilla
+            .metadata
+            .get("score")
+            .and_then(|s| s.parse::<f64>().ok());
+        match score {
+            Some(s) if s.is_finite() => Ok(Some(s)),
+            _ => Err(ExecError::Fatal(format!(
+                "the prompt of {key} records no best dev score: a TPT run cannot stop when it \
+                 matches it"
+            ))),
+        }
+    }
+}
+
 /// The key of the train job whose prompt other jobs start from or score.
 pub(super) fn train_key(task: &str, model: &str, seed: u64) -> String {
     format!("train/{task}/{model}/s{seed}")
@@ -422,6 +464,10 @@ pub(super) struct Stream<'a, 'b> {
     run: &'a Run<'b>,
     pending: Vec<MetricRow>,
     error: Option<ExecError>,
+    /// A dev score that ends the run once reached (TPT that stops when matched).
+    pub(super) stop_at: Option<f64>,
+    /// The step whose evaluation reached `stop_at`.
+    pub(super) matched_at: Option<usize>,
 }
 
 impl<'a, 'b> Stream<'a, 'b> {
@@ -430,6 +476,8 @@ impl<'a, 'b> Stream<'a, 'b> {
             run,
             pending: Vec::new(),
             error: None,
+            stop_at: None,
+            matched_at: None,
         }
     }
 
@@ -475,6 +523,9 @@ impl TuneObserver for Stream<'_, '_> {
     fn on_eval(&mut self, step: usize, dev_score: f64, _best: bool) {
         self.push(step, "dev_score", dev_score);
         self.flush();
+        if self.stop_at.is_some_and(|target| dev_score >= target) {
+            self.matched_at.get_or_insert(step);
+        }
     }
 
     fn on_checkpoint(&mut self, checkpoint: &Checkpoint) -> crate::ml::MlResult<()> {
@@ -493,7 +544,7 @@ impl TuneObserver for Stream<'_, '_> {
     }
 
     fn should_stop(&mut self) -> bool {
-        self.stop_requested()
+        self.stop_requested() || self.matched_at.is_some()
     }
 }
 

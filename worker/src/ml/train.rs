@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor};
 use super::data::TaskData;
 use super::error::{MlError, MlResult};
 use super::metrics;
-use super::model::{EncoderModel, Layout};
+use super::model::{Encoded, EncoderModel, Layout};
 use super::prompt::{PromptFile, read_tensors, write_tensors};
 use super::rng::{Sampler, SplitMix64};
 
@@ -596,25 +596,31 @@ pub fn evaluate_prompts(
     );
     let label_ids = Tensor::from_slice(&data.label_ids).to(model.device);
     let chunk = (eval_batch_size / k).max(1);
-    let mut predictions = vec![Vec::with_capacity(data.len()); k];
+    // Batches of similar lengths pad little: in data order nearly every batch pads to the
+    // longest text. Predictions go back to data order.
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    order.sort_by_key(|&i| data.inputs[i].ids.len());
+    let mut predictions = vec![vec![0i64; data.len()]; k];
     let mut losses = vec![0.0; k];
     tch::no_grad(|| -> MlResult<()> {
-        for (c, inputs) in data.inputs.chunks(chunk).enumerate() {
-            let n = inputs.len() as i64;
-            let rows: Vec<&_> = (0..k).flat_map(|_| inputs.iter()).collect();
+        for indices in order.chunks(chunk) {
+            let n = indices.len() as i64;
+            let inputs: Vec<&Encoded> = indices.iter().map(|&i| &data.inputs[i]).collect();
+            let rows: Vec<&_> = (0..k).flat_map(|_| inputs.iter().copied()).collect();
             let batch = model.batch(&rows);
             let prompt_rows = stacked.repeat_interleave_self_int(n, Some(0), None);
             let scores = model
                 .label_scores(&prompt_rows, &batch, &label_ids)?
                 .to_kind(Kind::Float)
                 .view([k as i64, n, -1]);
-            let labels = Tensor::from_slice(&data.labels[c * chunk..c * chunk + inputs.len()])
-                .to(model.device);
+            let labels: Vec<i64> = indices.iter().map(|&i| data.labels[i]).collect();
+            let labels = Tensor::from_slice(&labels).to(model.device);
             for (j, preds) in predictions.iter_mut().enumerate() {
                 let s = scores.get(j as i64);
-                preds.extend(Vec::<i64>::try_from(
-                    s.argmax(-1, false).to_device(tch::Device::Cpu),
-                )?);
+                let argmax = Vec::<i64>::try_from(s.argmax(-1, false).to_device(tch::Device::Cpu))?;
+                for (&i, p) in indices.iter().zip(argmax) {
+                    preds[i] = p;
+                }
                 losses[j] += s
                     .cross_entropy_loss::<Tensor>(&labels, None, tch::Reduction::Sum, -100, 0.0)
                     .double_value(&[]);
