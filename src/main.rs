@@ -47,6 +47,9 @@ enum Command {
     },
     /// Run a whole sweep on this machine: a private nats-server, the coordinator, the results
     /// sink and local workers. Run it again to resume.
+    // A flag given twice takes its last value: wrappers such as scripts/run-demo set defaults
+    // that the user's own arguments, passed after them, replace.
+    #[command(args_override_self = true)]
     Run {
         sweep: PathBuf,
         /// Local workers (each runs one job at a time).
