@@ -558,12 +558,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             roots,
             device,
         } => {
+            // Refused here, not by every child `--gpus` would start and restart.
+            let precision = device.precision()?;
             if let Some(gpus) = gpus {
                 return supervise_gpus(&gpus, &roots).await;
             }
             let roots = roots.required()?;
-            let executor =
-                MlExecutor::new(roots, device.device()?).with_precision(device.precision()?);
+            let executor = MlExecutor::new(roots, device.device()?).with_precision(precision);
             let mut config =
                 promptgrid_coordinator::jobloop::WorkerConfig::new(nats.config(), sweep);
             if let Some(name) = name {

@@ -411,9 +411,7 @@ impl Run<'_> {
             }],
         })
     }
-}
 
-impl Run<'_> {
     /// The best dev score of the target's vanilla run, for a TPT job that stops once it
     /// matches it; `None` for every other job. The vanilla run saw the same dev examples (same
     /// settings and seed), so the scores compare.

@@ -2,8 +2,8 @@
 //! accuracy beats chance, runs are deterministic, and a resumed run equals an uninterrupted one.
 
 use promptgrid_worker::ml::{
-    Checkpoint, Example, Head, Layout, MlResult, Precision, PromptInit, TaskData, TuneConfig,
-    TuneObserver, evaluate_prompts, tune,
+    Checkpoint, EncoderModel, Example, Head, Layout, MlResult, Precision, PromptInit, TaskData,
+    TuneConfig, TuneObserver, evaluate_prompts, tune,
 };
 
 use crate::util::{load, max_abs_diff};
@@ -62,24 +62,28 @@ fn cfg(steps: usize) -> TuneConfig {
     }
 }
 
+/// `n` toy examples from `seed`, encoded for a prompt of 8 tokens.
+fn toy_data(model: &EncoderModel, n: usize, seed: u64) -> TaskData {
+    TaskData::encode_with(model, TEMPLATE, &words(), &generate(n, seed), 8, None).unwrap()
+}
+
+/// The mean training loss of the first and of the last 10 steps.
+fn first_and_last_losses(losses: &[(usize, f64)]) -> (f64, f64) {
+    let mean = |s: &[(usize, f64)]| s.iter().map(|x| x.1).sum::<f64>() / s.len() as f64;
+    (mean(&losses[..10]), mean(&losses[losses.len() - 10..]))
+}
+
 #[test]
 fn tuning_lowers_the_loss_and_beats_chance() {
     let model = load("tiny-bert-train", Head::Mlm, Layout::Prefix);
-    let train =
-        TaskData::encode_with(&model, TEMPLATE, &words(), &generate(256, 1), 8, None).unwrap();
-    let test =
-        TaskData::encode_with(&model, TEMPLATE, &words(), &generate(200, 2), 8, None).unwrap();
+    let (train, test) = (toy_data(&model, 256, 1), toy_data(&model, 200, 2));
     let config = cfg(150);
     let init = promptgrid_worker::ml::init_prompt(&model, &config.init, 8, config.seed).unwrap();
     let before = &evaluate_prompts(&model, &[&init], &test, 64).unwrap()[0];
     let mut rec = Recorder::default();
     let out = tune(&model, &train, Some(&test), &config, None, &mut rec).unwrap();
     let after = &evaluate_prompts(&model, &[&out.best_prompt], &test, 64).unwrap()[0];
-    let mean = |s: &[(usize, f64)]| s.iter().map(|x| x.1).sum::<f64>() / s.len() as f64;
-    let (first, last) = (
-        mean(&out.losses[..10]),
-        mean(&out.losses[out.losses.len() - 10..]),
-    );
+    let (first, last) = first_and_last_losses(&out.losses);
     println!(
         "train loss {first:.3} -> {last:.3}; held-out loss {:.3} -> {:.3}, accuracy {:.3} -> {:.3}",
         before.loss, after.loss, before.accuracy, after.accuracy
@@ -106,9 +110,7 @@ fn tuning_lowers_the_loss_and_beats_chance() {
 #[test]
 fn runs_are_deterministic_and_resume_exactly() {
     let model = load("tiny-roberta", Head::Tied, Layout::Prefix);
-    let train =
-        TaskData::encode_with(&model, TEMPLATE, &words(), &generate(40, 5), 8, None).unwrap();
-    let dev = TaskData::encode_with(&model, TEMPLATE, &words(), &generate(30, 6), 8, None).unwrap();
+    let (train, dev) = (toy_data(&model, 40, 5), toy_data(&model, 30, 6));
     let config = TuneConfig {
         init: PromptInit::Random,
         eval_every: 3,
@@ -146,10 +148,7 @@ fn runs_are_deterministic_and_resume_exactly() {
 #[test]
 fn tpt_from_a_prompt_trained_on_the_same_data_starts_above_random_init() {
     let model = load("tiny-bert-train", Head::Mlm, Layout::Prefix);
-    let train =
-        TaskData::encode_with(&model, TEMPLATE, &words(), &generate(256, 1), 8, None).unwrap();
-    let dev =
-        TaskData::encode_with(&model, TEMPLATE, &words(), &generate(200, 2), 8, None).unwrap();
+    let (train, dev) = (toy_data(&model, 256, 1), toy_data(&model, 200, 2));
     let source = tune(&model, &train, Some(&dev), &cfg(150), None, &mut ()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("source.safetensors");
@@ -186,19 +185,12 @@ fn tpt_from_a_prompt_trained_on_the_same_data_starts_above_random_init() {
 fn tuning_with_bf16_products_lowers_the_loss_and_beats_chance() {
     let mut model = load("tiny-bert-train", Head::Mlm, Layout::Prefix);
     model.set_precision(Precision::Bf16).unwrap();
-    let train =
-        TaskData::encode_with(&model, TEMPLATE, &words(), &generate(256, 1), 8, None).unwrap();
-    let test =
-        TaskData::encode_with(&model, TEMPLATE, &words(), &generate(200, 2), 8, None).unwrap();
+    let (train, test) = (toy_data(&model, 256, 1), toy_data(&model, 200, 2));
     let config = cfg(150);
     let out = tune(&model, &train, None, &config, None, &mut ()).unwrap();
     assert_eq!(out.best_prompt.kind(), tch::Kind::Float);
     let after = &evaluate_prompts(&model, &[&out.best_prompt], &test, 64).unwrap()[0];
-    let mean = |s: &[(usize, f64)]| s.iter().map(|x| x.1).sum::<f64>() / s.len() as f64;
-    let (first, last) = (
-        mean(&out.losses[..10]),
-        mean(&out.losses[out.losses.len() - 10..]),
-    );
+    let (first, last) = first_and_last_losses(&out.losses);
     println!(
         "bf16: train loss {first:.3} -> {last:.3}, held-out accuracy {:.3}",
         after.accuracy
