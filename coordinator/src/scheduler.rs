@@ -482,7 +482,7 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
             }
             _ = shutdown.changed() => {
                 if *shutdown.borrow() {
-                    break Some("stopped".to_string());
+                    break Some("interrupted; run the same command again to resume".to_string());
                 }
             }
         }
