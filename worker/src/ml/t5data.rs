@@ -27,6 +27,7 @@ use super::metrics;
 use super::t5::{self, GenerateOptions, T5Model};
 use super::template::{TemplateTokenizer, fit};
 use super::textmetrics;
+use super::tokenizer::tokenizer_error;
 use super::train::PromptModel;
 
 /// Target tokens (end-of-sequence included) of a question-answering task: answers are short
@@ -81,16 +82,12 @@ impl T5Tokenizer {
         })
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> MlError {
-        MlError::Tokenizer {
-            path: self.path.clone(),
-            message: e.to_string(),
-        }
-    }
-
     /// Ids of `text` without special tokens.
     pub fn ids(&self, text: &str) -> MlResult<Vec<i64>> {
-        let enc = self.inner.encode(text, false).map_err(|e| self.err(e))?;
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| tokenizer_error(&self.path, e))?;
         Ok(enc.get_ids().iter().map(|&i| i64::from(i)).collect())
     }
 
@@ -105,7 +102,9 @@ impl T5Tokenizer {
     /// Text of generated ids, without special tokens (pads, end-of-sequence).
     pub fn decode(&self, ids: &[i64]) -> MlResult<String> {
         let ids: Vec<u32> = ids.iter().filter_map(|&i| u32::try_from(i).ok()).collect();
-        self.inner.decode(&ids, true).map_err(|e| self.err(e))
+        self.inner
+            .decode(&ids, true)
+            .map_err(|e| tokenizer_error(&self.path, e))
     }
 
     /// The first token of each label word (what decoding step 0 is scored on). Two words that
@@ -137,7 +136,10 @@ impl TemplateTokenizer for T5Tokenizer {
         self.encode(text)
     }
     fn field_pieces(&self, text: &str) -> MlResult<Vec<(String, usize)>> {
-        let enc = self.inner.encode(text, false).map_err(|e| self.err(e))?;
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| tokenizer_error(&self.path, e))?;
         Ok(enc
             .get_tokens()
             .iter()

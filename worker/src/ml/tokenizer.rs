@@ -36,14 +36,20 @@ pub(crate) fn load_tokenizer(path: &Path) -> MlResult<Tokenizer> {
     if !path.exists() {
         return Err(MlError::MissingFile { path: path.into() });
     }
-    let tok_err = |e: tokenizers::Error| MlError::Tokenizer {
+    let mut inner = Tokenizer::from_file(path).map_err(|e| tokenizer_error(path, e))?;
+    inner.with_padding(None);
+    inner
+        .with_truncation(None)
+        .map_err(|e| tokenizer_error(path, e))?;
+    Ok(inner)
+}
+
+/// A tokenizer failure, named by the tokenizer.json it came from.
+pub(crate) fn tokenizer_error(path: &Path, e: impl std::fmt::Display) -> MlError {
+    MlError::Tokenizer {
         path: path.into(),
         message: e.to_string(),
-    };
-    let mut inner = Tokenizer::from_file(path).map_err(tok_err)?;
-    inner.with_padding(None);
-    inner.with_truncation(None).map_err(tok_err)?;
-    Ok(inner)
+    }
 }
 
 impl EncoderTokenizer {
@@ -74,22 +80,21 @@ impl EncoderTokenizer {
         })
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> MlError {
-        MlError::Tokenizer {
-            path: self.path.clone(),
-            message: e.to_string(),
-        }
-    }
-
     /// Ids of `text` with the tokenizer's special tokens (`[CLS] … [SEP]`, `<s> … </s>`).
     pub fn encode(&self, text: &str) -> MlResult<Vec<i64>> {
-        let enc = self.inner.encode(text, true).map_err(|e| self.err(e))?;
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| tokenizer_error(&self.path, e))?;
         Ok(enc.get_ids().iter().map(|&i| i as i64).collect())
     }
 
     /// Tokens of `text` without special tokens, with the byte offset where each starts.
     pub(crate) fn pieces(&self, text: &str) -> MlResult<Vec<(String, usize)>> {
-        let enc = self.inner.encode(text, false).map_err(|e| self.err(e))?;
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| tokenizer_error(&self.path, e))?;
         Ok(enc
             .get_tokens()
             .iter()
@@ -111,7 +116,7 @@ impl EncoderTokenizer {
                 let enc = self
                     .inner
                     .encode(text.as_str(), false)
-                    .map_err(|e| self.err(e))?;
+                    .map_err(|e| tokenizer_error(&self.path, e))?;
                 // A word outside a WordPiece vocabulary is one token too: [UNK], equally wrong.
                 let unknown = enc
                     .get_tokens()
