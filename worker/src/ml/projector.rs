@@ -4,15 +4,17 @@
 //! Linear(h → L·d_tgt), reshape, LayerNorm(d_tgt) per token. Tensor names equal that module's
 //! `state_dict` keys (`encoder.*`, `decoder.*`, `layer_norm.*`), so files map one to one.
 //!
-//! Two objectives train it, both with Adam: [`train_distance`] (MSE to the target model's own
-//! prompts of the same tasks) and [`train_task`] (the target task's prompt-tuning loss through
-//! the frozen target model).
+//! Two objectives train it, both with AdamW (eps 1e-6, no weight decay) as the official
+//! tools/train_tool_cross.py:176 does: [`train_distance`] (MSE to the target model's own prompts
+//! of the same tasks) and [`train_task`] (cross-entropy over the union of the training tasks'
+//! label words, through the frozen target model, as model/crossPrompt.py:321 and
+//! dataset/crossDataset.py do).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
-use tch::nn::{self, OptimizerConfig, VarStore};
+use tch::nn::VarStore;
 use tch::{Device, Kind, Reduction, Tensor};
 
 use super::data::TaskData;
@@ -20,13 +22,17 @@ use super::error::{MlError, MlResult};
 use super::model::EncoderModel;
 use super::prompt::tensors_to_bytes;
 use super::rng::{Sampler, SplitMix64};
-use super::train::{batch_loss, check_data};
+use super::train::check_data;
 
 /// The `format` metadata value of projector files.
 pub const PROJECTOR_FORMAT: &str = "promptgrid-projector/1";
 
 /// PyTorch's `nn.LayerNorm` default, which the official projector uses.
 const LAYER_NORM_EPS: f64 = 1e-5;
+
+/// The official projector optimizer's epsilon: `transformers.AdamW(eps=1e-06, lr=0.005,
+/// weight_decay=0.0, correct_bias=True)` (tools/train_tool_cross.py:176).
+pub const PROJECTOR_ADAM_EPS: f64 = 1e-6;
 
 /// The tensors of a projector file, in the order they are checked on load: each check can then
 /// blame one metadata field (d_tgt, then prompt_len, then hidden, then d_src).
@@ -44,7 +50,8 @@ const TENSORS: [&str; 6] = [
 pub struct ProjectorConfig {
     /// Width of the hidden layer; the paper's 768. Used by the caller for [`Projector::new`].
     pub hidden: i64,
-    /// Adam's constant learning rate (the official crossPrompt configs: 1e-3).
+    /// AdamW's constant learning rate. The official value is 0.005, hard-coded in
+    /// tools/train_tool_cross.py:176 (the configs' `learning_rate = 0.001` is never read).
     pub learning_rate: f64,
     pub steps: usize,
     /// Prompt pairs per step (`distance`) or examples per step (`task`).
@@ -57,7 +64,7 @@ impl Default for ProjectorConfig {
     fn default() -> ProjectorConfig {
         ProjectorConfig {
             hidden: 768,
-            learning_rate: 1e-3,
+            learning_rate: 0.005,
             steps: 1000,
             batch_size: 16,
             seed: 0,
@@ -443,7 +450,50 @@ fn check_config(cfg: &ProjectorConfig) -> MlResult<()> {
     Ok(())
 }
 
-/// The shared loop: Adam on the projector's weights alone, `loss(step)` per step (0-based),
+/// `transformers.AdamW` (tools/train_tool_cross.py:176: betas 0.9/0.999, eps 1e-6, no weight
+/// decay, `correct_bias=True`). Its update differs from `torch.optim.AdamW`'s where eps enters:
+/// `p -= lr·√(1−β2ᵗ)/(1−β1ᵗ) · m / (√v + eps)`, i.e. eps is not bias-corrected (torch divides
+/// by `√v/√(1−β2ᵗ) + eps`), which matters while gradients are small.
+struct HfAdamW {
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    t: i32,
+}
+
+impl HfAdamW {
+    const BETA1: f64 = 0.9;
+    const BETA2: f64 = 0.999;
+
+    fn new(params: &[&Tensor]) -> HfAdamW {
+        HfAdamW {
+            m: params.iter().map(|p| p.zeros_like()).collect(),
+            v: params.iter().map(|p| p.zeros_like()).collect(),
+            t: 0,
+        }
+    }
+
+    /// One update of every parameter from its gradient, which is then zeroed.
+    fn step(&mut self, params: &[&Tensor], lr: f64) {
+        self.t += 1;
+        let (b1, b2) = (Self::BETA1, Self::BETA2);
+        let step_size = lr * (1.0 - b2.powi(self.t)).sqrt() / (1.0 - b1.powi(self.t));
+        tch::no_grad(|| {
+            for ((p, m), v) in params.iter().zip(&mut self.m).zip(&mut self.v) {
+                let mut g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let _ = m.g_mul_scalar_(b1).g_add_(&(&g * (1.0 - b1)));
+                let _ = v.g_mul_scalar_(b2).g_add_(&(&g * &g * (1.0 - b2)));
+                let update = &*m / (v.sqrt() + PROJECTOR_ADAM_EPS) * step_size;
+                let _ = p.shallow_clone().g_sub_(&update);
+                let _ = g.zero_();
+            }
+        });
+    }
+}
+
+/// The shared loop: [`HfAdamW`] on the projector's weights alone, `loss(step)` per step (0-based),
 /// `on_step(step, loss)` after each (1-based), stopping when it returns false.
 fn run(
     p: &Projector,
@@ -451,7 +501,8 @@ fn run(
     on_step: &mut dyn FnMut(usize, f64) -> bool,
     loss: &mut dyn FnMut(usize) -> MlResult<Tensor>,
 ) -> MlResult<ProjectorOutcome> {
-    let mut opt = nn::Adam::default().build(&p.vs, cfg.learning_rate)?;
+    let params = p.tensors();
+    let mut opt = HfAdamW::new(&params);
     let mut outcome = ProjectorOutcome {
         steps: 0,
         first_loss: f64::NAN,
@@ -465,7 +516,8 @@ fn run(
         if !value.is_finite() {
             return Err(MlError::NanLoss { step: step + 1 });
         }
-        opt.backward_step(&l);
+        l.backward();
+        opt.step(&params, cfg.learning_rate);
         let done = step + 1;
         if done == 1 {
             outcome.first_loss = value;
@@ -485,10 +537,18 @@ fn run(
 /// P_tgt [L, d_tgt]) of the same task. Each step takes `batch_size` pairs (all of them when
 /// there are no more), in an order drawn from `cfg.seed`.
 ///
-/// The distance is the mean squared error over elements: the official code's `loss_kl` is
-/// `nn.MSELoss(reduction='elementwise_mean')` between the projected and the target prompt
-/// (model/crossPrompt_proj_and_target.py), and a mean keeps the learning rate independent of
-/// L and d_tgt.
+/// The distance is the mean squared error over elements, the paper's distance minimization
+/// between the projected prompt and the target model's own prompt of the same task. The only
+/// official code for it, model/crossPrompt_proj_and_target.py, is never run (model/__init__.py
+/// registers `crossPrompt` from model/crossPrompt.py), and sums more than a distance:
+/// `loss_total = loss + loss_target + loss_kl` (line 590), where `loss_kl` is
+/// `nn.MSELoss(reduction='elementwise_mean')` (lines 482, 585) between the projected prompt and
+/// the target encoder's single built-in prompt embedding (line 527, the same for every task,
+/// never trained: only the projector is optimized, tools/train_tool_cross.py:176), `loss` the
+/// task cross-entropy through the projected prompt, and `loss_target` one through that
+/// built-in prompt (no gradient reaches the projector from it). promptgrid keeps the distance
+/// alone, against prompts trained per task; a mean keeps the learning rate independent of L
+/// and d_tgt.
 pub fn train_distance(
     p: &mut Projector,
     pairs: &[(Tensor, Tensor)],
@@ -543,12 +603,39 @@ pub fn train_distance(
     })
 }
 
+/// The union verbalizer of the task objective: every distinct label token of `label_ids` (one
+/// list per task), in order of first appearance, and each task's labels as positions in it.
+/// The official projector scores all tasks over one shared list of label words and remaps every
+/// task's labels into it (model/crossPrompt.py:321, dataset/crossDataset.py:534-577, 609, 657,
+/// 698, 728, 757); the union of the training tasks' own label words is that list for the tasks
+/// a projector is trained on.
+pub fn union_verbalizer(label_ids: &[&[i64]]) -> (Vec<i64>, Vec<Vec<i64>>) {
+    let mut union: Vec<i64> = Vec::new();
+    let remap = label_ids
+        .iter()
+        .map(|ids| {
+            ids.iter()
+                .map(|id| {
+                    let at = union.iter().position(|u| u == id).unwrap_or_else(|| {
+                        union.push(*id);
+                        union.len() - 1
+                    });
+                    at as i64
+                })
+                .collect()
+        })
+        .collect();
+    (union, remap)
+}
+
 /// Trains `p` on the target tasks' loss: step `s` takes task `s mod T` (round robin), projects
-/// its source prompt and takes the prompt-tuning loss of [`crate::ml::tune`] (label-word scores
-/// at the mask, cross-entropy) on a batch of the task's data, `batch_size` examples in the order
-/// prompt tuning would draw them. `target` is frozen (its weights carry no gradient), so the
-/// gradient reaches only the projector. Each `TaskData` must be encoded for `target` with room
-/// for the prompt.
+/// its source prompt and scores a batch of the task's data at the mask over the union verbalizer
+/// of all `tasks` ([`union_verbalizer`]), with cross-entropy against the remapped labels, as the
+/// official crossPrompt.py:321-332 does. With one task, or tasks sharing their label words, this
+/// is the prompt-tuning loss of [`crate::ml::tune`]. Batches hold `batch_size` examples in the
+/// order prompt tuning would draw them. `target` is frozen (its weights carry no gradient), so
+/// the gradient reaches only the projector. Each `TaskData` must be encoded for `target` with
+/// room for the prompt.
 pub fn train_task(
     p: &mut Projector,
     target: &EncoderModel,
@@ -571,7 +658,6 @@ pub fn train_task(
         });
     }
     let mut srcs = Vec::with_capacity(tasks.len());
-    let mut label_ids = Vec::with_capacity(tasks.len());
     let mut samplers = Vec::with_capacity(tasks.len());
     for (i, (src, data)) in tasks.iter().enumerate() {
         if src.dim() != 2 {
@@ -586,17 +672,28 @@ pub fn train_task(
         }
         check_data(target, data, p.prompt_len as usize)?;
         srcs.push(src.detach().to_device(p.device()).to_kind(Kind::Float));
-        label_ids.push(Tensor::from_slice(&data.label_ids).to(target.device));
         // A stream per task, so that adding a task leaves the others' batches as they were.
         let seed = cfg.seed ^ (i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
         samplers.push(Sampler::new(seed, data.len()));
     }
+    let ids: Vec<&[i64]> = tasks.iter().map(|(_, d)| d.label_ids.as_slice()).collect();
+    let (union, remap) = union_verbalizer(&ids);
+    let union = Tensor::from_slice(&union).to(target.device);
     let t = tasks.len();
     let p = &*p;
     run(p, cfg, on_step, &mut |step| {
         let task = step % t;
         let idx = samplers[task].micro_batch(step / t, cfg.batch_size);
         let prompt = p.forward(&srcs[task])?.to_device(target.device);
-        batch_loss(target, &prompt, tasks[task].1, &idx, &label_ids[task])
+        let data = tasks[task].1;
+        let inputs: Vec<_> = idx.iter().map(|&i| &data.inputs[i]).collect();
+        let labels: Vec<i64> = idx
+            .iter()
+            .map(|&i| remap[task][data.labels[i] as usize])
+            .collect();
+        let scores = target.label_scores(&prompt, &target.batch(&inputs), &union)?;
+        Ok(scores
+            .to_kind(Kind::Float)
+            .cross_entropy_for_logits(&Tensor::from_slice(&labels).to(target.device)))
     })
 }
