@@ -251,6 +251,10 @@ pub struct IndicatorStudy {
     pub list: Vec<Indicator>,
     /// Consecutive layers per ON window.
     pub on_window: u32,
+    /// Report ON on every window of `on_window` layers (stride 1), not only on the official
+    /// non-overlapping ones: more candidates, so a best one among them is a selection.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_sliding: bool,
 }
 
 /// Zero-shot cross-task transfer.
@@ -820,6 +824,7 @@ mod raw {
     pub struct Indicators {
         pub list: Spanned<Vec<String>>,
         pub on_window: Option<Spanned<i64>>,
+        pub on_sliding: Option<bool>,
     }
 
     #[derive(Deserialize)]
@@ -911,7 +916,11 @@ mod raw {
                     let on_window =
                         positive(ctx, &i.on_window, "studies.indicators.on_window", false)?
                             .unwrap_or(3);
-                    Some(IndicatorStudy { list, on_window })
+                    Some(IndicatorStudy {
+                        list,
+                        on_window,
+                        on_sliding: i.on_sliding.unwrap_or(false),
+                    })
                 }
                 None => None,
             };

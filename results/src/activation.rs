@@ -1,12 +1,68 @@
 //! The ON indicator (DESIGN.md §1): the cosine between the binary FFN activation masks that two
 //! prompts induce, over all layers and per window of consecutive layers, computed on packed bits.
 //!
+//! The windows are the official ones by default: consecutive, non-overlapping blocks of
+//! `window` layers from layer 0 (`ActivatedNeurons_0/3/6/9` slice `[l, l+3)`, and `_12` takes
+//! all layers: caculate_metric_value_for_correlation.py:60-116, 205). Every stride-1 window is
+//! computed only on request ([`OnWindows::sliding`]): picking the best of many overlapping
+//! windows is a selection, and inflates the correlation it reports.
+//!
 //! For binary vectors, `cos(a, b) = |a ∧ b| / sqrt(|a| · |b|)`, so three popcounts per word do it.
 
 use crate::error::{Result, ResultsError};
 
 /// Default number of consecutive layers per ON window.
 pub const DEFAULT_WINDOW: usize = 3;
+
+/// Which layer windows ON is reported on, besides all layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnWindows {
+    /// Consecutive layers per window.
+    pub width: usize,
+    /// Every window of `width` layers (stride 1) instead of the official non-overlapping ones.
+    pub sliding: bool,
+}
+
+impl OnWindows {
+    /// The official windows: `[0, w)`, `[w, 2w)`, ... (the last one shorter when `w` does not
+    /// divide the layer count, as the official Python slice would be).
+    pub fn official(width: usize) -> OnWindows {
+        OnWindows {
+            width,
+            sliding: false,
+        }
+    }
+
+    /// The `(start, end)` layer ranges of a model with `layers` layers, all layers excluded
+    /// (a window covering every layer is left out: it is the `all` row).
+    pub fn spans(&self, layers: usize) -> Vec<(usize, usize)> {
+        if self.width == 0 || self.width >= layers {
+            return Vec::new();
+        }
+        if self.sliding {
+            (0..=layers - self.width)
+                .map(|first| (first, first + self.width))
+                .collect()
+        } else {
+            (0..layers)
+                .step_by(self.width)
+                .map(|first| (first, (first + self.width).min(layers)))
+                .collect()
+        }
+    }
+}
+
+impl Default for OnWindows {
+    fn default() -> OnWindows {
+        OnWindows::official(DEFAULT_WINDOW)
+    }
+}
+
+impl From<usize> for OnWindows {
+    fn from(width: usize) -> OnWindows {
+        OnWindows::official(width)
+    }
+}
 
 /// A `[layers][neurons]` bit mask, packed per layer into `u64` words, least significant bit first:
 /// neuron `n` of layer `l` is bit `n % 64` of `words[l * words_per_layer + n / 64]`.
@@ -120,11 +176,21 @@ pub fn mask_cosine(
     (na > 0 && nb > 0).then(|| both as f64 / ((na as f64) * (nb as f64)).sqrt())
 }
 
-/// ON over all layers, then over every window of `window` consecutive layers (stride 1).
+/// ON over all layers, then over the non-overlapping windows of `window` layers (the official
+/// ones; see [`OnWindows`]).
 pub fn on_indicator(
     a: &ActivationMask,
     b: &ActivationMask,
     window: usize,
+) -> Result<Vec<(LayerSpan, Option<f64>)>> {
+    on_indicator_with(a, b, OnWindows::official(window))
+}
+
+/// ON over all layers, then over each window of `windows`.
+pub fn on_indicator_with(
+    a: &ActivationMask,
+    b: &ActivationMask,
+    windows: OnWindows,
 ) -> Result<Vec<(LayerSpan, Option<f64>)>> {
     if (a.layers, a.neurons) != (b.layers, b.neurons) {
         return Err(ResultsError::Masks(format!(
@@ -132,33 +198,32 @@ pub fn on_indicator(
             a.layers, a.neurons, b.layers, b.neurons
         )));
     }
-    if window == 0 {
+    if windows.width == 0 {
         return Err(ResultsError::Masks("window size must be at least 1".into()));
     }
     let mut out = vec![(LayerSpan::All, mask_cosine(a, b, 0, a.layers))];
-    if window < a.layers {
-        for first in 0..=a.layers - window {
-            let span = LayerSpan::Window {
-                first,
-                last: first + window - 1,
-            };
-            out.push((span, mask_cosine(a, b, first, first + window)));
-        }
+    for (start, end) in windows.spans(a.layers) {
+        let span = LayerSpan::Window {
+            first: start,
+            last: end - 1,
+        };
+        out.push((span, mask_cosine(a, b, start, end)));
     }
     Ok(out)
 }
 
 /// `indicators` rows of ON for every ordered pair of `(task, mask)` of one model: all layers and
-/// every window of `window` layers; an undefined value (an all-zero mask) is a null, not a 0.
+/// each window of `windows`; an undefined value (an all-zero mask) is a null, not a 0.
 pub fn on_rows(
     model: &str,
     masks: &[(String, ActivationMask)],
-    window: usize,
+    windows: impl Into<OnWindows>,
 ) -> Result<Vec<crate::schema::IndicatorRow>> {
+    let windows = windows.into();
     let mut rows = Vec::new();
     for (a, ma) in masks {
         for (b, mb) in masks {
-            for (span, value) in on_indicator(ma, mb, window)? {
+            for (span, value) in on_indicator_with(ma, mb, windows)? {
                 rows.push(crate::schema::IndicatorRow {
                     model: model.to_string(),
                     task_a: a.clone(),

@@ -354,10 +354,15 @@ fn first_seed_jobs(
 }
 
 /// Recomputes the `indicators` table from the artifact copies: the prompt-only indicators of
-/// every pair of trained prompts per model (the first seed's), and ON over all layers and every
-/// window of `on_window` layers for every pair of activation masks (the random prompt's
-/// included). Returns the rows written; the table is left alone when there is nothing to write.
-pub fn derive_indicators(sweep_dir: &Path, on_window: usize) -> Result<usize> {
+/// every pair of trained prompts per model (the first seed's), and ON over all layers and each
+/// window of `on_windows` (a width: the official non-overlapping windows) for every pair of
+/// activation masks (the random prompt's included). Returns the rows written; the table is left
+/// alone when there is nothing to write.
+pub fn derive_indicators(
+    sweep_dir: &Path,
+    on_windows: impl Into<crate::activation::OnWindows>,
+) -> Result<usize> {
+    let on_windows = on_windows.into();
     use crate::indicators::prompt_indicators;
     use crate::schema::IndicatorRow;
     let jobs: Vec<JobRow> = if sweep_dir.join(JobRow::NAME).is_dir() {
@@ -405,7 +410,7 @@ pub fn derive_indicators(sweep_dir: &Path, on_window: usize) -> Result<usize> {
             masks.push((task, ActivationMask::from_mask_file(&file)?));
         }
         if masks.len() >= 2 {
-            rows.extend(on_rows(&model, &masks, on_window)?);
+            rows.extend(on_rows(&model, &masks, on_windows)?);
         }
     }
     if !rows.is_empty() {

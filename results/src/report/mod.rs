@@ -10,7 +10,7 @@ pub mod cross_task;
 pub mod curves;
 pub mod tpt;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -57,6 +57,9 @@ pub struct Report {
     pub correlations: Vec<CorrelationRow>,
     /// Per model, the indicator with the highest mean ρ over targets.
     pub best_indicator: BTreeMap<String, (String, f64)>,
+    /// Per model, how many indicators (ON windows counted one by one) the best was picked from:
+    /// a maximum over many candidates is a selection, and the report says so.
+    pub indicator_candidates: BTreeMap<String, usize>,
     /// Inputs that could not be analysed, each with its reason.
     pub gaps: Vec<String>,
     pub markdown_path: PathBuf,
@@ -119,7 +122,9 @@ impl Report {
             .max_by(|a, b| a.1.1.total_cmp(&b.1.1))
         {
             Some((model, (ind, rho))) => lines.push(format!(
-                "best indicator: {ind} (mean Spearman rho {rho:.3} on {model})"
+                "best indicator: {ind} (mean Spearman rho {rho:.3} on {model}; the highest of {} \
+                 candidates)",
+                self.indicator_candidates.values().sum::<usize>()
             )),
             None => lines.push("best indicator: n/a (no indicator correlations)".into()),
         }
@@ -159,6 +164,7 @@ pub fn report_with(results_dir: &Path, opts: &ReportOptions) -> Result<Report> {
     gaps.extend(cross_gaps);
     let mut correlations = Vec::new();
     let mut best = BTreeMap::new();
+    let mut candidates = BTreeMap::new();
     let mut models: Vec<&str> = indicators.iter().map(|r| r.model.as_str()).collect();
     models.sort();
     models.dedup();
@@ -172,6 +178,7 @@ pub fn report_with(results_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         let rows = correlation_rows(model, &indicators, &relative_map(&t.cells));
         if let Some(b) = best_indicator(&rows) {
             best.insert(model.to_string(), b);
+            candidates.insert(model.to_string(), indicator_candidates(&rows));
         }
         correlations.extend(rows);
     }
@@ -269,6 +276,7 @@ pub fn report_with(results_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         cross_model,
         correlations,
         best_indicator: best,
+        indicator_candidates: candidates,
         gaps,
         markdown_path,
         figures,
@@ -395,7 +403,13 @@ fn markdown(dir: &Path, r: &Report) -> String {
         );
         md.push_str(&correlation_markdown(&rows));
         if let Some((name, rho)) = r.best_indicator.get(model) {
-            let _ = writeln!(md, "\nBest predictor: **{name}** (mean ρ {rho:.3}).");
+            let n = r.indicator_candidates.get(model).copied().unwrap_or(0);
+            let _ = writeln!(
+                md,
+                "\nBest predictor: **{name}** (mean ρ {rho:.3}), the highest of {n} candidates \
+                 (each ON window is one): a maximum over candidates is a selection, and \
+                 overstates how well it predicts."
+            );
         }
         md.push('\n');
     }
@@ -424,4 +438,16 @@ fn markdown(dir: &Path, r: &Report) -> String {
         }
     }
     md
+}
+
+/// How many indicators (each ON layer span one) have a mean ρ: what a best one is chosen from.
+fn indicator_candidates(correlations: &[CorrelationRow]) -> usize {
+    let mut seen = BTreeSet::new();
+    for c in correlations
+        .iter()
+        .filter(|c| c.target == MEAN && c.spearman.is_some())
+    {
+        seen.insert((c.indicator.as_str(), c.layers.as_deref()));
+    }
+    seen.len()
 }

@@ -1,7 +1,9 @@
 //! Indicators, ON and Spearman on inputs with known answers.
 
 use promptgrid_results::ResultsError;
-use promptgrid_results::activation::{ActivationMask, LayerSpan, on_indicator};
+use promptgrid_results::activation::{
+    ActivationMask, LayerSpan, OnWindows, on_indicator, on_indicator_with,
+};
 use promptgrid_results::indicators::prompt_indicators;
 use promptgrid_results::prompts::{Prompt, load_prompt, load_prompt_dir};
 use promptgrid_results::spearman::{correlate, ranks, spearman};
@@ -126,15 +128,24 @@ fn on_is_the_cosine_of_packed_masks_per_window() {
         ActivationMask::from_bools(&a).unwrap(),
         ActivationMask::from_bools(&b).unwrap(),
     );
+    // The official windows: non-overlapping blocks from layer 0.
     let on = on_indicator(&ma, &mb, 2).unwrap();
     let spans: Vec<String> = on.iter().map(|(s, _)| s.label()).collect();
-    assert_eq!(spans, ["all", "0-1", "1-2", "2-3"]);
+    assert_eq!(spans, ["all", "0-1", "2-3"]);
     // all: |a∧b| = 3, |a| = 7, |b| = 5.
     assert_close(on[0].1.unwrap(), 3.0 / 35f64.sqrt(), 1e-12, "ON all");
     assert_close(on[1].1.unwrap(), 3.0 / 18f64.sqrt(), 1e-12, "ON 0-1");
-    assert_close(on[2].1.unwrap(), 1.0 / 10f64.sqrt(), 1e-12, "ON 1-2");
-    assert_close(on[3].1.unwrap(), 0.0, 0.0, "ON 2-3");
+    assert_close(on[2].1.unwrap(), 0.0, 0.0, "ON 2-3");
     assert_eq!(on[0].0, LayerSpan::All);
+    // Every stride-1 window only on request.
+    let sliding = OnWindows {
+        width: 2,
+        sliding: true,
+    };
+    let on = on_indicator_with(&ma, &mb, sliding).unwrap();
+    let spans: Vec<String> = on.iter().map(|(s, _)| s.label()).collect();
+    assert_eq!(spans, ["all", "0-1", "1-2", "2-3"]);
+    assert_close(on[2].1.unwrap(), 1.0 / 10f64.sqrt(), 1e-12, "ON 1-2");
     // A window where one mask is empty is undefined, not 0.
     let single = on_indicator(&ma, &mb, 1).unwrap();
     assert_eq!(single[4].1, None);
@@ -210,8 +221,13 @@ fn on_rows_cover_every_pair_and_window() {
         ),
     ];
     let rows = on_rows("m", &masks, 3).unwrap();
-    // 2×2 pairs × (all + windows 0-2, 1-3).
+    // 2×2 pairs × (all + the official windows 0-2, 3).
     assert_eq!(rows.len(), 12);
+    let spans: Vec<&str> = rows[..3]
+        .iter()
+        .filter_map(|r| r.layers.as_deref())
+        .collect();
+    assert_eq!(spans, ["all", "0-2", "3-3"]);
     let ab_all = rows
         .iter()
         .find(|r| r.task_a == "a" && r.task_b == "b" && r.layers.as_deref() == Some("all"))
@@ -247,4 +263,24 @@ fn top_k_ranks_sources_by_similarity_with_a_stable_order() {
         ("c".to_string(), Some(0.9)),
     ];
     assert_eq!(top_k(scores, 4), ["c", "a", "b", "x"]);
+}
+
+/// The official ON windows of a 12-layer model: [0,3), [3,6), [6,9), [9,12), plus all layers
+/// (caculate_metric_value_for_correlation.py:60-116, 205); stride-1 windows only on request.
+#[test]
+fn on_windows_are_the_official_ones_unless_sliding_is_asked_for() {
+    assert_eq!(
+        OnWindows::official(3).spans(12),
+        [(0, 3), (3, 6), (6, 9), (9, 12)]
+    );
+    assert_eq!(OnWindows::default(), OnWindows::official(3));
+    assert_eq!(OnWindows::official(3).spans(24).len(), 8);
+    // A width covering every layer adds nothing to `all`.
+    assert!(OnWindows::official(12).spans(12).is_empty());
+    let sliding = OnWindows {
+        width: 3,
+        sliding: true,
+    };
+    assert_eq!(sliding.spans(12).len(), 10);
+    assert_eq!(sliding.spans(12)[1], (1, 4));
 }

@@ -185,6 +185,17 @@ fn report_recovers_the_planted_answers() {
     let best = &r.best_indicator["m"];
     assert_eq!(best.0, "X");
     assert_close(best.1, 1.0, 1e-12, "X mean ρ");
+    // The best is a selection, and the report says over how many candidates (X and Y).
+    assert_eq!(r.indicator_candidates["m"], 2);
+    assert!(
+        r.summary_lines().iter().any(
+            |l| l.starts_with("best indicator: X") && l.contains("the highest of 2 candidates")
+        ),
+        "{:?}",
+        r.summary_lines()
+    );
+    let md = std::fs::read_to_string(&r.markdown_path).unwrap();
+    assert!(md.contains("the highest of 2 candidates"), "{md}");
     let y = r
         .correlations
         .iter()
