@@ -13,9 +13,13 @@
               their position embeddings are multiplied by 0 (a forward hook on
               `embeddings.position_embeddings`), the text's positions start at the model's
               first position id; read at row 0.
-* t5-v1_1 (T5ForConditionalGeneration): encoder inputs_embeds = [P ; E[eos]] with the config's
-  eos_token_id, decoder input = decoder_start_token_id; the hook is on each decoder block's
-  `DenseReluDense.act` (as in make-t5-fixtures.py), row of decoding step 0.
+* t5-v1_1 (T5ForConditionalGeneration): encoder inputs_embeds = [P ; E[<extra_id_0>]], nothing
+  after it, as the official probe (Prompt-Transferability-1.0 formatter/
+  activate_neuronPromptT5Formatter.py:40-46); <extra_id_0> is id 95 (T5_EXTRA_ID_0), the id the
+  tests' word-level tokenizer gives it (worker/tests/t5util). Decoder input =
+  decoder_start_token_id (the official target [0], activate_neuronPromptT5Formatter.py:60); the
+  hook is on each decoder block's `DenseReluDense.act` (as in make-t5-fixtures.py), row of
+  decoding step 0 (activate_neuron_T5.py:187, 258).
 
 Each goes to worker/tests/data/<name>/activations.safetensors:
 
@@ -27,6 +31,7 @@ Each goes to worker/tests/data/<name>/activations.safetensors:
 Run: . scripts/env.sh && python scripts/make-activation-fixtures.py (deterministic, CPU).
 """
 import os
+import sys
 
 import torch
 from safetensors.torch import save_file
@@ -98,11 +103,13 @@ def encoder(name, cls, start_token, mask_token, seed):
     save(name, out)
 
 
+T5_EXTRA_ID_0 = 95
+
+
 def t5(name, seed):
     d = os.path.join(DATA, name)
     model = T5ForConditionalGeneration.from_pretrained(d).eval()
     cfg = model.config
-    eos = cfg.eos_token_id if isinstance(cfg.eos_token_id, int) else cfg.eos_token_id[0]
     torch.manual_seed(seed)
     prompt = torch.randn(PROMPT_LEN, cfg.d_model)
     acts = {}
@@ -112,7 +119,7 @@ def t5(name, seed):
         )
         for i, blk in enumerate(model.decoder.block)
     ]
-    embeds = torch.cat([prompt, model.shared.weight.detach()[[eos]]]).unsqueeze(0)
+    embeds = torch.cat([prompt, model.shared.weight.detach()[[T5_EXTRA_ID_0]]]).unsqueeze(0)
     with torch.no_grad():
         model(
             inputs_embeds=embeds,
@@ -122,7 +129,7 @@ def t5(name, seed):
     for h in hooks:
         h.remove()
     assert len(acts) == len(model.decoder.block)
-    out = {"prompt": prompt}
+    out = {"prompt": prompt, "probe_ids": torch.tensor([T5_EXTRA_ID_0])}
     out.update({f"act.decoder.{i}": a for i, a in acts.items()})
     save(name, out)
 
@@ -143,8 +150,10 @@ def save(name, tensors):
 
 def main():
     torch.set_num_threads(1)
-    encoder("tiny-bert", BertForMaskedLM, "[CLS]", "[MASK]", seed=24)
-    encoder("tiny-roberta", RobertaForMaskedLM, "<s>", "<mask>", seed=22)
+    # `t5` as the only argument regenerates the T5 fixture alone.
+    if sys.argv[1:] != ["t5"]:
+        encoder("tiny-bert", BertForMaskedLM, "[CLS]", "[MASK]", seed=24)
+        encoder("tiny-roberta", RobertaForMaskedLM, "<s>", "<mask>", seed=22)
     t5("t5-v1_1", seed=23)
 
 

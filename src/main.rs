@@ -10,6 +10,7 @@ use promptgrid_common::plan::{Plan, Roots};
 use promptgrid_common::{JobGraph, SpecError, Sweep};
 use promptgrid_coordinator::parquet::{ParquetDoneSource, ParquetSink};
 use promptgrid_coordinator::{CoordinatorConfig, NatsConfig, Outcome, telemetry};
+use promptgrid_results::activation::OnWindows;
 use promptgrid_worker::exec::MlExecutor;
 use promptgrid_worker::ml::Precision;
 use promptgrid_worker::runtime::gpus::{self, GpuError};
@@ -123,6 +124,10 @@ enum Command {
         /// Consecutive layers per window of the ON indicator.
         #[arg(long, default_value_t = promptgrid_results::activation::DEFAULT_WINDOW)]
         on_window: usize,
+        /// ON on every window of --on-window layers (stride 1), not only the official
+        /// non-overlapping ones.
+        #[arg(long)]
+        on_sliding: bool,
     },
     /// Prompt-only indicators (and, with transfer results, correlations) for prompts made
     /// elsewhere: safetensors files or PEFT adapters.
@@ -135,7 +140,7 @@ enum Command {
         #[arg(long, default_value = "indicators-out")]
         out: PathBuf,
     },
-    /// Train and evaluate one prompt, without NATS.
+    /// Train and evaluate one prompt, without NATS (an encoder, or T5 detected from config.json).
     Tune {
         #[command(flatten)]
         model: ModelArgs,
@@ -187,7 +192,8 @@ enum Command {
         prompts: Vec<PathBuf>,
     },
     /// The readout of one input: token ids, the readout position, the top-10 tokens and, with
-    /// --full-logits, the whole vocabulary's logits.
+    /// --full-logits, the whole vocabulary's logits. For T5 (detected from config.json): the
+    /// decoder's logits at the first decoding step, in the same JSON shape.
     Inspect {
         #[command(flatten)]
         model: ModelArgs,
@@ -250,16 +256,31 @@ struct ModelArgs {
     device: DeviceArgs,
 }
 
+/// The model of a one-job command: an encoder, or T5 (v1.0 or v1.1) when config.json says
+/// `model_type` t5 (head and layout do not apply to it).
+enum OneShotModel {
+    Encoder(promptgrid_worker::ml::EncoderModel),
+    T5(promptgrid_worker::ml::T5Backbone),
+}
+
 impl ModelArgs {
-    fn load(&self) -> anyhow::Result<promptgrid_worker::ml::EncoderModel> {
-        let args = promptgrid_worker::oneshot::ModelArgs {
+    fn worker_args(&self) -> anyhow::Result<promptgrid_worker::oneshot::ModelArgs> {
+        Ok(promptgrid_worker::oneshot::ModelArgs {
             dir: self.dir.clone(),
             head: self.head.parse()?,
             layout: self.layout.parse()?,
             device: self.device.device()?,
             precision: self.device.precision()?,
-        };
-        Ok(args.load()?)
+        })
+    }
+
+    fn load(&self) -> anyhow::Result<OneShotModel> {
+        let args = self.worker_args()?;
+        Ok(if promptgrid_worker::oneshot::is_t5(&args.dir)? {
+            OneShotModel::T5(args.load_t5()?)
+        } else {
+            OneShotModel::Encoder(args.load()?)
+        })
     }
 }
 
@@ -599,8 +620,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             dir,
             catalog,
             on_window,
+            on_sliding,
         } => {
-            let report = report(&dir, &catalog, on_window)?;
+            let windows = OnWindows {
+                width: on_window,
+                sliding: on_sliding,
+            };
+            let report = report(&dir, &catalog, windows)?;
             for line in report.summary_lines() {
                 println!("{line}");
             }
@@ -660,25 +686,39 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 metric: task.metric,
             };
             let report = tokio::task::block_in_place(|| -> anyhow::Result<_> {
-                let model = model.load()?;
-                let report = promptgrid_worker::oneshot::tune_one(
-                    &model,
-                    &task,
-                    &data,
-                    &cfg,
-                    max_text_tokens,
-                    dev_examples,
-                    &out,
-                )?;
+                use promptgrid_worker::oneshot::{tune_one, tune_one_t5};
+                let (report, name, layers, heads) = match model.load()? {
+                    OneShotModel::Encoder(model) => {
+                        let report = tune_one(
+                            &model,
+                            &task,
+                            &data,
+                            &cfg,
+                            max_text_tokens,
+                            dev_examples,
+                            &out,
+                        )?;
+                        let c = &model.config;
+                        let (layers, heads) = (c.num_hidden_layers, c.num_attention_heads);
+                        (report, model.name, layers, heads)
+                    }
+                    OneShotModel::T5(model) => {
+                        let report = tune_one_t5(
+                            &model,
+                            &task,
+                            &data,
+                            &cfg,
+                            max_text_tokens,
+                            dev_examples,
+                            &out,
+                        )?;
+                        let c = model.model.config();
+                        (report, model.name, c.num_layers, c.num_heads)
+                    }
+                };
                 if let Some(dir) = peft {
                     let file = promptgrid_worker::ml::PromptFile::load(&out, None)?;
-                    let cfg = &model.config;
-                    file.export_peft(
-                        &dir,
-                        &model.name,
-                        cfg.num_hidden_layers,
-                        cfg.num_attention_heads,
-                    )?;
+                    file.export_peft(&dir, &name, layers, heads)?;
                 }
                 Ok(report)
             })?;
@@ -697,15 +737,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let split = split
                 .unwrap_or_else(|| task.splits.test.clone().unwrap_or(task.splits.dev.clone()));
             let scores = tokio::task::block_in_place(|| -> anyhow::Result<_> {
-                let model = model.load()?;
-                Ok(promptgrid_worker::oneshot::eval_prompts(
-                    &model,
-                    &task,
-                    &data,
-                    &split,
-                    &prompts,
-                    max_text_tokens,
-                )?)
+                use promptgrid_worker::oneshot::{eval_prompts, eval_prompts_t5};
+                Ok(match model.load()? {
+                    OneShotModel::Encoder(model) => {
+                        eval_prompts(&model, &task, &data, &split, &prompts, max_text_tokens)?
+                    }
+                    OneShotModel::T5(model) => {
+                        eval_prompts_t5(&model, &task, &data, &split, &prompts, max_text_tokens)?
+                    }
+                })
             })?;
             println!("{}", serde_json::to_string_pretty(&scores)?);
             Ok(ExitCode::SUCCESS)
@@ -719,26 +759,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             json: _,
         } => {
             let inspection = tokio::task::block_in_place(|| -> anyhow::Result<_> {
-                let model = model.load()?;
-                Ok(promptgrid_worker::oneshot::inspect(
-                    &model,
-                    text.as_deref(),
-                    ids,
-                    prompt.as_deref(),
-                    full_logits,
-                )?)
+                use promptgrid_worker::oneshot::{inspect, inspect_t5};
+                let (text, prompt) = (text.as_deref(), prompt.as_deref());
+                Ok(match model.load()? {
+                    OneShotModel::Encoder(model) => {
+                        inspect(&model, text, ids, prompt, full_logits)?
+                    }
+                    OneShotModel::T5(model) => inspect_t5(&model, text, ids, prompt, full_logits)?,
+                })
             })?;
             println!("{}", serde_json::to_string(&inspection)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Activations { model, prompt, out } => {
-            let args = promptgrid_worker::oneshot::ModelArgs {
-                dir: model.dir.clone(),
-                head: model.head.parse()?,
-                layout: model.layout.parse()?,
-                device: model.device.device()?,
-                precision: model.device.precision()?,
-            };
+            let args = model.worker_args()?;
             let report = tokio::task::block_in_place(|| {
                 promptgrid_worker::oneshot::activation_mask(&args, &prompt, &out)
             })?;
@@ -792,21 +826,22 @@ fn coordinator_config(
     Ok(config)
 }
 
-/// The sweep's ON window, or the default when it computes no ON.
-fn on_window(sweep: &Sweep) -> usize {
+/// The sweep's ON windows, or the default when it computes no ON.
+fn on_window(sweep: &Sweep) -> OnWindows {
     sweep
         .studies
         .indicators
         .as_ref()
-        .map_or(promptgrid_results::activation::DEFAULT_WINDOW, |i| {
-            i.on_window as usize
+        .map_or_else(OnWindows::default, |i| OnWindows {
+            width: i.on_window as usize,
+            sliding: i.on_sliding,
         })
 }
 
 fn report(
     dir: &Path,
     catalog: &Path,
-    on_window: usize,
+    on_window: OnWindows,
 ) -> anyhow::Result<promptgrid_results::Report> {
     let catalog = promptgrid_common::catalog::Catalog::load(catalog)?;
     let opts = promptgrid_results::ReportOptions::from_catalog(&catalog);
@@ -818,7 +853,7 @@ fn report(
 
 /// Prints how the sweep ended and, when it produced results, the report; the exit status says
 /// whether every job is done.
-fn finish(outcome: &Outcome, dir: Option<&Path>, on_window: usize) -> anyhow::Result<ExitCode> {
+fn finish(outcome: &Outcome, dir: Option<&Path>, on_window: OnWindows) -> anyhow::Result<ExitCode> {
     println!(
         "{} of {} jobs done, {} dead, {} blocked by dead dependencies{}",
         outcome.done,

@@ -7,10 +7,21 @@ use std::process::{Command, Output};
 use promptgrid_common::mask::MaskFile;
 use promptgrid_results::activation::{ActivationMask, LayerSpan, on_indicator};
 
+#[path = "../worker/tests/t5util/vocab.rs"]
+mod t5vocab;
+
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("worker/tests/data")
         .join(name)
+}
+
+/// A copy of T5 fixture `name` in `dir` with the tests' tokenizer, which holds `<extra_id_0>`,
+/// the official T5 probe token (the fixtures ship without a tokenizer).
+fn t5_model(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    t5vocab::write_model(name, &path);
+    path
 }
 
 /// A prompt file as `PromptFile::save` writes it: one float32 tensor `prompt` [rows, cols] and
@@ -105,7 +116,7 @@ fn t5_is_detected_from_its_config() {
     let prompt = dir.path().join("rte.safetensors");
     write_prompt(&prompt, 3, 32, 1.0, "rte");
     let out = dir.path().join("rte.mask.safetensors");
-    let o = activations(&data("t5-v1_1"), &prompt, &out, &[]);
+    let o = activations(&t5_model(dir.path(), "t5-v1_1"), &prompt, &out, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
         stdout(&o).starts_with("t5-v1_1 / rte: 2 layers x 48 neurons"),
@@ -139,10 +150,16 @@ fn bf16_products_give_nearly_the_same_mask_and_a_wrong_precision_is_named() {
     let prompt = dir.path().join("sst2.safetensors");
     write_prompt(&prompt, 4, 32, 0.0, "sst2");
     let mut masks = Vec::new();
+    let t5 = t5_model(dir.path(), "t5-v1_1");
     for precision in ["fp32", "bf16"] {
         for model in ["tiny-roberta", "t5-v1_1"] {
             let out = dir.path().join(format!("{model}-{precision}.safetensors"));
-            let o = activations(&data(model), &prompt, &out, &["--precision", precision]);
+            let path = if model == "t5-v1_1" {
+                t5.clone()
+            } else {
+                data(model)
+            };
+            let o = activations(&path, &prompt, &out, &["--precision", precision]);
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
             masks.push(ActivationMask::from_mask_file(&MaskFile::load(&out).unwrap()).unwrap());
         }

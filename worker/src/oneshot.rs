@@ -1,5 +1,6 @@
 //! One job without NATS, for `promptgrid tune`, `eval`, `inspect` and `activations`: the same ML
-//! core the workers run, driven from the command line.
+//! core the workers run, driven from the command line. Each works on encoders and on T5 (v1.0
+//! and v1.1), told apart by config.json's `model_type` ([`is_t5`]).
 
 use std::path::{Path, PathBuf};
 
@@ -8,10 +9,12 @@ use promptgrid_common::catalog::TaskDef;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use crate::ml::activations::{encoder_mask, t5_mask};
+use crate::ml::activations::{encoder_mask, t5_backbone_mask};
+use crate::ml::t5data::default_max_target_tokens;
 use crate::ml::{
     EncoderModel, Family, Head, Layout, MlError, MlResult, Precision, PromptFile, PromptInit,
-    TaskData, TuneConfig, TuneObserver, data, evaluate_prompts, tune,
+    PromptModel, T5Backbone, T5Data, TaskData, TuneConfig, TuneObserver, data, evaluate_prompts,
+    metrics, tune,
 };
 
 /// The model a one-shot command loads.
@@ -30,6 +33,18 @@ impl ModelArgs {
         model.set_precision(self.precision)?;
         Ok(model)
     }
+
+    /// The folder as T5 with its tokenizer (head and layout do not apply).
+    pub fn load_t5(&self) -> MlResult<T5Backbone> {
+        let mut backbone = T5Backbone::load(&self.dir, self.device)?;
+        backbone.model.set_precision(self.precision)?;
+        Ok(backbone)
+    }
+}
+
+/// Whether a model folder holds a T5 (config.json's `model_type` is `t5`).
+pub fn is_t5(dir: &Path) -> MlResult<bool> {
+    Ok(model_type(dir)? == "t5")
 }
 
 /// A split of `task` from its data folder, encoded for `model`; `limit` 0 keeps every example.
@@ -123,14 +138,10 @@ pub fn tune_one(
     };
     let train = split(&task.splits.train, 0)?;
     let dev = split(&task.splits.dev, dev_examples)?;
-    let bar = ProgressBar::new(cfg.max_steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} steps {elapsed_precise} eta {eta} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let mut observer = Bar { bar, dev: None };
+    let mut observer = Bar {
+        bar: progress_bar(cfg.max_steps),
+        dev: None,
+    };
     let outcome = tune(model, &train, Some(&dev), cfg, None, &mut observer)?;
     observer.bar.finish_and_clear();
     let prompt = PromptFile::new(
@@ -166,8 +177,10 @@ pub struct PromptScore {
     pub prompt: PathBuf,
     pub metric: &'static str,
     pub value: f64,
-    pub accuracy: f64,
-    pub macro_f1: f64,
+    /// Classification only (null for a T5 generation task).
+    pub accuracy: Option<f64>,
+    /// Classification only (null for a T5 generation task).
+    pub macro_f1: Option<f64>,
     pub n: usize,
 }
 
@@ -199,8 +212,8 @@ pub fn eval_prompts(
             prompt: p.clone(),
             metric: task.metric.name(),
             value: e.score(task.metric),
-            accuracy: e.accuracy,
-            macro_f1: e.macro_f1,
+            accuracy: Some(e.accuracy),
+            macro_f1: Some(e.macro_f1),
             n: data.len(),
         })
         .collect())
@@ -212,7 +225,8 @@ pub struct Inspection {
     pub ids: Vec<i64>,
     pub tokens: Vec<String>,
     /// Index of the mask among `ids` (the readout position; slot 0 of the prompt in the
-    /// official layout).
+    /// official layout). T5 reads its logits from the decoder's first step, not from an input
+    /// position: 0.
     pub readout_index: usize,
     pub prompt_tokens: usize,
     /// (id, token, logit), best first.
@@ -248,33 +262,250 @@ pub fn inspect(
     let logits = tch::no_grad(|| model.full_logits(&prompt, &batch))?
         .to_device(Device::Cpu)
         .to_kind(Kind::Float);
-    let row = logits.get(0);
-    let (values, indices) = row.topk(10, -1, true, true);
+    readout(
+        &logits.get(0),
+        full_logits,
+        |i| model.tokenizer.id_to_token(i),
+        encoded.ids,
+        encoded.mask_index,
+        prompt.size()[0] as usize,
+    )
+}
+
+/// A split of `task` from its data folder, encoded for T5 with the task's T5 template and label
+/// words (targets without `</s>`); `limit` 0 keeps every example.
+pub fn load_t5_split(
+    backbone: &T5Backbone,
+    task: &TaskDef,
+    data_dir: &Path,
+    stem: &str,
+    prompt_len: usize,
+    max_text_tokens: usize,
+    limit: usize,
+) -> MlResult<T5Data> {
+    T5Data::load(
+        backbone,
+        task,
+        &data::find_split(data_dir, stem)?,
+        prompt_len,
+        Some(max_text_tokens),
+        default_max_target_tokens(task),
+        limit,
+    )
+}
+
+/// [`tune_one`] on T5: trains a prompt on `task`'s T5 formulation, keeps the best on dev, and
+/// scores it on test (dev where the task has no test split).
+pub fn tune_one_t5(
+    backbone: &T5Backbone,
+    task: &TaskDef,
+    data_dir: &Path,
+    cfg: &TuneConfig,
+    max_text_tokens: usize,
+    dev_examples: usize,
+    out: &Path,
+) -> MlResult<TuneReport> {
+    let prompt_len = match &cfg.init {
+        PromptInit::From(p) => {
+            PromptFile::load(p, Some(backbone.d_model()))?.prompt.size()[0] as usize
+        }
+        _ => cfg.prompt_len,
+    };
+    let split = |stem: &str, limit| {
+        load_t5_split(
+            backbone,
+            task,
+            data_dir,
+            stem,
+            prompt_len,
+            max_text_tokens,
+            limit,
+        )
+    };
+    let train = split(&task.splits.train, 0)?;
+    let dev = split(&task.splits.dev, dev_examples)?;
+    let mut observer = Bar {
+        bar: progress_bar(cfg.max_steps),
+        dev: None,
+    };
+    let outcome = tune(backbone, &train, Some(&dev), cfg, None, &mut observer)?;
+    observer.bar.finish_and_clear();
+    PromptFile::new(
+        &outcome.best_prompt,
+        &backbone.name,
+        &task.name,
+        outcome.steps,
+        outcome.best_score,
+    )
+    .save(out)?;
+    let test_stem = task.splits.test.as_deref().unwrap_or(&task.splits.dev);
+    let test = split(test_stem, 0)?;
+    let prompt = outcome.best_prompt.to_device(backbone.device());
+    Ok(TuneReport {
+        steps: outcome.steps,
+        best_step: outcome.best_step,
+        best_dev: outcome.best_score,
+        test_split: test_stem.to_string(),
+        test_score: backbone.score(&prompt, &test, task.metric, 64)?,
+        metric: task.metric.name(),
+        out: out.to_path_buf(),
+    })
+}
+
+/// [`eval_prompts`] on T5: each prompt file scored on a split of `task` with its metric;
+/// classification also reports accuracy and macro F1.
+pub fn eval_prompts_t5(
+    backbone: &T5Backbone,
+    task: &TaskDef,
+    data_dir: &Path,
+    split: &str,
+    prompts: &[PathBuf],
+    max_text_tokens: usize,
+) -> MlResult<Vec<PromptScore>> {
+    let files: Vec<PromptFile> = prompts
+        .iter()
+        .map(|p| PromptFile::load(p, Some(backbone.d_model())))
+        .collect::<MlResult<_>>()?;
+    let prompt_len = files.first().map_or(0, |f| f.prompt.size()[0] as usize);
+    let data = load_t5_split(
+        backbone,
+        task,
+        data_dir,
+        split,
+        prompt_len,
+        max_text_tokens,
+        0,
+    )?;
+    prompts
+        .iter()
+        .zip(&files)
+        .map(|(path, file)| {
+            let prompt = file.prompt.to_device(backbone.device());
+            let (value, accuracy, macro_f1) = match task.kind {
+                promptgrid_common::catalog::TaskKind::Classification => {
+                    let predictions = backbone.classify(&prompt, &data, 64)?;
+                    let accuracy = metrics::accuracy(&predictions, &data.labels);
+                    let macro_f1 =
+                        metrics::macro_f1(&predictions, &data.labels, data.label_ids.len());
+                    let value = match task.metric {
+                        promptgrid_common::catalog::Metric::MacroF1 => macro_f1,
+                        _ => accuracy,
+                    };
+                    (value, Some(accuracy), Some(macro_f1))
+                }
+                promptgrid_common::catalog::TaskKind::Generation => {
+                    (backbone.score(&prompt, &data, task.metric, 64)?, None, None)
+                }
+            };
+            Ok(PromptScore {
+                prompt: path.clone(),
+                metric: task.metric.name(),
+                value,
+                accuracy,
+                macro_f1,
+                n: data.len(),
+            })
+        })
+        .collect()
+}
+
+/// [`inspect`] on T5: the encoder input is the text as T5's tokenizer encodes it (with `</s>`)
+/// or the ids as given, after the prompt; the logits are the decoder's at the first decoding
+/// step (input `decoder_start_token_id`), the step T5 classification is scored on.
+pub fn inspect_t5(
+    backbone: &T5Backbone,
+    text: Option<&str>,
+    ids: Option<Vec<i64>>,
+    prompt: Option<&Path>,
+    full_logits: bool,
+) -> MlResult<Inspection> {
+    let ids = match (text, ids) {
+        (Some(t), None) => backbone.tokenizer.encode(t)?,
+        (None, Some(ids)) => ids,
+        _ => {
+            return Err(MlError::Invalid(
+                "give exactly one of --text and --ids".into(),
+            ));
+        }
+    };
+    let vocab = backbone.model.config().vocab_size;
+    if ids.is_empty() || ids.iter().any(|i| !(0..vocab).contains(i)) {
+        return Err(MlError::Invalid(format!(
+            "T5 input ids {ids:?}: need at least one id, each in 0..{vocab}"
+        )));
+    }
+    let prompt = prompt
+        .map(|p| -> MlResult<Tensor> {
+            Ok(PromptFile::load(p, Some(backbone.d_model()))?
+                .prompt
+                .to_device(backbone.device()))
+        })
+        .transpose()?;
+    let device = backbone.device();
+    let input = Tensor::from_slice(&ids)
+        .view([1, ids.len() as i64])
+        .to(device);
+    let mask = input.ones_like();
+    let logits = tch::no_grad(|| {
+        backbone
+            .model
+            .first_step_logits(prompt.as_ref(), &input, &mask)
+    })?
+    .to_device(Device::Cpu)
+    .to_kind(Kind::Float);
+    readout(
+        &logits.get(0),
+        full_logits,
+        |i| backbone.tokenizer.token(i),
+        ids.clone(),
+        0,
+        prompt.as_ref().map_or(0, |p| p.size()[0] as usize),
+    )
+}
+
+/// The top 10 of a logit row and, when asked, the whole row, as an [`Inspection`].
+fn readout(
+    row: &Tensor,
+    full_logits: bool,
+    token: impl Fn(i64) -> String,
+    ids: Vec<i64>,
+    readout_index: usize,
+    prompt_tokens: usize,
+) -> MlResult<Inspection> {
+    let (values, indices) = row.topk(10.min(row.size()[0]), -1, true, true);
     let values: Vec<f64> =
         Vec::<f64>::try_from(&values.to_kind(Kind::Double)).map_err(MlError::Torch)?;
     let indices: Vec<i64> = Vec::<i64>::try_from(&indices).map_err(MlError::Torch)?;
     let top10 = indices
         .iter()
         .zip(values)
-        .map(|(&i, v)| (i, model.tokenizer.id_to_token(i), v))
+        .map(|(&i, v)| (i, token(i), v))
         .collect();
     let full = if full_logits {
-        Some(Vec::<f32>::try_from(&row).map_err(MlError::Torch)?)
+        Some(Vec::<f32>::try_from(row).map_err(MlError::Torch)?)
     } else {
         None
     };
     Ok(Inspection {
-        tokens: encoded
-            .ids
-            .iter()
-            .map(|&i| model.tokenizer.id_to_token(i))
-            .collect(),
-        readout_index: encoded.mask_index,
-        prompt_tokens: prompt.size()[0] as usize,
-        ids: encoded.ids,
+        tokens: ids.iter().map(|&i| token(i)).collect(),
+        readout_index,
+        prompt_tokens,
+        ids,
         top10,
         full_logits: full,
     })
+}
+
+/// The progress bar of a tuning run of `steps` steps.
+fn progress_bar(steps: usize) -> ProgressBar {
+    let bar = ProgressBar::new(steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps {elapsed_precise} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 /// What `promptgrid activations` reports.
@@ -318,11 +549,10 @@ pub fn activation_mask(args: &ModelArgs, prompt: &Path, out: &Path) -> MlResult<
                 .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
         })
     };
-    let mask = if model_type(&args.dir)? == "t5" {
-        let mut model = crate::ml::t5::load(&args.dir, args.device)?;
-        model.set_precision(args.precision)?;
-        let file = PromptFile::load(prompt, Some(model.d_model()))?;
-        t5_mask(&model, &file.prompt, &name, &task_of(&file))?
+    let mask = if is_t5(&args.dir)? {
+        let backbone = args.load_t5()?;
+        let file = PromptFile::load(prompt, Some(backbone.d_model()))?;
+        t5_backbone_mask(&backbone, &file.prompt, &name, &task_of(&file))?
     } else {
         let model = args.load()?;
         let file = PromptFile::load(prompt, Some(model.hidden_size()))?;

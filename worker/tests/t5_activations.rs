@@ -1,13 +1,16 @@
 //! T5's ON-indicator input: each decoder layer's FFN activation at the first decoding step for
-//! the encoder input `[P ; </s>]` equals transformers' forward hooks within 1e-4. Golden values:
+//! the encoder input `[P ; <extra_id_0>]` (the official probe, activate_neuronPromptT5Formatter.py:40)
+//! equals transformers' forward hooks within 1e-4. Golden values:
 //! scripts/make-activation-fixtures.py (t5-v1_1/activations.safetensors).
+
+mod t5util;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use promptgrid_common::mask::MaskFile;
 use promptgrid_worker::ml::MlError;
-use promptgrid_worker::ml::activations::{t5_activations, t5_mask};
+use promptgrid_worker::ml::activations::{t5_activations, t5_backbone_mask, t5_mask};
 use promptgrid_worker::ml::t5::{self, T5Model};
 use tch::{Device, Kind, Tensor};
 
@@ -26,7 +29,9 @@ fn load(name: &str) -> (T5Model, HashMap<String, Tensor>) {
 #[test]
 fn v1_1_decoder_ffn_activations_match_transformers() {
     let (model, fx) = load("t5-v1_1");
-    let acts = t5_activations(&model, &fx["prompt"]).unwrap();
+    let probe = fx["probe_ids"].int64_value(&[0]);
+    assert_eq!(probe, t5util::EXTRA_ID_0);
+    let acts = t5_activations(&model, &fx["prompt"], probe).unwrap();
     assert_eq!(acts.len() as i64, model.config().decoder_layers());
     for (i, act) in acts.iter().enumerate() {
         let want = &fx[&format!("act.decoder.{i}")];
@@ -37,7 +42,7 @@ fn v1_1_decoder_ffn_activations_match_transformers() {
         assert!(err <= 1e-4, "decoder layer {i}: {err:e}");
     }
 
-    let mask = t5_mask(&model, &fx["prompt"], "t5-v1_1", "rte").unwrap();
+    let mask = t5_mask(&model, &fx["prompt"], probe, "t5-v1_1", "rte").unwrap();
     assert_eq!(
         (mask.layers as i64, mask.neurons as i64),
         (2, model.config().d_ff)
@@ -49,15 +54,24 @@ fn v1_1_decoder_ffn_activations_match_transformers() {
         }
     }
     assert_eq!(MaskFile::from_bytes(&mask.to_bytes(), "t5").unwrap(), mask);
-    let again = t5_mask(&model, &fx["prompt"], "t5-v1_1", "rte").unwrap();
+    let again = t5_mask(&model, &fx["prompt"], probe, "t5-v1_1", "rte").unwrap();
     assert_eq!(again.words, mask.words);
+
+    // A worker's T5 (model and tokenizer) probes with its tokenizer's <extra_id_0>.
+    let (_tmp, backbone, _) = t5util::backbone("t5-v1_1");
+    let via_backbone = t5_backbone_mask(&backbone, &fx["prompt"], "t5-v1_1", "rte").unwrap();
+    assert_eq!(via_backbone.words, mask.words);
+    // With `</s>` after the prompt instead, the mask differs: the probe token matters.
+    let eos = model.config().eos_token_ids()[0];
+    let with_eos = t5_mask(&model, &fx["prompt"], eos, "t5-v1_1", "rte").unwrap();
+    assert_ne!(with_eos.words, mask.words);
 }
 
 #[test]
 fn v1_1_prompt_of_the_wrong_width_is_a_clear_error() {
     let (model, _) = load("t5-v1_1");
     let p = Tensor::zeros([5, 31], (Kind::Float, Device::Cpu));
-    let err = t5_mask(&model, &p, "m", "t").unwrap_err();
+    let err = t5_mask(&model, &p, t5util::EXTRA_ID_0, "m", "t").unwrap_err();
     assert!(
         matches!(
             err,

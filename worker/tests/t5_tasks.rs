@@ -1,5 +1,6 @@
 //! T5 prompt tuning on tasks, through the same `tune` as the encoders: T5 task data (the T5
-//! template, end-of-sequence, truncation of inputs and targets, label words, list-valued gold
+//! template, `</s>` only where the template writes it and not after label words, as the
+//! official formatters; truncation of inputs and targets, label words, list-valued gold
 //! answers from JSONL and Parquet), a generation task whose loss falls and whose metric is the
 //! task's, and a classification task whose label words win at decoding step 0 after tuning.
 //!
@@ -28,20 +29,27 @@ fn generation_data_fills_the_t5_template_and_cuts_targets() {
 
     let data = T5Data::load(&model, &task, &path, 8, Some(128), 64, 0).unwrap();
     assert_eq!(data.len(), 4);
-    assert_eq!(data.inputs[0], v.encode("question : what is red ?"));
+    assert_eq!(data.inputs[0], v.ids("question : what is red ?"));
     assert_eq!(data.targets[0], v.encode("apple"));
     assert_eq!(data.targets[3], v.encode("the sun"));
     assert_eq!(data.golds[0], ["apple", "a red apple"]);
     assert_eq!(data.max_target_tokens, 64);
     model.check_data(&data, 8).unwrap();
 
-    // Inputs keep the template's words and the end; targets keep their first tokens and the end.
+    // Inputs keep the template's words; generation targets keep their first tokens and the end.
     let short = T5Data::load(&model, &task, &path, 8, Some(4), 2, 2).unwrap();
     assert_eq!(short.len(), 2);
-    assert_eq!(short.inputs[0], v.encode("question : what"));
+    assert_eq!(short.inputs[0], v.ids("question : what is"));
     assert_eq!(short.targets[0], v.encode("apple"));
     let short = T5Data::load(&model, &task, &path, 8, None, 2, 0).unwrap();
     assert_eq!(short.targets[3], v.encode("the"));
+
+    // A template that ends in `</s>` (the official SST-2 formatter's input) keeps it when the
+    // text is cut.
+    let mut ended = qa_task();
+    ended.template.t5 = "question: {question}</s>".into();
+    let data = T5Data::load(&model, &ended, &path, 8, Some(4), 64, 0).unwrap();
+    assert_eq!(data.inputs[0], v.encode("question : what"));
 
     // The prompt takes its room from the 512 input positions T5 was trained with.
     let err = T5Data::load(&model, &task, &path, 512, None, 64, 0).unwrap_err();
@@ -51,7 +59,7 @@ fn generation_data_fills_the_t5_template_and_cuts_targets() {
         fitted
             .inputs
             .iter()
-            .all(|i| i.len() <= 4 && i.last() == Some(&v.eos))
+            .all(|i| i.len() <= 4 && !i.contains(&v.eos))
     );
 }
 
@@ -63,11 +71,11 @@ fn classification_data_targets_the_t5_label_words() {
     let data = T5Data::load(&model, &sentiment_task(), &path, 4, Some(64), 64, 0).unwrap();
     assert_eq!(data.label_ids, vec![v.id("bad"), v.id("good")]);
     assert_eq!(data.labels, vec![1, 0, 1, 0, 1, 0]);
-    assert_eq!(data.targets[0], v.encode("good"));
-    assert_eq!(data.targets[1], v.encode("bad"));
-    assert_eq!(data.max_target_tokens, 2);
+    assert_eq!(data.targets[0], v.ids("good"));
+    assert_eq!(data.targets[1], v.ids("bad"));
+    assert_eq!(data.max_target_tokens, 1);
     // "an" is not in the vocabulary: it reads as <unk>, as any unknown word would.
-    assert_eq!(data.inputs[3], [vec![2], v.encode("awful plot")].concat());
+    assert_eq!(data.inputs[3], [vec![2], v.ids("awful plot")].concat());
 
     // Label words must differ in their first token to be told apart at step 0.
     let mut same = sentiment_task();

@@ -12,7 +12,7 @@ use promptgrid_coordinator::telemetry::Phase;
 use tch::Tensor;
 
 use super::{ExecError, MlExecutor, SweepView, prompt_artifact, resolve::Split};
-use crate::ml::activations::{encoder_mask, t5_mask};
+use crate::ml::activations::{encoder_mask, t5_backbone_mask};
 use crate::ml::t5data::default_max_target_tokens;
 use crate::ml::{
     Checkpoint, EncoderModel, Family, MlResult, PromptFile, PromptInit, PromptModel, T5Backbone,
@@ -91,7 +91,7 @@ impl JobModel for T5Backbone {
     }
 
     fn activation_mask(&self, prompt: &Tensor, model: &str, task: &str) -> MlResult<MaskFile> {
-        t5_mask(&self.model, prompt, model, task)
+        t5_backbone_mask(self, prompt, model, task)
     }
 }
 

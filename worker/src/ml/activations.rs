@@ -9,8 +9,10 @@
 //!   the sequence is `[P ; E[start] ; E[mask]]`, read at the mask; with [`Layout::Official`](super::Layout::Official) the
 //!   mask takes prompt slot 0, so it is `[E[mask], P[1..], E[start]]`, read at slot 0. Every
 //!   layer's FFN activation (after the activation function) at that position;
-//! * T5: the encoder input is `[P ; </s>]` (the config's first end-of-sequence id), and the
-//!   activations are each decoder layer's FFN at the first decoding step.
+//! * T5: the encoder input is `[P ; <extra_id_0>]`, with no end-of-sequence token, as the
+//!   official probe (formatter/activate_neuronPromptT5Formatter.py:40-46), and the activations
+//!   are each decoder layer's FFN at the first decoding step (activate_neuron_T5.py:187, 258).
+//!   The official hook is on `DenseReluDense.wi`, before the ReLU: its `> 0` mask is the same.
 
 use tch::{Device, Kind, Tensor};
 
@@ -19,6 +21,10 @@ use promptgrid_common::mask::MaskFile;
 use super::error::{MlError, MlResult};
 use super::model::EncoderModel;
 use super::t5::{Capture, T5Model};
+use super::t5data::T5Backbone;
+
+/// The token the official T5 probe puts after the prompt.
+pub const T5_PROBE_TOKEN: &str = "<extra_id_0>";
 
 /// Checks that `prompt` is one `[L, d]` prompt of `width` with at least one token.
 fn check_prompt(prompt: &Tensor, width: i64) -> MlResult<()> {
@@ -102,17 +108,17 @@ pub fn encoder_activations(model: &EncoderModel, prompt: &Tensor) -> MlResult<Ve
 }
 
 /// Per T5 decoder layer, the FFN activation (the activation function's output; before the gate
-/// product in gated FFNs) at the first decoding step for the encoder input `[P ; </s>]`, as
-/// [d_ff] float32 on the CPU.
-pub fn t5_activations(model: &T5Model, prompt: &Tensor) -> MlResult<Vec<Tensor>> {
+/// product in gated FFNs) at the first decoding step for the encoder input `[P ; probe]`, as
+/// [d_ff] float32 on the CPU. `probe` is the id of [`T5_PROBE_TOKEN`] ([`t5_probe_id`]).
+pub fn t5_activations(model: &T5Model, prompt: &Tensor, probe: i64) -> MlResult<Vec<Tensor>> {
     check_prompt(prompt, model.d_model())?;
-    let eos = model
-        .config()
-        .eos_token_ids()
-        .first()
-        .copied()
-        .ok_or_else(|| MlError::Invalid("T5 config: eos_token_id is an empty list".into()))?;
-    let ids = Tensor::from_slice(&[eos]).view([1, 1]);
+    if !(0..model.config().vocab_size).contains(&probe) {
+        return Err(MlError::Invalid(format!(
+            "T5 probe id {probe} is outside the vocabulary (0..{})",
+            model.config().vocab_size
+        )));
+    }
+    let ids = Tensor::from_slice(&[probe]).view([1, 1]);
     let mask = ids.ones_like();
     let step = tch::no_grad(|| {
         model.first_step(Some(prompt), &ids, &mask, Capture { decoder_ffn: true })
@@ -129,6 +135,17 @@ pub fn t5_activations(model: &T5Model, prompt: &Tensor) -> MlResult<Vec<Tensor>>
 
 /// Binarizes per-layer activations with `> 0` and packs them.
 pub fn mask_of(activations: &[Tensor], model: &str, task: &str) -> MlResult<MaskFile> {
+    // NaN is never `> 0`: a NaN activation would pass as an inactive neuron in a
+    // plausible-looking mask.
+    if let Some(layer) = activations
+        .iter()
+        .position(|a| a.isnan().any().int64_value(&[]) != 0)
+    {
+        return Err(MlError::Invalid(format!(
+            "model {model}, task {task}: layer {layer}'s activations hold NaN, so no mask is \
+             written; check the prompt and the model's weights"
+        )));
+    }
     let layers = activations
         .iter()
         .map(|a| Vec::<bool>::try_from(&a.gt(0.0).flatten(0, -1)).map_err(MlError::Torch))
@@ -147,12 +164,41 @@ pub fn encoder_mask(
     mask_of(&encoder_activations(model, prompt)?, model_name, task)
 }
 
-/// The activation mask `prompt` ([L, d_model]) induces in T5's decoder at the first step.
+/// The id of [`T5_PROBE_TOKEN`] in `backbone`'s tokenizer.
+pub fn t5_probe_id(backbone: &T5Backbone) -> MlResult<i64> {
+    backbone.tokenizer.token_id(T5_PROBE_TOKEN).ok_or_else(|| {
+        MlError::Invalid(format!(
+            "model {}: tokenizer.json has no {T5_PROBE_TOKEN}, which the T5 activation probe \
+             (prompt, then {T5_PROBE_TOKEN}) needs",
+            backbone.name
+        ))
+    })
+}
+
+/// The activation mask `prompt` ([L, d_model]) induces in T5's decoder at the first step, for
+/// the encoder input `[P ; probe]`.
 pub fn t5_mask(
     model: &T5Model,
+    prompt: &Tensor,
+    probe: i64,
+    model_name: &str,
+    task: &str,
+) -> MlResult<MaskFile> {
+    mask_of(&t5_activations(model, prompt, probe)?, model_name, task)
+}
+
+/// [`t5_mask`] with the backbone's own `<extra_id_0>` as the probe.
+pub fn t5_backbone_mask(
+    backbone: &T5Backbone,
     prompt: &Tensor,
     model_name: &str,
     task: &str,
 ) -> MlResult<MaskFile> {
-    mask_of(&t5_activations(model, prompt)?, model_name, task)
+    t5_mask(
+        &backbone.model,
+        prompt,
+        t5_probe_id(backbone)?,
+        model_name,
+        task,
+    )
 }

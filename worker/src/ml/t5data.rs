@@ -2,11 +2,19 @@
 //! encoded for T5 ([`T5Data`]), and [`T5Backbone`], the frozen model with its tokenizer, which
 //! [`tune`](super::tune) trains prompts on (it implements [`PromptModel`]).
 //!
-//! * Input: the task's T5 template filled with the example's fields, then `</s>`. The longest
-//!   field is cut until the ids fit `max_text_tokens` and, together with the prompt, the input
-//!   length T5 was pre-trained with (`n_positions`, 512; relative attention has no hard limit).
-//! * Target: the label's T5 verbalizer word (classification) or the first gold text
-//!   (generation), then `</s>`, at most `max_target_tokens` tokens in all. The loss is the
+//! * Input: the task's T5 template filled with the example's fields, nothing appended: a
+//!   template that ends in `</s>` writes it (`"{sentence}</s>"`), as the official formatters
+//!   differ per task (formatter/SST2PromptT5Formatter.py:50 appends it, MNLIPromptT5Formatter.py:46
+//!   and IMDBPromptT5Formatter.py:49 do not). The longest field is cut until the ids fit
+//!   `max_text_tokens` and, together with the prompt, the input length T5 was pre-trained with
+//!   (`n_positions`, 512; relative attention has no hard limit); the template's own text,
+//!   `</s>` included, is never cut.
+//! * Target: classification, the label's T5 verbalizer word without `</s>` (every official
+//!   formatter: `target = tokenizer.encode(word, add_special_tokens=False)`, e.g.
+//!   SST2PromptT5Formatter.py:64); generation, the first gold text then `</s>`, at most
+//!   `max_target_tokens` tokens in all. The official generation formatters leave `</s>` out too
+//!   (squadPromptT5Formatter.py:61), but then greedy decoding never learns to stop, and the
+//!   text metrics score whatever follows the answer: promptgrid keeps it there. The loss is the
 //!   teacher-forced cross-entropy over every target token of a micro-batch (transformers'
 //!   `labels=` loss).
 //! * Score: classification: the argmax over the label words' first-token logits at decoding
@@ -30,7 +38,7 @@ use super::textmetrics;
 use super::tokenizer::tokenizer_error;
 use super::train::PromptModel;
 
-/// Target tokens (end-of-sequence included) of a question-answering task: answers are short
+/// Target tokens of a question-answering task: answers are short
 /// (the official code trains on 20), 64 keeps the long tail whole.
 pub const QA_TARGET_TOKENS: usize = 64;
 /// Target tokens of a summarization task (SAMSum summaries fit; Multi-News ones are cut).
@@ -63,8 +71,8 @@ impl std::fmt::Debug for T5Tokenizer {
 }
 
 impl T5Tokenizer {
-    /// Loads `path`; `eos_id` is the model config's end-of-sequence id, which ends every input
-    /// and target.
+    /// Loads `path`; `eos_id` is the model config's end-of-sequence id, the token `{sep}` puts
+    /// into a template.
     pub fn load(path: &Path, eos_id: i64) -> MlResult<T5Tokenizer> {
         let inner = super::tokenizer::load_tokenizer(path)?;
         let eos_token = u32::try_from(eos_id)
@@ -129,11 +137,25 @@ impl T5Tokenizer {
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
+
+    /// The id of a token of the vocabulary (added tokens included), e.g. `<extra_id_0>`.
+    pub fn token_id(&self, token: &str) -> Option<i64> {
+        self.inner.token_to_id(token).map(i64::from)
+    }
+
+    /// The token of an id, or `<id>` when the vocabulary has none.
+    pub fn token(&self, id: i64) -> String {
+        u32::try_from(id)
+            .ok()
+            .and_then(|i| self.inner.id_to_token(i))
+            .unwrap_or_else(|| format!("<{id}>"))
+    }
 }
 
 impl TemplateTokenizer for T5Tokenizer {
+    // Nothing appended: the template says where `</s>` goes (see the module).
     fn template_ids(&self, text: &str) -> MlResult<Vec<i64>> {
-        self.encode(text)
+        self.ids(text)
     }
     fn field_pieces(&self, text: &str) -> MlResult<Vec<(String, usize)>> {
         let enc = self
@@ -338,9 +360,9 @@ impl T5Backbone {
 #[derive(Debug, Clone)]
 pub struct T5Data {
     pub kind: TaskKind,
-    /// Encoder input ids per example, end-of-sequence included.
+    /// Encoder input ids per example (`</s>` only where the template writes it).
     pub inputs: Vec<Vec<i64>>,
-    /// Teacher-forcing target ids per example, end-of-sequence included.
+    /// Teacher-forcing target ids per example: end-of-sequence only in generation targets.
     pub targets: Vec<Vec<i64>>,
     /// Classification: each example's label index; empty for generation.
     pub labels: Vec<i64>,
@@ -348,7 +370,7 @@ pub struct T5Data {
     pub label_ids: Vec<i64>,
     /// Generation: each example's gold texts; empty for classification.
     pub golds: Vec<Vec<String>>,
-    /// The longest target in tokens (end-of-sequence included), and generation's decode length.
+    /// The longest target in tokens, and generation's decode length.
     pub max_target_tokens: usize,
 }
 
@@ -366,7 +388,7 @@ impl T5Data {
         let label_ids = tok.first_token_ids(label_words)?;
         let words = label_words
             .iter()
-            .map(|w| tok.encode(w))
+            .map(|w| tok.ids(w))
             .collect::<MlResult<Vec<_>>>()?;
         let targets = examples
             .iter()
