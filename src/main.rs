@@ -528,6 +528,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{plan}");
             }
+            // After the plan is shown: a prompt no model can take fails every job (exit 2).
+            plan.refuse_invalid(&sweep)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {

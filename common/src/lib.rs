@@ -4,12 +4,14 @@
 //! * [`catalog`]: task definitions (`sweeps/tasks/*.toml`);
 //! * [`spec`]: the sweep file, validated and with its overrides resolved;
 //! * [`graph`]: the sweep expanded into jobs, with content-derived ids and dependency edges;
+//! * [`limits`]: how long a prompt a model's config.json allows (worker and plan);
 //! * [`mask`]: the activation-mask artifact (packed bits in safetensors) of the ON indicator;
 //! * [`plan`]: what `promptgrid plan` reports about a graph;
 //! * [`error`]: errors that name the file, key and line.
 pub mod catalog;
 pub mod error;
 pub mod graph;
+pub mod limits;
 pub mod mask;
 pub mod names;
 pub mod plan;

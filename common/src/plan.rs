@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::error::{SpecError, SpecResult};
 use crate::graph::{JobGraph, JobId, JobSpec, RANDOM};
-use crate::spec::{Init, Sweep};
+use crate::limits;
+use crate::spec::{Init, Layout, Sweep};
 
 /// File endings a split may have, in the order a worker tries them.
 pub const SPLIT_EXTENSIONS: [&str; 4] = ["parquet", "jsonl", "csv", "tsv"];
@@ -39,6 +41,22 @@ pub struct Plan {
     /// TPT candidates that run only if their source ranks in the top k (`top_k`), per model.
     pub gated: usize,
     pub missing: Vec<MissingInput>,
+    /// Settings a model cannot run, found in its `config.json` under the models root.
+    pub invalid: Vec<InvalidSetting>,
+}
+
+/// A setting that a model of the sweep cannot run (a prompt longer than it takes).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct InvalidSetting {
+    pub model: String,
+    /// The setting, as the sweep names it (`prompt.length`).
+    pub key: String,
+    pub value: u64,
+    /// The tasks that run the model with this value.
+    pub tasks: Vec<String>,
+    /// The model's config.json.
+    pub config: PathBuf,
+    pub message: String,
 }
 
 impl Plan {
@@ -55,8 +73,95 @@ impl Plan {
             depth: graph.depth(),
             gated: graph.jobs().iter().filter(|j| j.gate.is_some()).count(),
             missing: missing_inputs(sweep, graph, roots),
+            invalid: invalid_settings(sweep, roots),
         }
     }
+
+    /// The plan's invalid settings as one error, located at the sweep's `length` setting; a
+    /// sweep with any would fail job after job on its workers.
+    pub fn refuse_invalid(&self, sweep: &Sweep) -> SpecResult<()> {
+        let Some(first) = self.invalid.first() else {
+            return Ok(());
+        };
+        let lines: Vec<String> = self
+            .invalid
+            .iter()
+            .map(|i| {
+                if i.tasks.is_empty() {
+                    format!("model `{}`: {}", i.model, i.message)
+                } else {
+                    format!(
+                        "{} for model `{}` ({}; tasks {}): {}",
+                        i.value,
+                        i.model,
+                        i.config.display(),
+                        i.tasks.join(", "),
+                        i.message
+                    )
+                }
+            })
+            .collect();
+        let source = std::fs::read_to_string(&sweep.file).unwrap_or_default();
+        let short = first.key.rsplit('.').next().unwrap_or(&first.key);
+        let mut err = SpecError::at_key(&sweep.file, &source, short, lines.join("; "));
+        if let SpecError::Invalid { key, .. } = &mut err {
+            key.clone_from(&first.key);
+        }
+        Err(err)
+    }
+}
+
+/// Prompt lengths over what a model's config.json allows (`limits`), for models whose folder
+/// is under the models root; the worker would refuse every job that uses them.
+fn invalid_settings(sweep: &Sweep, roots: &Roots) -> Vec<InvalidSetting> {
+    let Some(root) = &roots.models else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for model in &sweep.models {
+        let config = root.join(&model.path).join("config.json");
+        if !config.is_file() {
+            continue; // a missing input, reported as such
+        }
+        // Lengths and the tasks using each; prompts from files (`init = "from:..."`) have
+        // their own length, checked by the worker when it reads them.
+        let mut lengths: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for task in sweep.tasks_for(model) {
+            let settings = sweep.settings(&model.name, task.name());
+            lengths
+                .entry(settings.length)
+                .or_default()
+                .push(task.name().to_string());
+        }
+        let official = model.layout == Layout::Official && model.arch.is_encoder();
+        let (positions, placement) = match limits::read_limits(&config, official) {
+            Ok(l) => l,
+            Err(message) => {
+                out.push(InvalidSetting {
+                    model: model.name.clone(),
+                    key: "model.path".into(),
+                    value: 0,
+                    tasks: Vec::new(),
+                    config: config.clone(),
+                    message,
+                });
+                continue;
+            }
+        };
+        for (length, tasks) in lengths {
+            if let Err(message) = limits::check_prompt_len(placement, positions, length as usize) {
+                out.push(InvalidSetting {
+                    model: model.name.clone(),
+                    key: "prompt.length".into(),
+                    value: u64::from(length),
+                    tasks,
+                    config: config.clone(),
+                    message,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The split file of a task under a data root, whichever supported ending it has.
@@ -203,6 +308,25 @@ impl std::fmt::Display for Plan {
                 "  ({} TPT candidates run only if their source ranks in the top k)",
                 self.gated
             )?;
+        }
+        if !self.invalid.is_empty() {
+            writeln!(f, "settings the models cannot run:")?;
+            for i in &self.invalid {
+                if i.tasks.is_empty() {
+                    writeln!(f, "  model {}: {}", i.model, i.message)?;
+                } else {
+                    writeln!(
+                        f,
+                        "  {} = {} for model {} (tasks {}): {} ({})",
+                        i.key,
+                        i.value,
+                        i.model,
+                        i.tasks.join(", "),
+                        i.message,
+                        i.config.display()
+                    )?;
+                }
+            }
         }
         if self.missing.is_empty() {
             return Ok(());

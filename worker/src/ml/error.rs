@@ -32,12 +32,43 @@ pub enum MlError {
     MultiTokenLabelWord { word: String, pieces: Vec<String> },
 
     #[error(
-        "a prompt of {prompt_len} tokens and a template of {template_len} tokens do not fit the model's {max_positions} positions"
+        "a prompt of {prompt_len} tokens and a template of {template_len} tokens do not fit the model's {max_positions} positions (shorten prompt.length / --length)"
     )]
     PromptTooLong {
         prompt_len: usize,
         template_len: usize,
         max_positions: usize,
+    },
+
+    /// A prompt over the length a model takes in a layout whose positions do not bound it
+    /// (see `promptgrid_common::limits`).
+    #[error("model {model}: prompt length {prompt_len} (prompt.length / --length): {message}")]
+    PromptLength {
+        model: String,
+        prompt_len: usize,
+        message: String,
+    },
+
+    /// `max_text_tokens` below what the template needs with its fields empty.
+    #[error(
+        "max_text_tokens is {cap} (--max-text-tokens / prompt.max_text_tokens), but the template {template:?} takes {needed} tokens even with its text fields empty: allow at least {needed}"
+    )]
+    TextCap {
+        cap: usize,
+        needed: usize,
+        template: String,
+    },
+
+    /// A tensor read from a file (prompt, projector, ...) holding NaN or infinity: scored, it
+    /// would give a plausible-looking number.
+    #[error(
+        "{path}: tensor {tensor:?} holds {count} non-finite values (NaN or infinity) of {total}"
+    )]
+    NonFinite {
+        path: PathBuf,
+        tensor: String,
+        count: usize,
+        total: usize,
     },
 
     #[error("{what}: the prompt is {got} wide but the model's hidden size is {expected}")]

@@ -44,6 +44,7 @@ mod bert;
 mod config;
 pub mod data;
 mod error;
+mod limits;
 pub mod metrics;
 mod model;
 mod precision;
@@ -61,6 +62,7 @@ mod weights;
 pub use config::{EncoderConfig, Family};
 pub use data::{Example, TaskData};
 pub use error::{MlError, MlResult};
+pub use limits::check_prompt_len;
 pub use model::{Batch, Encoded, EncoderModel, Head, Layout, parse_device};
 pub use precision::Precision;
 pub use projector::{

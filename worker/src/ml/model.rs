@@ -197,7 +197,12 @@ impl EncoderModel {
                 "the official layout needs a prompt of at least one token".into(),
             ));
         }
-        Ok(())
+        super::limits::check_prompt_len(
+            &self.config,
+            self.layout,
+            size[size.len() - 2] as usize,
+            &self.name,
+        )
     }
 
     /// Pads `inputs` into a batch on the model's device.
