@@ -417,7 +417,10 @@ fn decode(bytes: &[u8], path: &Path, device: Device) -> MlResult<(Projector, Pro
                 ),
             ));
         }
-        tensors.push(Tensor::f_from_data_size(view.data(), &got, Kind::Float)?);
+        let tensor = Tensor::f_from_data_size(view.data(), &got, Kind::Float)?;
+        // NaN weights would project NaN prompts that score plausible-looking numbers.
+        super::prompt::check_finite(&tensor, path, name)?;
+        tensors.push(tensor);
     }
     // TENSORS order back to the constructor's (encoder, decoder, layer norm).
     let [nw, nb, db, eb, dw, ew]: [Tensor; 6] = tensors

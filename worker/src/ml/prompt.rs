@@ -74,10 +74,9 @@ impl PromptFile {
                 expected: width,
             });
         }
-        Ok(PromptFile {
-            prompt: prompt.to_kind(Kind::Float),
-            metadata,
-        })
+        let prompt = prompt.to_kind(Kind::Float);
+        check_finite(&prompt, path, PROMPT_KEY)?;
+        Ok(PromptFile { prompt, metadata })
     }
 
     /// Writes a PEFT prompt-tuning adapter folder (`adapter_config.json` +
@@ -118,6 +117,21 @@ impl PromptFile {
             None,
         )
     }
+}
+
+/// Refuses a tensor read from `path` that holds NaN or infinity: a NaN prompt scores a
+/// plausible-looking accuracy (every readout ties), a NaN projector projects NaN prompts.
+pub(crate) fn check_finite(t: &Tensor, path: &Path, name: &str) -> MlResult<()> {
+    let bad = t.isfinite().logical_not().sum(Kind::Int64).int64_value(&[]) as usize;
+    if bad > 0 {
+        return Err(MlError::NonFinite {
+            path: path.into(),
+            tensor: name.to_string(),
+            count: bad,
+            total: t.numel(),
+        });
+    }
+    Ok(())
 }
 
 /// Float32 copies of `tensors` as safetensors bytes; `origin` names them in errors.

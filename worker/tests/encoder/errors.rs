@@ -267,6 +267,7 @@ fn nan_loss_is_an_error_naming_the_step() {
     )
     .unwrap();
     let tmp = tempfile::tempdir().unwrap();
+    // A NaN prompt file is refused when read (bad input, naming the file)...
     let file = tmp.path().join("nan.safetensors");
     PromptFile::new(
         &Tensor::full([4, 32], f64::NAN, (tch::Kind::Float, Device::Cpu)),
@@ -282,6 +283,27 @@ fn nan_loss_is_an_error_naming_the_step() {
         max_steps: 3,
         batch_size: 2,
         ..TuneConfig::default()
+    };
+    let err = tune(&model, &data, None, &cfg, None, &mut ()).unwrap_err();
+    assert!(
+        matches!(err, MlError::NonFinite { count: 128, .. }),
+        "{err}"
+    );
+    assert!(err.is_bad_input() && err.to_string().contains("nan.safetensors"));
+    // ...while a finite prompt that overflows the forward pass is a NaN loss at its step.
+    let file = tmp.path().join("huge.safetensors");
+    PromptFile::new(
+        &Tensor::full([4, 32], 3.0e38, (tch::Kind::Float, Device::Cpu)),
+        "m",
+        "t",
+        0,
+        None,
+    )
+    .save(&file)
+    .unwrap();
+    let cfg = TuneConfig {
+        init: PromptInit::From(file),
+        ..cfg
     };
     let err = tune(&model, &data, None, &cfg, None, &mut ()).unwrap_err();
     assert!(matches!(err, MlError::NanLoss { step: 1 }), "{err}");
