@@ -72,44 +72,197 @@ fn read_rows(path: &Path, task: &TaskDef) -> MlResult<Vec<Row>> {
     }
 }
 
+/// Rows of a split file left out, and why. The official code drops the same rows (SNLI's -1,
+/// Prompt-Transferability-1.0/dataset/snliDataset.py) or would crash on them (null text).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Rows whose label is -1, Hugging Face's "no gold label" (SNLI pairs without annotator
+    /// consensus, hidden GLUE test labels), where -1 is not one of the task's label values.
+    pub no_gold_label: usize,
+    /// Rows with a null or blank template field, by the first such column of the row.
+    pub empty_text: BTreeMap<String, usize>,
+}
+
+impl Dropped {
+    pub fn total(&self) -> usize {
+        self.no_gold_label + self.empty_text.values().sum::<usize>()
+    }
+
+    /// "2 with label -1 (no gold label), 1 with null or empty text (column "premise": 1)".
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.no_gold_label > 0 {
+            parts.push(format!(
+                "{} with label -1 (no gold label)",
+                self.no_gold_label
+            ));
+        }
+        let empty: usize = self.empty_text.values().sum();
+        if empty > 0 {
+            let columns: Vec<String> = self
+                .empty_text
+                .iter()
+                .map(|(c, n)| format!("column {c:?}: {n}"))
+                .collect();
+            parts.push(format!(
+                "{empty} with null or empty text ({})",
+                columns.join(", ")
+            ));
+        }
+        parts.join(", ")
+    }
+}
+
+/// The examples of a split file, how many rows it held and which were dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitRows<T> {
+    pub examples: Vec<T>,
+    /// Rows in the file (blank JSONL lines and the CSV header not counted).
+    pub rows: usize,
+    pub dropped: Dropped,
+}
+
+impl<T> SplitRows<T> {
+    /// Refuses a split with nothing left, and warns (naming the file) when rows were dropped.
+    fn checked(self, path: &Path) -> MlResult<SplitRows<T>> {
+        if self.rows == 0 {
+            return Err(MlError::data(path, "the split has no rows"));
+        }
+        if self.examples.is_empty() {
+            return Err(MlError::data(
+                path,
+                format!(
+                    "no usable rows: all {} rows were dropped: {}",
+                    self.rows,
+                    self.dropped.describe()
+                ),
+            ));
+        }
+        if self.dropped.total() > 0 {
+            tracing::warn!(
+                file = %path.display(),
+                rows = self.rows,
+                dropped = self.dropped.total(),
+                "{}: dropped {} of {} rows: {}",
+                path.display(),
+                self.dropped.total(),
+                self.rows,
+                self.dropped.describe()
+            );
+        }
+        Ok(self)
+    }
+}
+
+/// The first template field of a row that is null or blank (its column name).
+fn empty_field<'c>(
+    fields: &BTreeMap<String, String>,
+    columns: &'c [(String, String)],
+) -> Option<&'c str> {
+    columns
+        .iter()
+        .find(|(f, _)| fields.get(f).is_none_or(|v| v.trim().is_empty()))
+        .map(|(_, c)| c.as_str())
+}
+
 /// Reads every example of a generation task's split: its fields and gold targets. A list-valued
 /// target column (`answers.text`, NQ-Open's `answer`) gives all its items, in order.
 pub fn load_text_split(path: &Path, task: &TaskDef) -> MlResult<Vec<TextExample>> {
-    read_rows(path, task)?
-        .into_iter()
-        .enumerate()
-        .map(|(i, (fields, targets))| {
-            if targets.is_empty() {
-                return Err(MlError::data(
-                    path,
-                    format!("row {}: the target column holds no text", i + 1),
-                ));
-            }
-            Ok(TextExample { fields, targets })
-        })
-        .collect()
+    Ok(read_text_split(path, task)?.examples)
 }
 
-/// Reads every example of a split file through the task's column mapping.
+/// [`load_text_split`] with the row counts; rows with an empty template field are dropped.
+pub fn read_text_split(path: &Path, task: &TaskDef) -> MlResult<SplitRows<TextExample>> {
+    let (columns, _) = mapping(task)?;
+    let rows = read_rows(path, task)?;
+    let mut out = SplitRows {
+        examples: Vec::with_capacity(rows.len()),
+        rows: rows.len(),
+        dropped: Dropped::default(),
+    };
+    for (i, (fields, targets)) in rows.into_iter().enumerate() {
+        if let Some(column) = empty_field(&fields, &columns) {
+            *out.dropped.empty_text.entry(column.into()).or_default() += 1;
+            continue;
+        }
+        if targets.is_empty() {
+            return Err(MlError::data(
+                path,
+                format!("row {}: the target column holds no text", i + 1),
+            ));
+        }
+        out.examples.push(TextExample { fields, targets });
+    }
+    out.checked(path)
+}
+
+/// Reads every example of a split file through the task's column mapping. Rows with label -1
+/// (no gold label) or an empty template field are dropped with a warning that counts them; a
+/// split with nothing left is an error.
 pub fn load_split(path: &Path, task: &TaskDef) -> MlResult<Vec<Example>> {
-    read_rows(path, task)?
-        .into_iter()
-        .enumerate()
-        .map(|(i, (fields, labels))| {
-            let label = labels.into_iter().next().unwrap_or_default();
-            let label = parse_label(&label, task).ok_or_else(|| {
-                MlError::data(
-                    path,
-                    format!(
-                        "row {}: label {label:?} is not one of {:?} nor an index into them",
-                        i + 1,
-                        task.labels
-                    ),
+    Ok(read_split(path, task)?.examples)
+}
+
+/// [`load_split`] with the row counts.
+pub fn read_split(path: &Path, task: &TaskDef) -> MlResult<SplitRows<Example>> {
+    let (columns, label_column) = mapping(task)?;
+    let rows = read_rows(path, task)?;
+    let mut out = SplitRows {
+        examples: Vec::with_capacity(rows.len()),
+        rows: rows.len(),
+        dropped: Dropped::default(),
+    };
+    for (i, (fields, labels)) in rows.into_iter().enumerate() {
+        let label = labels.into_iter().next().unwrap_or_default();
+        let Some(index) = parse_label(&label, task) else {
+            if is_no_gold_label(&label) {
+                out.dropped.no_gold_label += 1;
+                continue;
+            }
+            let what = if label.trim().is_empty() {
+                format!("the label (column {label_column:?}) is null or empty")
+            } else {
+                format!(
+                    "label {label:?} (column {label_column:?}) is not one of {} nor an index into them",
+                    describe_labels(task)
                 )
-            })?;
-            Ok(Example { fields, label })
-        })
-        .collect()
+            };
+            return Err(MlError::data(path, format!("row {}: {what}", i + 1)));
+        };
+        if let Some(column) = empty_field(&fields, &columns) {
+            *out.dropped.empty_text.entry(column.into()).or_default() += 1;
+            continue;
+        }
+        out.examples.push(Example {
+            fields,
+            label: index,
+        });
+    }
+    out.checked(path)
+}
+
+/// The task's labels, with the stored values where `label_values` maps them.
+fn describe_labels(task: &TaskDef) -> String {
+    match &task.label_values {
+        Some(values) => {
+            let pairs: Vec<String> = task
+                .labels
+                .iter()
+                .zip(values)
+                .map(|(l, v)| match v {
+                    LabelValue::Int(i) => format!("{i} ({l})"),
+                    LabelValue::Text(t) => format!("{t:?} ({l})"),
+                })
+                .collect();
+            format!("[{}]", pairs.join(", "))
+        }
+        None => format!("{:?}", task.labels),
+    }
+}
+
+/// Hugging Face's ClassLabel stores -1 for a row without a label.
+fn is_no_gold_label(value: &str) -> bool {
+    value.trim().parse::<f64>().is_ok_and(|v| v == -1.0)
 }
 
 /// A stored label to its index: as a name (or `label_values` text) first, then as an integer.
@@ -162,6 +315,18 @@ fn json_text(v: &Value) -> String {
     }
 }
 
+/// What a JSON value is, for messages.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "text",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// `col` of a JSON row: the key itself, else a dotted path into nested objects
 /// (`answers.text`).
 fn json_lookup<'v>(v: &'v Value, col: &str) -> Option<&'v Value> {
@@ -179,26 +344,97 @@ fn json_texts(v: &Value) -> Vec<String> {
     }
 }
 
+/// A split file as UTF-8 text, without a leading byte-order mark (Excel and some GLUE files
+/// start with one, which would otherwise become part of the first column's name).
+fn read_text(path: &Path) -> MlResult<String> {
+    let bytes = std::fs::read(path).map_err(|e| MlError::io(path, e))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        MlError::data(
+            path,
+            format!(
+                "not UTF-8 text (invalid byte at offset {}); re-encode the file as UTF-8",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
+}
+
+/// JSON Lines, or (`.json` files such as the official SemEval ones) one JSON array of rows.
 fn read_jsonl(path: &Path, task: &TaskDef) -> MlResult<Vec<Row>> {
-    let text = std::fs::read_to_string(path).map_err(|e| MlError::io(path, e))?;
+    let text = read_text(path)?;
+    let values: Vec<(String, Value)> = if text.trim_start().starts_with('[') {
+        let all: Vec<Value> = serde_json::from_str(&text)
+            .map_err(|e| MlError::data(path, format!("a JSON array of rows: {e}")))?;
+        all.into_iter()
+            .enumerate()
+            .map(|(i, v)| (format!("row {}", i + 1), v))
+            .collect()
+    } else {
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, line)| {
+                serde_json::from_str(line)
+                    .map(|v| (format!("line {}", i + 1), v))
+                    .map_err(|e| MlError::data(path, format!("line {}: {e}", i + 1)))
+            })
+            .collect::<MlResult<_>>()?
+    };
     let (fields, label) = mapping(task)?;
-    let mut rows = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let v: Value = serde_json::from_str(line)
-            .map_err(|e| MlError::data(path, format!("line {}: {e}", i + 1)))?;
+    let mut rows = Vec::with_capacity(values.len());
+    for (at, v) in values {
+        if !v.is_object() {
+            return Err(MlError::data(
+                path,
+                format!(
+                    "{at}: {} where a row (a JSON object) belongs",
+                    json_kind(&v)
+                ),
+            ));
+        }
         let get = |col: &str| {
-            json_lookup(&v, col)
-                .ok_or_else(|| MlError::data(path, format!("line {}: no column {col:?}", i + 1)))
+            json_lookup(&v, col).ok_or_else(|| {
+                let have: Vec<&String> = v
+                    .as_object()
+                    .map(|o| o.keys().collect())
+                    .unwrap_or_default();
+                MlError::data(
+                    path,
+                    format!("{at}: no column {col:?}; the row has {have:?}"),
+                )
+            })
         };
         let mut map = BTreeMap::new();
         for (f, c) in &fields {
-            map.insert(f.clone(), json_text(get(c)?));
+            let value = get(c)?;
+            // Text fields hold text (or null, dropped later): a number or a list here means
+            // the column mapping names the wrong column.
+            if !matches!(value, Value::String(_) | Value::Null) {
+                return Err(MlError::data(
+                    path,
+                    format!(
+                        "{at}: column {c:?} (template field {{{f}}}) holds {}, not text",
+                        json_kind(value)
+                    ),
+                ));
+            }
+            map.insert(f.clone(), json_text(value));
         }
-        rows.push((map, json_texts(get(&label)?)));
+        let value = get(&label)?;
+        if task.kind == TaskKind::Classification && (value.is_array() || value.is_object()) {
+            return Err(MlError::data(
+                path,
+                format!(
+                    "{at}: label column {label:?} holds {}; a label is one integer or name",
+                    json_kind(value)
+                ),
+            ));
+        }
+        rows.push((map, json_texts(value)));
     }
     Ok(rows)
 }
@@ -243,7 +479,7 @@ fn parse_delimited(text: &str, delim: u8) -> Vec<Vec<String>> {
 }
 
 fn read_delimited(path: &Path, task: &TaskDef, delim: u8) -> MlResult<Vec<Row>> {
-    let text = std::fs::read_to_string(path).map_err(|e| MlError::io(path, e))?;
+    let text = read_text(path)?;
     let mut records = parse_delimited(&text, delim).into_iter();
     let header = records
         .next()
@@ -294,14 +530,45 @@ fn read_parquet(path: &Path, task: &TaskDef) -> MlResult<Vec<Row>> {
     for batch in reader {
         let batch = batch.map_err(|e| MlError::data(path, e.to_string()))?;
         let column = |name: &str| -> MlResult<ArrayRef> {
-            parquet_column(&batch, name)
-                .ok_or_else(|| MlError::data(path, format!("no column {name:?}")))
+            parquet_column(&batch, name).ok_or_else(|| {
+                let have: Vec<&str> = batch
+                    .schema_ref()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect();
+                MlError::data(path, format!("no column {name:?}; the file has {have:?}"))
+            })
         };
         let cols: Vec<(String, StringArray)> = fields
             .iter()
-            .map(|(f, c)| Ok((f.clone(), utf8(&column(c)?, c, path)?)))
+            .map(|(f, c)| {
+                let array = column(c)?;
+                // A number column read as text would train on digits: the mapping names the
+                // wrong column.
+                if !is_text_type(array.data_type()) {
+                    return Err(MlError::data(
+                        path,
+                        format!(
+                            "column {c:?} (template field {{{f}}}) is {}, not text",
+                            array.data_type()
+                        ),
+                    ));
+                }
+                Ok((f.clone(), utf8(&array, c, path)?))
+            })
             .collect::<MlResult<_>>()?;
-        let labels = parquet_texts(&column(&label)?, &label, path)?;
+        let label_array = column(&label)?;
+        if task.kind == TaskKind::Classification && !is_label_type(label_array.data_type()) {
+            return Err(MlError::data(
+                path,
+                format!(
+                    "label column {label:?} is {}; a label is one integer or name",
+                    label_array.data_type()
+                ),
+            ));
+        }
+        let labels = parquet_texts(&label_array, &label, path)?;
         for (i, label) in labels.into_iter().enumerate() {
             let map = cols
                 .iter()
@@ -311,6 +578,22 @@ fn read_parquet(path: &Path, task: &TaskDef) -> MlResult<Vec<Row>> {
         }
     }
     Ok(rows)
+}
+
+fn is_text_type(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, values) => is_text_type(values),
+        _ => false,
+    }
+}
+
+/// Class labels: integers (Hugging Face ClassLabel), names, or whole floats.
+fn is_label_type(t: &DataType) -> bool {
+    match t {
+        DataType::Dictionary(_, values) => is_label_type(values),
+        t => is_text_type(t) || t.is_integer() || t.is_floating(),
+    }
 }
 
 /// `name` of a record batch: the column itself, else a dotted path into struct columns
@@ -428,18 +711,33 @@ impl TaskData {
         prompt_len: usize,
         max_text_tokens: Option<usize>,
     ) -> MlResult<TaskData> {
+        // Before any example is encoded or any prompt allocated.
+        super::limits::check_prompt_len(&model.config, model.layout, prompt_len, &model.name)?;
         let label_ids = model.tokenizer.label_ids(label_words)?;
         let max_positions = model.config.max_tokens();
-        if model.layout == super::Layout::Prefix && prompt_len >= max_positions {
-            return Err(MlError::PromptTooLong {
-                prompt_len,
-                template_len: 0,
-                max_positions,
-            });
-        }
         let mut budget = model.text_budget(prompt_len);
-        if let Some(cap) = max_text_tokens {
-            budget = budget.min(cap);
+        if let Some(cap) = max_text_tokens.filter(|&cap| cap < budget) {
+            // The cap, not the model, binds: a template that cannot fit it is the cap's fault,
+            // and the message must say so rather than blame the prompt.
+            let empty: BTreeMap<String, String> = TaskDef::template_fields(template)
+                .into_iter()
+                .map(|f| (f, String::new()))
+                .collect();
+            let rendered = template::render(
+                template,
+                &empty,
+                &model.tokenizer.mask_token,
+                &model.tokenizer.sep_token,
+            )?;
+            let needed = model.tokenizer.encode(&rendered)?.len();
+            if needed > cap {
+                return Err(MlError::TextCap {
+                    cap,
+                    needed,
+                    template: template.to_string(),
+                });
+            }
+            budget = cap;
         }
         let inputs = examples
             .iter()
