@@ -686,6 +686,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 seed,
                 init: init.parse()?,
                 metric: task.metric,
+                // adam_eps, dropout: the library defaults (eval mode, eps 1e-8).
+                ..Default::default()
             };
             let report = tokio::task::block_in_place(|| -> anyhow::Result<_> {
                 use promptgrid_worker::oneshot::{tune_one, tune_one_t5};

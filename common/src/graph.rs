@@ -18,6 +18,11 @@ use crate::spec::{
 /// The name of the random-prompt source in transfer and activations jobs.
 pub const RANDOM: &str = "random";
 
+/// What the [`RANDOM`] prompt is, part of the id of every job that uses it: uniform on [0, 1)
+/// as the official `torch.rand` baseline (it was the N(0, 0.02) training init before, whose
+/// results must not be reused for it).
+pub const RANDOM_PROMPT: &str = "uniform[0,1)";
+
 /// A content hash, hex, 128 bits: collisions are not a concern at grid sizes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -363,7 +368,14 @@ impl Builder<'_> {
             models: Vec<&'a ModelSpec>,
             tasks: Vec<&'a TaskSpec>,
             deps: Vec<&'a JobId>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            random: Option<&'static str>,
         }
+        let uses_random = match spec {
+            JobSpec::Transfer { src, .. } => src == RANDOM,
+            JobSpec::Activations { task, .. } => task == RANDOM,
+            _ => false,
+        };
         let (models, tasks) = self.names_in(spec);
         let mut deps: Vec<&JobId> = deps.iter().collect();
         deps.sort();
@@ -373,6 +385,7 @@ impl Builder<'_> {
             models,
             tasks,
             deps,
+            random: uses_random.then_some(RANDOM_PROMPT),
         };
         // serde_json writes struct fields in declaration order and maps sorted (BTreeMap), so
         // the bytes are canonical for a given content.

@@ -96,6 +96,33 @@ pub struct PromptSettings {
     pub dev_examples: u32,
     /// Checkpoint to the object store every this many steps; 0 turns it off.
     pub checkpoint_every: u32,
+    /// Dropout inside the frozen model during training steps; 0 (the default) trains in eval
+    /// mode. The official code trains in `train()` mode: 0.1. Left out of the wire form (and
+    /// so of job ids) at its default, so that existing sweeps keep their ids.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropout: f64,
+    /// AdamW's epsilon; the official `transformers.AdamW` uses 1e-6. Left out of the wire form
+    /// at its default, 1e-8.
+    #[serde(
+        default = "default_adam_eps",
+        skip_serializing_if = "is_default_adam_eps"
+    )]
+    pub adam_eps: f64,
+}
+
+/// AdamW's epsilon when a sweep does not set one.
+pub const DEFAULT_ADAM_EPS: f64 = 1e-8;
+
+fn default_adam_eps() -> f64 {
+    DEFAULT_ADAM_EPS
+}
+
+fn is_default_adam_eps(v: &f64) -> bool {
+    *v == DEFAULT_ADAM_EPS
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl Default for PromptSettings {
@@ -111,6 +138,8 @@ impl Default for PromptSettings {
             max_text_tokens: 128,
             dev_examples: 0,
             checkpoint_every: 100,
+            dropout: 0.0,
+            adam_eps: DEFAULT_ADAM_EPS,
         }
     }
 }
@@ -657,6 +686,8 @@ mod raw {
         pub max_text_tokens: Option<Spanned<i64>>,
         pub dev_examples: Option<Spanned<i64>>,
         pub checkpoint_every: Option<Spanned<i64>>,
+        pub dropout: Option<Spanned<f64>>,
+        pub adam_eps: Option<Spanned<f64>>,
         pub seeds: Option<Spanned<Vec<u64>>>,
     }
 
@@ -714,6 +745,28 @@ mod raw {
                     ));
                 }
                 base.learning_rate = v;
+            }
+            if let Some(p) = &self.dropout {
+                let v = *p.get_ref();
+                if !(0.0..1.0).contains(&v) {
+                    return Err(ctx.err(
+                        p,
+                        &key("dropout"),
+                        format!("must be a probability in [0, 1), not {v}"),
+                    ));
+                }
+                base.dropout = v;
+            }
+            if let Some(eps) = &self.adam_eps {
+                let v = *eps.get_ref();
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(ctx.err(
+                        eps,
+                        &key("adam_eps"),
+                        format!("must be a positive number, not {v}"),
+                    ));
+                }
+                base.adam_eps = v;
             }
             let fields: [(&Option<Spanned<i64>>, &str, bool, &mut u32); 7] = [
                 (&self.batch_size, "batch_size", false, &mut base.batch_size),

@@ -227,6 +227,40 @@ fn job_ids_change_exactly_where_a_setting_changes() {
 }
 
 #[test]
+fn dropout_and_adam_eps_enter_the_ids_of_tuning_jobs_only_when_set() {
+    let base_train = id_of(SMALL, "train/demo-rt/m/s1");
+    let base_tpt = id_of(SMALL, "tpt/demo-rt->demo-movies/m/s1");
+    let base_random = id_of(SMALL, "transfer/random->demo-rt/m/s1");
+    for setting in ["dropout = 0.1", "adam_eps = 1e-6"] {
+        let set = SMALL.replace("seeds = [1]", &format!("seeds = [1]\n{setting}"));
+        assert_ne!(id_of(&set, "train/demo-rt/m/s1"), base_train, "{setting}");
+        assert_ne!(
+            id_of(&set, "tpt/demo-rt->demo-movies/m/s1"),
+            base_tpt,
+            "{setting}"
+        );
+        assert_eq!(id_of(&set, "transfer/random->demo-rt/m/s1"), base_random);
+    }
+    // At their defaults they are not part of the job: sweeps planned before them keep their ids.
+    let defaults = SMALL.replace("seeds = [1]", "seeds = [1]\ndropout = 0.0\nadam_eps = 1e-8");
+    assert_eq!(ids(&defaults), ids(SMALL));
+    let set = SMALL.replace("seeds = [1]", "seeds = [1]\ndropout = 0.1\nadam_eps = 1e-6");
+    let graph = JobGraph::build(&parse(&set).unwrap());
+    match &graph.by_key("train/demo-rt/m/s1").unwrap().spec {
+        JobSpec::Train { settings, .. } => {
+            assert_eq!((settings.dropout, settings.adam_eps), (0.1, 1e-6));
+        }
+        other => panic!("{other:?}"),
+    }
+    for bad in ["dropout = 1.0", "dropout = -0.1", "adam_eps = 0.0"] {
+        let text = SMALL.replace("seeds = [1]", &format!("seeds = [1]\n{bad}"));
+        let err = parse(&text).unwrap_err().to_string();
+        let key = bad.split(' ').next().unwrap();
+        assert!(err.contains(key), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn plan_lists_jobs_whose_inputs_are_missing() {
     let sweep = parse(SMALL).unwrap();
     let graph = JobGraph::build(&sweep);

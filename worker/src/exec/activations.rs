@@ -7,7 +7,7 @@ use promptgrid_common::wire::JobOutput;
 
 use super::jobs::{JobModel, Run, train_key};
 use super::{ExecError, mask_artifact};
-use crate::ml::{PromptInit, init_prompt};
+use crate::ml::random_baseline;
 
 impl Run<'_> {
     pub(super) fn activations<M: JobModel>(&self, model: &M) -> Result<JobOutput, ExecError> {
@@ -31,7 +31,7 @@ impl Run<'_> {
                 ExecError::Fatal(format!("model `{m}` runs no task of the sweep"))
             })?;
             let length = self.view.sweep.settings(m, first.name()).length as usize;
-            init_prompt(model, &PromptInit::Random, length, *seed)?
+            random_baseline(length, model.prompt_width() as usize, *seed).to_device(model.device())
         } else {
             self.stored_prompt(&train_key(task, m, *seed), Some(model.prompt_width()))?
                 .prompt

@@ -16,7 +16,7 @@ use crate::ml::activations::{encoder_mask, t5_backbone_mask};
 use crate::ml::t5data::default_max_target_tokens;
 use crate::ml::{
     Checkpoint, EncoderModel, Family, MlResult, PromptFile, PromptInit, PromptModel, T5Backbone,
-    T5Data, TaskData, TuneConfig, TuneObserver, data, init_prompt, tune,
+    T5Data, TaskData, TuneConfig, TuneObserver, data, random_baseline, tune,
 };
 
 /// What the train, TPT, transfer and activations jobs need from the resident model besides
@@ -296,6 +296,8 @@ impl Run<'_> {
             prompt_len,
             lr: settings.learning_rate,
             weight_decay: 0.0,
+            adam_eps: settings.adam_eps,
+            dropout: settings.dropout,
             batch_size: settings.batch_size as usize,
             grad_accum: settings.grad_accum as usize,
             max_steps: settings.max_steps as usize,
@@ -395,7 +397,12 @@ impl Run<'_> {
         let settings = self.view.sweep.settings(m, tgt);
         let prompt: Tensor = if src == RANDOM {
             // The same random prompt for every target: it depends on the seed and length only.
-            init_prompt(model, &PromptInit::Random, settings.length as usize, *seed)?
+            random_baseline(
+                settings.length as usize,
+                model.prompt_width() as usize,
+                *seed,
+            )
+            .to_device(model.device())
         } else {
             self.stored_prompt(&train_key(src, m, *seed), Some(model.prompt_width()))?
                 .prompt

@@ -1,8 +1,8 @@
 //! BERT and RoBERTa encoders, one struct per Hugging Face submodule of `modeling_bert.py` /
 //! `modeling_roberta.py`. Path segments equal checkpoint keys (after the `bert.` / `roberta.`
 //! prefix is stripped at load time). RoBERTa is this encoder with offset positions, one token
-//! type and `lm_head.*`. No dropout: prompt tuning here runs the frozen model in eval mode, which
-//! keeps steps deterministic and identical to the parity reference.
+//! type and `lm_head.*`. Dropout runs only when a training step asks for it ([`Dropout`]); every
+//! other pass is eval mode, identical to the parity reference.
 
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
@@ -65,6 +65,23 @@ impl LayerNorm {
     }
 }
 
+/// Dropout rates of a training forward pass, as PyTorch's `train()` mode applies them in
+/// `modeling_bert.py` / `modeling_roberta.py`; all zero is eval mode. Masks come from torch's
+/// global generator, which the caller seeds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Dropout {
+    /// After the embeddings' LayerNorm.
+    pub(crate) embeddings: f64,
+    /// On the attention probabilities.
+    pub(crate) attention: f64,
+    /// On the attention output and FFN output projections, before their residual LayerNorms.
+    pub(crate) hidden: f64,
+}
+
+fn dropout(x: Tensor, p: f64) -> Tensor {
+    if p > 0.0 { x.dropout(p, true) } else { x }
+}
+
 fn activation(name: &str, x: &Tensor) -> Tensor {
     match name {
         "relu" => x.relu(),
@@ -113,13 +130,14 @@ impl BertEmbeddings {
         inputs_embeds: &Tensor,
         position_ids: &Tensor,
         position_keep: Option<&Tensor>,
+        p_dropout: f64,
     ) -> Tensor {
         let mut positions = self.position_embeddings.index_select(0, position_ids);
         if let Some(keep) = position_keep {
             positions *= keep.unsqueeze(-1);
         }
         let x = inputs_embeds + positions.unsqueeze(0) + self.token_type_embeddings.get(0);
-        self.layer_norm.forward(&x)
+        dropout(self.layer_norm.forward(&x), p_dropout)
     }
 }
 
@@ -149,13 +167,22 @@ impl BertSelfAttention {
     }
 
     /// `queries` [N, Q, d] attend over `hidden` [N, S, d]; `mask` [N, 1, 1, S] is true where a
-    /// key may be attended.
-    fn forward(&self, queries: &Tensor, hidden: &Tensor, mask: &Tensor) -> Tensor {
+    /// key may be attended. `p_dropout` drops attention probabilities, as HF's
+    /// `self.dropout(attention_probs)`.
+    fn forward(&self, queries: &Tensor, hidden: &Tensor, mask: &Tensor, p_dropout: f64) -> Tensor {
         let q = self.split(&self.query.forward(queries));
         let k = self.split(&self.key.forward(hidden));
         let v = self.split(&self.value.forward(hidden));
-        let out =
-            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false);
+        let out = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            Some(mask),
+            p_dropout,
+            false,
+            None,
+            false,
+        );
         let (n, _, qn, _) = out.size4().unwrap_or((1, 1, 1, 1));
         out.transpose(1, 2).contiguous().view([n, qn, -1])
     }
@@ -176,8 +203,9 @@ impl BertSelfOutput {
         }
     }
 
-    fn forward(&self, x: &Tensor, residual: &Tensor) -> Tensor {
-        self.layer_norm.forward(&(self.dense.forward(x) + residual))
+    fn forward(&self, x: &Tensor, residual: &Tensor, p_dropout: f64) -> Tensor {
+        self.layer_norm
+            .forward(&(dropout(self.dense.forward(x), p_dropout) + residual))
     }
 }
 
@@ -258,18 +286,21 @@ impl BertLayer {
         queries: &Tensor,
         hidden: &Tensor,
         mask: &Tensor,
+        drop: Dropout,
         on_activation: &mut dyn FnMut(&Tensor),
     ) -> Tensor {
-        let attn = self.attention.attention_self.forward(queries, hidden, mask);
-        let attn = self.attention.output.forward(&attn, queries);
+        let attn = self
+            .attention
+            .attention_self
+            .forward(queries, hidden, mask, drop.attention);
+        let attn = self.attention.output.forward(&attn, queries, drop.hidden);
         let inter = activation(
             &self.intermediate.act,
             &self.intermediate.dense.forward(&attn),
         );
         on_activation(&inter);
-        self.output
-            .layer_norm
-            .forward(&(self.output.dense.forward(&inter) + attn))
+        let out = dropout(self.output.dense.forward(&inter), drop.hidden);
+        self.output.layer_norm.forward(&(out + attn))
     }
 }
 
@@ -367,7 +398,8 @@ impl Encoder {
     }
 
     /// Hidden states at the rows `readout` [N] of the last layer, shape [N, d]. The last layer
-    /// computes only those rows.
+    /// computes only those rows (with dropout, the others' masks would not matter either).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward_readout(
         &self,
         inputs_embeds: &Tensor,
@@ -375,11 +407,12 @@ impl Encoder {
         position_keep: Option<&Tensor>,
         attention_mask: &Tensor,
         readout: &Tensor,
+        drop: Dropout,
         on_activation: &mut dyn FnMut(usize, &Tensor),
     ) -> Tensor {
-        let mut hidden = self
-            .embeddings
-            .forward(inputs_embeds, position_ids, position_keep);
+        let mut hidden =
+            self.embeddings
+                .forward(inputs_embeds, position_ids, position_keep, drop.embeddings);
         let mask = attention_mask.to_kind(Kind::Bool).unsqueeze(1).unsqueeze(1);
         let n_layers = self.encoder.layer.len();
         let d = hidden.size()[2];
@@ -396,25 +429,29 @@ impl Encoder {
         for (i, layer) in self.encoder.layer.iter().enumerate() {
             let mut act = |t: &Tensor| on_activation(i, t);
             hidden = if i + 1 == n_layers {
-                layer.forward(&gather(&hidden), &hidden, &mask, &mut act)
+                layer.forward(&gather(&hidden), &hidden, &mask, drop, &mut act)
             } else {
-                layer.forward(&hidden, &hidden, &mask, &mut act)
+                layer.forward(&hidden, &hidden, &mask, drop, &mut act)
             };
         }
         hidden.squeeze_dim(1)
     }
 
-    /// All hidden states of the last layer [N, S, d] (for hidden-state parity checks).
+    /// All hidden states of the last layer [N, S, d] (for hidden-state parity checks), in eval
+    /// mode.
     pub(crate) fn forward_all(
         &self,
         inputs_embeds: &Tensor,
         position_ids: &Tensor,
+        position_keep: Option<&Tensor>,
         attention_mask: &Tensor,
     ) -> Tensor {
-        let mut hidden = self.embeddings.forward(inputs_embeds, position_ids, None);
+        let mut hidden = self
+            .embeddings
+            .forward(inputs_embeds, position_ids, position_keep, 0.0);
         let mask = attention_mask.to_kind(Kind::Bool).unsqueeze(1).unsqueeze(1);
         for layer in &self.encoder.layer {
-            hidden = layer.forward(&hidden, &hidden, &mask, &mut |_| {});
+            hidden = layer.forward(&hidden, &hidden, &mask, Dropout::default(), &mut |_| {});
         }
         hidden
     }

@@ -69,7 +69,7 @@ pub use projector::{
     PROJECTOR_FORMAT, Projector, ProjectorConfig, ProjectorMeta, ProjectorOutcome, train_distance,
     train_task,
 };
-pub use prompt::{PROMPT_KEY, PromptFile};
+pub use prompt::{PROMPT_KEY, PromptFile, random_baseline};
 pub use t5data::{T5Backbone, T5Data, T5Tokenizer};
 pub use tokenizer::EncoderTokenizer;
 pub use train::{

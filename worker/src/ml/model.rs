@@ -6,7 +6,7 @@ use std::path::Path;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use super::bert::{Encoder, Rows};
+use super::bert::{Dropout, Encoder, Rows};
 use super::config::{EncoderConfig, Family};
 use super::error::{MlError, MlResult};
 use super::precision::Precision;
@@ -42,9 +42,11 @@ pub enum Layout {
     /// PEFT prompt tuning: `[P ; template]` at consecutive positions, read at the template's mask.
     #[default]
     Prefix,
-    /// The official code's: the mask token's embedding replaces prompt slot 0 (and leaves the
-    /// template), prompt slots get no position embedding, and the text's positions start as if
-    /// there were no prompt. Read at slot 0.
+    /// The official code's (model/modelling_roberta.py:145-227, the embeddings PromptRoberta
+    /// runs): the mask token's embedding replaces prompt slot 0 (and leaves the template) while
+    /// slot 0's gradient still trains prompt row 0, prompt slots get no position embedding, and
+    /// the text's positions start as if there were no prompt. Read at slot 0. Label words and
+    /// templates are encoded as the official code encodes them (see [`super::tokenizer`]).
     Official,
 }
 
@@ -109,7 +111,8 @@ impl EncoderModel {
         let config = EncoderConfig::load(&dir.join("config.json"))?;
         let family = config.family().unwrap_or(Family::Bert);
         let tokenizer =
-            EncoderTokenizer::load(&dir.join("tokenizer.json"), family, config.pad_token_id)?;
+            EncoderTokenizer::load(&dir.join("tokenizer.json"), family, config.pad_token_id)?
+                .with_official_encoding(layout == Layout::Official);
         if tokenizer.vocab_size() as i64 > config.vocab_size {
             return Err(MlError::Config {
                 path: dir.join("config.json"),
@@ -266,7 +269,10 @@ impl EncoderModel {
                 let t = words.size()[1];
                 let idx = Tensor::arange(t, opts).unsqueeze(0);
                 let keep = idx.ne_tensor(&batch.mask_index.unsqueeze(1));
-                let order = keep.logical_not().to_kind(Kind::Int64).argsort(1, false);
+                // Text positions in order, the mask's last. The keys are distinct: an unstable
+                // argsort of 0/1 keys may (and on the CPU does) reorder the text.
+                let key = &idx + keep.logical_not().to_kind(Kind::Int64) * t;
+                let order = key.argsort(1, false);
                 let words = words
                     .gather(1, &order.unsqueeze(-1).expand([n, t, d], false), false)
                     .narrow(1, 0, t - 1);
@@ -276,8 +282,15 @@ impl EncoderModel {
                     .get(self.tokenizer.mask_id)
                     .view([1, 1, d])
                     .expand([n, 1, d], false);
+                // The official forward writes the mask's embedding into slot 0 through `.data`
+                // (modelling_roberta.py:198-202), which autograd does not see: the value is the
+                // mask's, yet slot 0's gradient still flows to prompt row 0, which so trains
+                // without ever entering a forward pass. `row0 - row0.detach()` is exactly zero
+                // with gradient one: the same value, the same gradient.
+                let row0 = prompt.narrow(1, 0, 1).to_kind(words.kind());
+                let slot0 = mask_emb + (&row0 - row0.detach());
                 let prompt = Tensor::cat(
-                    &[mask_emb, prompt.narrow(1, 1, l - 1).to_kind(words.kind())],
+                    &[slot0, prompt.narrow(1, 1, l - 1).to_kind(words.kind())],
                     1,
                 );
                 let embeds = Tensor::cat(&[prompt, words], 1);
@@ -360,14 +373,43 @@ impl EncoderModel {
         batch: &Batch,
         observe: &mut dyn FnMut(usize, &Tensor),
     ) -> MlResult<Tensor> {
+        self.readout_hidden_dropout(prompt, batch, 0.0, observe)
+    }
+
+    /// The readout hidden state with dropout `p` inside the frozen model, as PyTorch's
+    /// `train()` mode runs it: on attention probabilities and on both residual branches; after
+    /// the embeddings too in the prefix layout (HF's embeddings), not in the official one, whose
+    /// embeddings comment it out (modelling_roberta.py:221, modelling_bert.py:336).
+    fn readout_hidden_dropout(
+        &self,
+        prompt: &Tensor,
+        batch: &Batch,
+        p: f64,
+        observe: &mut dyn FnMut(usize, &Tensor),
+    ) -> MlResult<Tensor> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(MlError::Invalid(format!(
+                "dropout {p}: expected a probability in [0, 1)"
+            )));
+        }
         self.check_rows(prompt, batch)?;
         let (embeds, positions, keep, mask, readout) = self.assemble(prompt, batch);
+        let drop = Dropout {
+            embeddings: if self.layout == Layout::Prefix {
+                p
+            } else {
+                0.0
+            },
+            attention: p,
+            hidden: p,
+        };
         Ok(self.encoder.forward_readout(
             &embeds,
             &positions,
             keep.as_ref(),
             &mask,
             &readout,
+            drop,
             observe,
         ))
     }
@@ -376,8 +418,10 @@ impl EncoderModel {
     /// checks.
     pub fn hidden_states(&self, prompt: &Tensor, batch: &Batch) -> MlResult<Tensor> {
         self.check_rows(prompt, batch)?;
-        let (embeds, positions, _, mask, _) = self.assemble(prompt, batch);
-        Ok(self.encoder.forward_all(&embeds, &positions, &mask))
+        let (embeds, positions, keep, mask, _) = self.assemble(prompt, batch);
+        Ok(self
+            .encoder
+            .forward_all(&embeds, &positions, keep.as_ref(), &mask))
     }
 
     /// Tokenizes `text` (with the tokenizer's special tokens); it must hold one mask token.
@@ -423,6 +467,19 @@ impl EncoderModel {
         label_ids: &Tensor,
     ) -> MlResult<Tensor> {
         let h = self.readout_hidden(prompt, batch)?;
+        self.readout(&h, Rows::Only(label_ids))
+    }
+
+    /// [`Self::label_scores`] of a training step: dropout `p` inside the frozen model (see
+    /// [`Self::readout_hidden_dropout`]); 0 is [`Self::label_scores`].
+    pub fn label_scores_train(
+        &self,
+        prompt: &Tensor,
+        batch: &Batch,
+        label_ids: &Tensor,
+        p: f64,
+    ) -> MlResult<Tensor> {
+        let h = self.readout_hidden_dropout(prompt, batch, p, &mut |_, _| {})?;
         self.readout(&h, Rows::Only(label_ids))
     }
 

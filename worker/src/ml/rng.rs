@@ -23,6 +23,11 @@ impl SplitMix64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// Uniform in [0, 1) as float32: 24 random bits, so that rounding never gives 1.
+    pub fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u32 << 24) as f32
+    }
+
     /// Uniform in [0, n); `n` > 0.
     pub fn below(&mut self, n: u64) -> u64 {
         // Modulo bias is below 2^-40 for the sizes used here (datasets, vocabularies).

@@ -1,6 +1,16 @@
 //! Templates: `{field}` takes the example's text, `{mask}` the mask token, `{sep}` the
 //! separator token. Field text is cut,
 //! longest field first, until the encoded template fits the token budget.
+//!
+//! The official layout encodes a template as the official formatters build their inputs
+//! (formatter/MNLIPromptRobertaFormatter.py:39-44, SST2PromptRobertaFormatter.py:39-42): the
+//! start token, then each run of text between `{mask}` / `{sep}` encoded on its own without
+//! special tokens and without the spaces around it, the separators, and the end token. So
+//! `"{mask} {hypothesis} {sep} {premise}"` gives `<s> <mask> hypothesis </s> premise </s>`,
+//! with `hypothesis` tokenized as the official `tokenizer.encode(sent1)` does (no `Ġ`), and every
+//! field stripped as the official readers do. There the budget counts text tokens only, as the
+//! official `max_len` does, and the last field is cut first, as the official truncation (the end
+//! of the sequence) does.
 
 use std::collections::BTreeMap;
 
@@ -52,6 +62,10 @@ pub(crate) trait TemplateTokenizer {
     /// The texts put at `{mask}` and `{sep}`.
     fn mask_text(&self) -> &str;
     fn sep_text(&self) -> &str;
+    /// Cut the field that comes last in the template first, rather than the longest.
+    fn cut_last_field_first(&self) -> bool {
+        false
+    }
 }
 
 impl TemplateTokenizer for EncoderTokenizer {
@@ -66,6 +80,77 @@ impl TemplateTokenizer for EncoderTokenizer {
     }
     fn sep_text(&self) -> &str {
         &self.sep_token
+    }
+}
+
+/// A text's tokens with the byte offset where each starts.
+type Pieces = Vec<(String, usize)>;
+
+/// The official formatters' encoding (see the module doc).
+struct Segments<'a> {
+    tok: &'a EncoderTokenizer,
+    start: Option<i64>,
+    end: Option<i64>,
+    sep_id: Option<i64>,
+}
+
+impl<'a> Segments<'a> {
+    fn new(tok: &'a EncoderTokenizer) -> MlResult<Segments<'a>> {
+        let (start, end) = tok.sequence_ends()?;
+        Ok(Segments {
+            tok,
+            start,
+            end,
+            sep_id: tok.token_id(&tok.sep_token),
+        })
+    }
+}
+
+impl TemplateTokenizer for Segments<'_> {
+    /// Splits the rendered text at the mask and separator tokens' texts and encodes each run
+    /// of text alone, trimmed.
+    fn template_ids(&self, text: &str) -> MlResult<Vec<i64>> {
+        let mut specials = vec![(self.tok.mask_token.as_str(), Some(self.tok.mask_id))];
+        if !self.tok.sep_token.is_empty() {
+            specials.push((self.tok.sep_token.as_str(), self.sep_id));
+        }
+        let mut ids: Vec<i64> = self.start.into_iter().collect();
+        let mut rest = text;
+        loop {
+            let next = specials
+                .iter()
+                .filter_map(|&(t, id)| rest.find(t).map(|at| (at, t.len(), id)))
+                .min_by_key(|&(at, len, _)| (at, std::cmp::Reverse(len)));
+            let (run, special) = match next {
+                Some((at, len, id)) => (&rest[..at], Some((at + len, id))),
+                None => (rest, None),
+            };
+            let run = run.trim();
+            if !run.is_empty() {
+                ids.extend(self.tok.encode_plain(run)?);
+            }
+            match special {
+                Some((after, id)) => {
+                    ids.extend(id);
+                    rest = &rest[after..];
+                }
+                None => break,
+            }
+        }
+        ids.extend(self.end);
+        Ok(ids)
+    }
+    fn field_pieces(&self, text: &str) -> MlResult<Vec<(String, usize)>> {
+        self.tok.pieces(text)
+    }
+    fn mask_text(&self) -> &str {
+        &self.tok.mask_token
+    }
+    fn sep_text(&self) -> &str {
+        &self.tok.sep_token
+    }
+    fn cut_last_field_first(&self) -> bool {
+        true
     }
 }
 
@@ -84,7 +169,32 @@ pub fn encode(
             "template {template:?} has no {{mask}}"
         )));
     }
-    let ids = fit(tok, template, fields, budget, prompt_len, max_positions)?;
+    let ids = if tok.official_encoding() {
+        let segments = Segments::new(tok)?;
+        // Special tokens do not count against the budget, as in the official formatters (max_len
+        // sentence tokens plus <s> and </s>, or max_len + 3 in all for a pair); the mask leaves
+        // the text for prompt slot 0, so the positions hold one more.
+        let specials = usize::from(segments.start.is_some())
+            + usize::from(segments.end.is_some())
+            + template.matches("{mask}").count()
+            + template.matches("{sep}").count();
+        let budget = (budget + specials).min(max_positions + 1);
+        // The official readers strip every field (dataset/MNLIDataset.py: `.strip()`, ...).
+        let fields: BTreeMap<String, String> = fields
+            .iter()
+            .map(|(k, v)| (k.clone(), v.trim().to_string()))
+            .collect();
+        fit(
+            &segments,
+            template,
+            &fields,
+            budget,
+            prompt_len,
+            max_positions,
+        )?
+    } else {
+        fit(tok, template, fields, budget, prompt_len, max_positions)?
+    };
     let mask_index = ids.iter().position(|&i| i == tok.mask_id).ok_or_else(|| {
         MlError::Invalid(format!(
             "template {template:?}: the mask token did not survive tokenization"
@@ -111,17 +221,29 @@ pub(crate) fn fit(
             return Ok(ids);
         }
         let excess = ids.len() - budget;
-        let mut longest: Option<(String, Vec<(String, usize)>)> = None;
+        let last_first = tok.cut_last_field_first();
+        // The field to cut: (name, pieces, where it stands in the template).
+        let mut chosen: Option<(String, Pieces, usize)> = None;
         for (name, value) in &fields {
-            if !template.contains(&format!("{{{name}}}")) {
+            let Some(at) = template.rfind(&format!("{{{name}}}")) else {
+                continue;
+            };
+            let pieces = tok.field_pieces(value)?;
+            if pieces.is_empty() {
                 continue;
             }
-            let pieces = tok.field_pieces(value)?;
-            if longest.as_ref().is_none_or(|(_, p)| pieces.len() > p.len()) {
-                longest = Some((name.clone(), pieces));
+            let better = chosen.as_ref().is_none_or(|(_, p, a)| {
+                if last_first {
+                    at > *a
+                } else {
+                    pieces.len() > p.len()
+                }
+            });
+            if better {
+                chosen = Some((name.clone(), pieces, at));
             }
         }
-        let Some((name, pieces)) = longest.filter(|(_, p)| !p.is_empty()) else {
+        let Some((name, pieces, _)) = chosen else {
             return Err(MlError::PromptTooLong {
                 prompt_len,
                 template_len: ids.len(),

@@ -1,5 +1,10 @@
 //! The model's `tokenizer.json`, with what prompt tuning needs from it: the mask and pad ids,
 //! single-token label words, and template encoding with truncation.
+//!
+//! In the official layout words are encoded as the official code encodes them: label words and
+//! template segments on their own, without a leading space (model/PromptRoberta.py:162-179 lists
+//! `tokenizer.encode("positive", add_special_tokens=False)` = 22173 and scores those ids;
+//! formatter/*PromptRobertaFormatter.py encode each sentence the same way).
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +24,8 @@ pub struct EncoderTokenizer {
     pub pad_id: i64,
     /// The separator token's text (`[SEP]`, `</s>`), put into templates at `{sep}`.
     pub sep_token: String,
+    /// Encode as the official code does (see the module doc); set by the official layout.
+    official: bool,
 }
 
 impl std::fmt::Debug for EncoderTokenizer {
@@ -77,7 +84,51 @@ impl EncoderTokenizer {
             mask_token,
             mask_id,
             pad_id,
+            official: false,
         })
+    }
+
+    /// Switches to the official code's encoding (label words and template segments without a
+    /// leading space, each segment on its own); the official layout sets it.
+    pub fn with_official_encoding(mut self, official: bool) -> Self {
+        self.official = official;
+        self
+    }
+
+    /// Whether words are encoded as the official code encodes them.
+    pub fn official_encoding(&self) -> bool {
+        self.official
+    }
+
+    /// Ids of `text` without special tokens.
+    pub(crate) fn encode_plain(&self, text: &str) -> MlResult<Vec<i64>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| tokenizer_error(&self.path, e))?;
+        Ok(enc.get_ids().iter().map(|&i| i as i64).collect())
+    }
+
+    /// The id of a token of the vocabulary (special tokens included).
+    pub(crate) fn token_id(&self, token: &str) -> Option<i64> {
+        self.inner.token_to_id(token).map(|i| i as i64)
+    }
+
+    /// The ids the tokenizer's post-processor puts before and after one sequence (`<s>` and
+    /// `</s>`, `[CLS]` and `[SEP]`), read from the encoding of an empty text.
+    pub(crate) fn sequence_ends(&self) -> MlResult<(Option<i64>, Option<i64>)> {
+        match self.encode("")?.as_slice() {
+            [] => Ok((None, None)),
+            [start, end] => Ok((Some(*start), Some(*end))),
+            other => Err(MlError::Tokenizer {
+                path: self.path.clone(),
+                message: format!(
+                    "the post-processor wraps a text in {} tokens; the official encoding \
+                     needs a start and an end token",
+                    other.len()
+                ),
+            }),
+        }
     }
 
     /// Ids of `text` with the tokenizer's special tokens (`[CLS] … [SEP]`, `<s> … </s>`).
@@ -103,15 +154,16 @@ impl EncoderTokenizer {
             .collect())
     }
 
-    /// The one token of each label word. Byte-level BPE (RoBERTa) reads words after a space,
-    /// as they stand in a sentence, so the word is encoded with a leading space there.
+    /// The one token of each label word. In the prefix layout byte-level BPE (RoBERTa) reads a
+    /// word after a space, as it stands in a sentence (`Ġpositive`); the official code encodes
+    /// it alone (`positive`, model/PromptRoberta.py:162-179), and so does the official layout.
     pub fn label_ids(&self, words: &[String]) -> MlResult<Vec<i64>> {
         words
             .iter()
             .map(|word| {
                 let text = match self.family {
-                    Family::Roberta => format!(" {word}"),
-                    Family::Bert => word.clone(),
+                    Family::Roberta if !self.official => format!(" {word}"),
+                    _ => word.clone(),
                 };
                 let enc = self
                     .inner

@@ -18,7 +18,9 @@ use super::rng::{Sampler, SplitMix64};
 /// How the prompt starts.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PromptInit {
-    /// Normal(0, 0.02).
+    /// Normal(0, 0.02), as the official prompt embedding's `_init_weights`
+    /// (modelling_roberta.py:125-132, std = initializer_range = 0.02). The random-prompt
+    /// baseline is another prompt: [`super::prompt::random_baseline`].
     Random,
     /// Rows of the word-embedding matrix, sampled uniformly.
     Vocab,
@@ -50,6 +52,11 @@ pub struct TuneConfig {
     pub lr: f64,
     /// AdamW's decoupled weight decay; the paper uses none.
     pub weight_decay: f64,
+    /// AdamW's epsilon (the official `transformers.AdamW` default is 1e-6).
+    pub adam_eps: f64,
+    /// Dropout inside the frozen model during training steps (the official code trains in
+    /// `train()` mode: 0.1); 0 trains in eval mode. Evaluation never drops.
+    pub dropout: f64,
     /// Examples per micro-batch.
     pub batch_size: usize,
     /// Micro-batches per optimizer step.
@@ -73,6 +80,8 @@ impl Default for TuneConfig {
             prompt_len: 100,
             lr: 0.3,
             weight_decay: 0.0,
+            adam_eps: 1e-8,
+            dropout: 0.0,
             batch_size: 16,
             grad_accum: 1,
             max_steps: 1000,
@@ -233,6 +242,22 @@ pub trait PromptModel {
         data: &Self::Data,
         idx: &[usize],
     ) -> MlResult<Tensor>;
+    /// [`Self::micro_batch_loss`] of a training step with dropout `p` inside the frozen model.
+    /// A model without dropout refuses `p > 0` rather than ignore it.
+    fn train_loss(
+        &self,
+        prompt: &Tensor,
+        data: &Self::Data,
+        idx: &[usize],
+        p: f64,
+    ) -> MlResult<Tensor> {
+        if p > 0.0 {
+            return Err(MlError::Invalid(format!(
+                "dropout {p}: this model trains without dropout only"
+            )));
+        }
+        self.micro_batch_loss(prompt, data, idx)
+    }
     /// `metric` of `prompt` on all of `data`, without autograd: the dev score.
     fn score(
         &self,
@@ -282,6 +307,17 @@ impl PromptModel for EncoderModel {
     ) -> MlResult<Tensor> {
         let label_ids = Tensor::from_slice(&data.label_ids).to(self.device);
         batch_loss(self, prompt, data, idx, &label_ids)
+    }
+
+    fn train_loss(
+        &self,
+        prompt: &Tensor,
+        data: &TaskData,
+        idx: &[usize],
+        p: f64,
+    ) -> MlResult<Tensor> {
+        let label_ids = Tensor::from_slice(&data.label_ids).to(self.device);
+        loss_with_dropout(self, prompt, data, idx, &label_ids, p)
     }
 
     fn score(
@@ -390,38 +426,61 @@ pub(crate) fn batch_loss(
     idx: &[usize],
     label_ids: &Tensor,
 ) -> MlResult<Tensor> {
+    loss_with_dropout(model, prompt, data, idx, label_ids, 0.0)
+}
+
+/// [`batch_loss`] with dropout `p` inside the frozen model.
+fn loss_with_dropout(
+    model: &EncoderModel,
+    prompt: &Tensor,
+    data: &TaskData,
+    idx: &[usize],
+    label_ids: &Tensor,
+    p: f64,
+) -> MlResult<Tensor> {
     let inputs: Vec<_> = idx.iter().map(|&i| &data.inputs[i]).collect();
     let labels: Vec<i64> = idx.iter().map(|&i| data.labels[i]).collect();
     let batch = model.batch(&inputs);
-    let scores = model.label_scores(prompt, &batch, label_ids)?;
+    let scores = model.label_scores_train(prompt, &batch, label_ids, p)?;
     Ok(scores
         .to_kind(Kind::Float)
         .cross_entropy_for_logits(&Tensor::from_slice(&labels).to(model.device)))
 }
 
-/// AdamW state of the prompt (torch.optim.AdamW's update, betas 0.9/0.999, eps 1e-8).
+/// AdamW state of the prompt: the update of `transformers.AdamW`, which the official code
+/// uses (model/optimizer.py:2,31): betas 0.9/0.999, `eps` added to sqrt(v) before bias
+/// correction (torch.optim.AdamW adds it after: the two differ by eps·(1/sqrt(1-β2^t) - 1)).
 struct AdamW {
     m: Tensor,
     v: Tensor,
     t: usize,
+    eps: f64,
 }
 
 impl AdamW {
     fn step(&mut self, p: &mut Tensor, g: &Tensor, lr: f64, wd: f64) {
-        let (b1, b2, eps) = (0.9, 0.999, 1e-8);
+        let (b1, b2, eps) = (0.9, 0.999, self.eps);
         self.t += 1;
         tch::no_grad(|| {
-            if wd > 0.0 {
-                let _ = p.g_mul_scalar_(1.0 - lr * wd);
-            }
             let _ = self.m.g_mul_scalar_(b1).g_add_(&(g * (1.0 - b1)));
             let _ = self.v.g_mul_scalar_(b2).g_add_(&(g * g * (1.0 - b2)));
             let bc1 = 1.0 - b1.powi(self.t as i32);
             let bc2 = 1.0 - b2.powi(self.t as i32);
-            let denom = self.v.sqrt() / bc2.sqrt() + eps;
-            let _ = p.g_sub_(&(&self.m / denom * (lr / bc1)));
+            let denom = self.v.sqrt() + eps;
+            let _ = p.g_sub_(&(&self.m / denom * (lr * bc2.sqrt() / bc1)));
+            // transformers.AdamW decays after the Adam step.
+            if wd > 0.0 {
+                let _ = p.g_mul_scalar_(1.0 - lr * wd);
+            }
         });
     }
+}
+
+/// The torch seed of micro-batch `a` of step `step`: dropout masks are a pure function of
+/// (seed, step, micro-batch), so a resumed run drops what an uninterrupted one would.
+fn dropout_seed(seed: u64, step: usize, a: usize) -> i64 {
+    let mut rng = SplitMix64::new(seed ^ 0xD80F_0A75_EED5 ^ ((step as u64) << 20) ^ a as u64);
+    (rng.next_u64() >> 1) as i64
 }
 
 /// Tunes a prompt on `train`, evaluating on `dev` (when given) to keep the best one. Resumes
@@ -442,6 +501,13 @@ pub fn tune<M: PromptModel + ?Sized>(
             "batch_size and grad_accum must be at least 1".into(),
         ));
     }
+    let eps_ok = cfg.adam_eps.is_finite() && cfg.adam_eps > 0.0;
+    if !(0.0..1.0).contains(&cfg.dropout) || !eps_ok {
+        return Err(MlError::Invalid(format!(
+            "dropout {} must be in [0, 1) and adam_eps {} positive",
+            cfg.dropout, cfg.adam_eps
+        )));
+    }
     tch::manual_seed(cfg.seed as i64);
     let device = model.device();
     let (mut prompt, mut adam, start, mut best) = match resume {
@@ -451,6 +517,7 @@ pub fn tune<M: PromptModel + ?Sized>(
                 m: ck.adam_m.to(device),
                 v: ck.adam_v.to(device),
                 t: ck.step,
+                eps: cfg.adam_eps,
             };
             (
                 ck.prompt.to(device),
@@ -466,6 +533,7 @@ pub fn tune<M: PromptModel + ?Sized>(
                 m: p.zeros_like(),
                 v: p.zeros_like(),
                 t: 0,
+                eps: cfg.adam_eps,
             };
             let best = (p.copy(), None, 0);
             (p, adam, 0, best)
@@ -518,7 +586,10 @@ pub fn tune<M: PromptModel + ?Sized>(
         let mut total = 0.0;
         for a in 0..cfg.grad_accum {
             let idx = sampler.micro_batch(step * cfg.grad_accum + a, cfg.batch_size);
-            let loss = model.micro_batch_loss(&prompt, train, &idx)?;
+            if cfg.dropout > 0.0 {
+                tch::manual_seed(dropout_seed(cfg.seed, step, a));
+            }
+            let loss = model.train_loss(&prompt, train, &idx, cfg.dropout)?;
             let value = loss.double_value(&[]);
             if !value.is_finite() {
                 return Err(MlError::NanLoss { step: step + 1 });
