@@ -5,6 +5,7 @@ mod activations;
 mod data;
 mod demo_model;
 mod errors;
+mod official;
 mod parity;
 mod prompts;
 #[path = "../toy/mod.rs"]
