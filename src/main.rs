@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use promptgrid_common::overrides::Override;
 use promptgrid_common::plan::{Plan, Roots};
 use promptgrid_common::{JobGraph, SpecError, Sweep};
 use promptgrid_coordinator::parquet::{ParquetDoneSource, ParquetSink};
@@ -29,6 +30,23 @@ struct Cli {
     command: Command,
 }
 
+/// A sweep file and the `--set` overrides applied to it.
+#[derive(Args)]
+struct SweepArgs {
+    sweep: PathBuf,
+    /// Override a setting of the sweep file: a dotted key and a TOML value, e.g.
+    /// `--set prompt.max_steps=10`, `--set task.sst2.prompt.learning_rate=0.01`,
+    /// `--set model.*.head=tied` (repeatable; the same overrides give the same job ids).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<Override>,
+}
+
+impl SweepArgs {
+    fn load(&self) -> Result<Sweep, SpecError> {
+        Sweep::load_with(&self.sweep, &self.set)
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -39,7 +57,8 @@ enum LogFormat {
 enum Command {
     /// Validate a sweep and show its jobs: counts per kind, dependency depth, missing inputs.
     Plan {
-        sweep: PathBuf,
+        #[command(flatten)]
+        sweep: SweepArgs,
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
@@ -52,7 +71,8 @@ enum Command {
     // that the user's own arguments, passed after them, replace.
     #[command(args_override_self = true)]
     Run {
-        sweep: PathBuf,
+        #[command(flatten)]
+        sweep: SweepArgs,
         /// Local workers (each runs one job at a time).
         #[arg(long, default_value_t = 1)]
         workers: usize,
@@ -67,7 +87,8 @@ enum Command {
     },
     /// Schedule a sweep on a NATS server that workers serve; follow it until it completes.
     Coordinator {
-        sweep: PathBuf,
+        #[command(flatten)]
+        sweep: SweepArgs,
         #[command(flatten)]
         nats: NatsArgs,
         /// A job's lease (JetStream ack wait): a worker that sends no heartbeat for this long
@@ -101,13 +122,15 @@ enum Command {
     },
     /// Counts per state and kind, running jobs, recent errors and why queued jobs wait.
     Status {
-        sweep: PathBuf,
+        #[command(flatten)]
+        sweep: SweepArgs,
         #[command(flatten)]
         nats: NatsArgs,
     },
     /// Queue dead jobs again.
     Retry {
-        sweep: PathBuf,
+        #[command(flatten)]
+        sweep: SweepArgs,
         /// Re-queue every dead job.
         #[arg(long, required = true)]
         failed: bool,
@@ -513,7 +536,7 @@ async fn supervise_gpus(gpus: &str, roots: &RootArgs) -> anyhow::Result<ExitCode
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Plan { sweep, json, roots } => {
-            let sweep = Sweep::load(&sweep)?;
+            let sweep = sweep.load()?;
             let graph = JobGraph::build(&sweep);
             let roots = Roots {
                 models: roots.models_root,
@@ -540,7 +563,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             device,
             failures,
         } => {
-            let sweep = Sweep::load(&sweep)?;
+            let sweep = sweep.load()?;
             let roots = roots.required()?;
             let (device, precision) = (device.device()?, device.precision()?);
             let dir = results.results.join(&sweep.name);
@@ -565,7 +588,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             results,
             failures,
         } => {
-            let sweep = Sweep::load(&sweep)?;
+            let sweep = sweep.load()?;
             let dir = results.results.join(&sweep.name);
             let mut config = coordinator_config(&sweep, nats.config(), &dir, &failures)?;
             config.layout.lease = std::time::Duration::from_secs(lease_secs.max(1));
@@ -599,7 +622,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { sweep, nats } => {
-            let sweep = Sweep::load(&sweep)?;
+            let sweep = sweep.load()?;
             let graph = JobGraph::build(&sweep);
             let report =
                 promptgrid_coordinator::status(&nats.config(), &sweep.name, &graph).await?;
@@ -611,7 +634,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             failed: _,
             nats,
         } => {
-            let sweep = Sweep::load(&sweep)?;
+            let sweep = sweep.load()?;
             let graph = JobGraph::build(&sweep);
             let n =
                 promptgrid_coordinator::retry_failed(&nats.config(), &sweep.name, &graph).await?;

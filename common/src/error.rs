@@ -66,6 +66,17 @@ pub enum SpecError {
         key: String,
         message: String,
     },
+    /// A `--set` argument that cannot be parsed or applied.
+    #[error(transparent)]
+    Override(#[from] crate::overrides::OverrideError),
+    /// The sweep is valid as written but not with the `--set` overrides applied: the fault is in
+    /// an override, so the message names them rather than a line of the file.
+    #[error("{} with {overrides}: {message}", file.display())]
+    WithOverrides {
+        file: PathBuf,
+        overrides: String,
+        message: String,
+    },
 }
 
 impl SpecError {
@@ -119,11 +130,13 @@ impl SpecError {
         }
     }
 
-    pub fn location(&self) -> &Location {
+    /// Where in the file the fault is; `None` when it is in a `--set` override.
+    pub fn location(&self) -> Option<&Location> {
         match self {
             SpecError::Io { location, .. }
             | SpecError::Toml { location, .. }
-            | SpecError::Invalid { location, .. } => location,
+            | SpecError::Invalid { location, .. } => Some(location),
+            SpecError::Override(_) | SpecError::WithOverrides { .. } => None,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! * [`graph`]: the sweep expanded into jobs, with content-derived ids and dependency edges;
 //! * [`limits`]: how long a prompt a model's config.json allows (worker and plan);
 //! * [`mask`]: the activation-mask artifact (packed bits in safetensors) of the ON indicator;
+//! * [`overrides`]: `--set key=value` changes to a sweep file;
 //! * [`plan`]: what `promptgrid plan` reports about a graph;
 //! * [`error`]: errors that name the file, key and line.
 pub mod catalog;
@@ -14,6 +15,7 @@ pub mod graph;
 pub mod limits;
 pub mod mask;
 pub mod names;
+pub mod overrides;
 pub mod plan;
 pub mod spec;
 pub mod wire;

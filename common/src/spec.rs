@@ -13,6 +13,7 @@ use toml::Spanned;
 
 use crate::catalog::{Catalog, TaskDef, TaskKind};
 use crate::error::{SpecError, SpecResult};
+use crate::overrides::{self, Override};
 
 /// Model families promptgrid runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -331,6 +332,15 @@ pub struct Sweep {
     pub synthetic: Option<SyntheticSpec>,
 }
 
+/// `--set a=1 --set b=2`, for messages.
+fn describe(overrides: &[Override]) -> String {
+    overrides
+        .iter()
+        .map(|o| format!("--set {o}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl Sweep {
     /// Reads and validates a sweep file; the catalog folder is the sweep's `catalog` setting,
     /// relative to the sweep file (default `tasks`).
@@ -344,6 +354,49 @@ impl Sweep {
             .join(raw.sweep.catalog.as_deref().unwrap_or("tasks"));
         let catalog = Catalog::load(&catalog_dir)?;
         Sweep::resolve(file, &source, raw, &catalog)
+    }
+
+    /// [`Sweep::load`] with `--set` overrides applied to the file's document first. An error
+    /// that the file alone also has is reported at its line; one that only the overrides cause
+    /// names them.
+    pub fn load_with(file: &Path, overrides: &[Override]) -> SpecResult<Sweep> {
+        if overrides.is_empty() {
+            return Sweep::load(file);
+        }
+        let source = std::fs::read_to_string(file).map_err(|e| SpecError::io(file, e))?;
+        let mut doc: toml::Table =
+            toml::from_str(&source).map_err(|e| SpecError::toml(file, &source, &e))?;
+        overrides::apply(&mut doc, overrides)?;
+        let edited = toml::to_string(&doc).map_err(|e| SpecError::WithOverrides {
+            file: file.into(),
+            overrides: describe(overrides),
+            message: e.to_string(),
+        })?;
+        let loaded = (|| {
+            let raw: raw::Sweep =
+                toml::from_str(&edited).map_err(|e| SpecError::toml(file, &edited, &e))?;
+            let catalog_dir = file
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(raw.sweep.catalog.as_deref().unwrap_or("tasks"));
+            let catalog = Catalog::load(&catalog_dir)?;
+            Sweep::resolve(file, &edited, raw, &catalog)
+        })();
+        match loaded {
+            Ok(sweep) => Ok(sweep),
+            Err(e) => Err(match Sweep::load(file) {
+                Err(original) => original,
+                Ok(_) => SpecError::WithOverrides {
+                    file: file.into(),
+                    overrides: describe(overrides),
+                    message: match e {
+                        SpecError::Invalid { key, message, .. } => format!("`{key}`: {message}"),
+                        SpecError::Toml { message, .. } => message,
+                        other => other.to_string(),
+                    },
+                },
+            }),
+        }
     }
 
     /// Validates sweep text against a given catalog.

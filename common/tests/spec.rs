@@ -599,7 +599,12 @@ fn malformed_sweeps_are_rejected_with_file_key_and_line() {
         };
         let message = err.to_string();
         assert!(message.starts_with("bad.toml:"), "{}: {message}", case.what);
-        assert_eq!(err.location().line, case.line, "{}: {message}", case.what);
+        assert_eq!(
+            err.location().unwrap().line,
+            case.line,
+            "{}: {message}",
+            case.what
+        );
         for needle in case.needles {
             assert!(
                 message.contains(needle),
@@ -657,4 +662,84 @@ fn a_top_k_tpt_job_waits_for_every_candidate_source_of_its_target() {
         let masks = key(&g, &format!("activations/{task}/m/s1"));
         assert!(job.deps.contains(&masks), "{task}");
     }
+}
+
+fn with_sets(sets: &[&str]) -> Result<Sweep, SpecError> {
+    let sets: Vec<_> = sets.iter().map(|s| s.parse().unwrap()).collect();
+    Sweep::load_with(&sweeps_dir().join("paper-roberta.toml"), &sets)
+}
+
+#[test]
+fn set_overrides_change_settings_and_job_ids_like_an_edited_file() {
+    let base = Sweep::load(&sweeps_dir().join("paper-roberta.toml")).unwrap();
+    let sweep = with_sets(&[
+        "prompt.max_steps=2",
+        "task.sst2.prompt.eval_every=1",
+        "studies.cross_model.*.steps=3",
+    ])
+    .unwrap();
+    assert_eq!(sweep.settings("roberta-base", "imdb").max_steps, 2);
+    assert_eq!(sweep.settings("roberta-large", "sst2").max_steps, 2);
+    assert_eq!(sweep.settings("roberta-base", "sst2").eval_every, 1);
+    assert_ne!(sweep.settings("roberta-base", "imdb").eval_every, 1);
+    assert_eq!(sweep.studies.cross_model[0].settings.steps, 3);
+    // Same grid; every trained prompt has another id, while the random prompt's jobs (its
+    // transfers and its activation mask) do not depend on the steps and keep theirs.
+    let (a, b) = (JobGraph::build(&base), JobGraph::build(&sweep));
+    assert_eq!(a.counts(), b.counts());
+    let ids = |g: &JobGraph| {
+        g.jobs()
+            .iter()
+            .map(|j| j.id.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let trained = |g: &JobGraph| {
+        g.jobs()
+            .iter()
+            .filter(|j| j.kind() == JobKind::Train)
+            .map(|j| j.id.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert!(trained(&a).is_disjoint(&trained(&b)));
+    assert_eq!(trained(&b).len(), 26);
+    let kept = ids(&a).intersection(&ids(&b)).count();
+    assert_eq!(
+        kept,
+        2 * 13 + 2,
+        "random→t transfers and random masks, per model"
+    );
+    // The same overrides give the same ids: status and retry find the coordinator's jobs.
+    let again = with_sets(&[
+        "prompt.max_steps=2",
+        "task.sst2.prompt.eval_every=1",
+        "studies.cross_model.*.steps=3",
+    ])
+    .unwrap();
+    assert_eq!(ids(&JobGraph::build(&again)), ids(&b));
+}
+
+#[test]
+fn a_bad_override_is_named_and_a_bad_file_keeps_its_line() {
+    let e = with_sets(&["prompt.max_steps=-1"]).unwrap_err();
+    assert!(e.location().is_none());
+    let msg = e.to_string();
+    assert!(
+        msg.contains("paper-roberta.toml with --set prompt.max_steps=-1: "),
+        "{msg}"
+    );
+    let e = with_sets(&["prompt.max_stpes=2"]).unwrap_err();
+    assert!(e.to_string().contains("max_stpes"), "{e}");
+    let e = with_sets(&["task.nosuchtask.prompt.max_steps=2"]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "--set task.nosuchtask.prompt.max_steps=2: no element of the array matches"
+    );
+    // A fault of the file itself is reported at its line even when overrides are given.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tasks")).unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[sweep]\nname = \"bad name\"\n").unwrap();
+    let sets = vec!["prompt.max_steps=2".parse().unwrap()];
+    let e = Sweep::load_with(&file, &sets).unwrap_err();
+    assert_eq!(e.location().map(|l| l.line), Some(2), "{e}");
 }
