@@ -108,6 +108,7 @@ pub fn run_indicators(
                 relative: c.relative,
                 src_type: None,
                 tgt_type: None,
+                split: None,
             })
             .collect();
         replace_table(out_dir, WRITER, &rows)?;

@@ -667,6 +667,8 @@ pub struct TransferRelativeRow {
     pub relative: f64,
     pub src_type: Option<String>,
     pub tgt_type: Option<String>,
+    /// The split the target is scored on (its own test split, or dev where it has none).
+    pub split: Option<String>,
 }
 
 static TRANSFER_RELATIVE: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -680,6 +682,7 @@ static TRANSFER_RELATIVE: LazyLock<SchemaRef> = LazyLock::new(|| {
         f64f("relative", false),
         utf8("src_type", true),
         utf8("tgt_type", true),
+        utf8("split", true),
     ]))
 });
 
@@ -704,6 +707,7 @@ impl Table for TransferRelativeRow {
                 float_col(r.iter().map(|x| x.relative)),
                 opt_str_col(r.iter().map(|x| x.src_type.as_deref())),
                 opt_str_col(r.iter().map(|x| x.tgt_type.as_deref())),
+                opt_str_col(r.iter().map(|x| x.split.as_deref())),
             ],
         )
     }
@@ -720,9 +724,10 @@ impl Table for TransferRelativeRow {
             floats(b, t, "own")?,
             floats(b, t, "relative")?,
         );
-        let (src_type, tgt_type) = (
+        let (src_type, tgt_type, split) = (
             opt_strings(b, t, "src_type")?,
             opt_strings(b, t, "tgt_type")?,
+            opt_strings(b, t, "split")?,
         );
         Ok((0..b.num_rows())
             .map(|i| TransferRelativeRow {
@@ -735,6 +740,7 @@ impl Table for TransferRelativeRow {
                 relative: relative[i],
                 src_type: src_type[i].clone(),
                 tgt_type: tgt_type[i].clone(),
+                split: split[i].clone(),
             })
             .collect())
     }

@@ -28,7 +28,9 @@ pub struct VsRandom {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelTransfer {
     pub model: String,
-    pub split: String,
+    /// target → the split it is scored and normalised on: its own `test` where it has one,
+    /// else `dev`. Targets differ (GLUE hides its test labels), and a matrix may mix them.
+    pub splits: BTreeMap<String, String>,
     /// Tasks grouped by type (types in name order, tasks in name order within a type).
     pub tasks: Vec<String>,
     pub types: BTreeMap<String, String>,
@@ -63,6 +65,7 @@ impl ModelTransfer {
                 relative: c.relative,
                 src_type: self.types.get(&c.source).cloned(),
                 tgt_type: self.types.get(&c.target).cloned(),
+                split: self.splits.get(&c.target).cloned(),
             })
             .collect()
     }
@@ -72,20 +75,39 @@ fn mean(v: &[f64]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
-/// The split the matrix uses: `test` when a model has it, else `dev`, else the first one.
-fn pick_split(evals: &[&EvalRow]) -> String {
-    let splits: BTreeSet<&str> = evals.iter().map(|e| e.split.as_str()).collect();
-    ["test", "dev"]
+/// The split each target is scored on: `test` where that target has it, else `dev`, else the
+/// first one. Chosen per target, never per model: a model-wide choice would silently drop every
+/// target without the chosen split.
+fn pick_splits(evals: &[&EvalRow]) -> BTreeMap<String, String> {
+    let mut by_target: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for e in evals {
+        by_target
+            .entry(e.tgt_task.as_str())
+            .or_default()
+            .insert(e.split.as_str());
+    }
+    by_target
         .into_iter()
-        .find(|s| splits.contains(s))
-        .or(splits.first().copied())
-        .unwrap_or("test")
-        .to_string()
+        .map(|(target, splits)| {
+            let split = ["test", "dev"]
+                .into_iter()
+                .find(|s| splits.contains(s))
+                .or(splits.first().copied())
+                .unwrap_or("test");
+            (target.to_string(), split.to_string())
+        })
+        .collect()
 }
 
 /// Analyses every model with matrix evals. `types` (task → type, e.g. from the catalog) wins
-/// over the `src_type`/`tgt_type` columns.
-pub fn analyse(evals: &[EvalRow], types: &BTreeMap<String, String>) -> Vec<ModelTransfer> {
+/// over the `src_type`/`tgt_type` columns. `expected` (model → tasks it trains prompts on,
+/// e.g. from the `jobs` table) names the targets a matrix should have: one with no usable eval
+/// is reported as a gap, never dropped silently.
+pub fn analyse(
+    evals: &[EvalRow],
+    types: &BTreeMap<String, String>,
+    expected: &BTreeMap<String, BTreeSet<String>>,
+) -> Vec<ModelTransfer> {
     let mut by_model: BTreeMap<&str, Vec<&EvalRow>> = BTreeMap::new();
     for e in evals {
         let same_model = e.src_model.as_deref().is_none_or(|m| m == e.model);
@@ -101,10 +123,50 @@ pub fn analyse(evals: &[EvalRow], types: &BTreeMap<String, String>) -> Vec<Model
             }
         }
     }
-    by_model
+    let mut out: Vec<ModelTransfer> = by_model
         .into_iter()
         .map(|(model, rows)| analyse_model(model, &rows, &task_types))
-        .collect()
+        .collect();
+    for (model, tasks) in expected {
+        let known = out.iter().position(|t| &t.model == model);
+        let present: BTreeSet<&str> = known
+            .map(|i| out[i].tasks.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        let missing: Vec<String> = tasks
+            .iter()
+            .filter(|t| !present.contains(t.as_str()))
+            .map(|t| format!("target {t}: no zero-shot evals, so it is missing from the matrix"))
+            .collect();
+        if missing.is_empty() {
+            continue;
+        }
+        match known {
+            Some(i) => {
+                // A target already named by a finer gap (no own-prompt eval) keeps that one.
+                let t = &mut out[i];
+                for m in missing {
+                    let target = m.split(':').next().unwrap_or_default().to_string();
+                    if !t.gaps.iter().any(|g| g.starts_with(&format!("{target}:"))) {
+                        t.gaps.push(m);
+                    }
+                }
+            }
+            None => out.push(ModelTransfer {
+                model: model.clone(),
+                splits: BTreeMap::new(),
+                tasks: Vec::new(),
+                types: BTreeMap::new(),
+                cells: Vec::new(),
+                within_type: None,
+                across_types: None,
+                by_type_pair: BTreeMap::new(),
+                vs_random: Vec::new(),
+                gaps: missing,
+            }),
+        }
+    }
+    out.sort_by(|a, b| a.model.cmp(&b.model));
+    out
 }
 
 fn analyse_model(
@@ -112,10 +174,13 @@ fn analyse_model(
     rows: &[&EvalRow],
     task_types: &BTreeMap<String, String>,
 ) -> ModelTransfer {
-    let split = pick_split(rows);
+    let splits = pick_splits(rows);
     // Several evals of one pair (seeds, re-runs) are averaged.
     let mut sums: BTreeMap<(String, String, String), (f64, usize)> = BTreeMap::new();
-    for e in rows.iter().filter(|e| e.split == split) {
+    for e in rows
+        .iter()
+        .filter(|e| splits.get(&e.tgt_task) == Some(&e.split))
+    {
         let s = sums
             .entry((e.tgt_task.clone(), e.src_task.clone(), e.metric.clone()))
             .or_default();
@@ -140,12 +205,26 @@ fn analyse_model(
         .collect();
     for t in targets.difference(&with_diag) {
         gaps.push(format!(
-            "target {t}: no eval of its own prompt on {split}, so no relative transfer"
+            "target {t}: no eval of its own prompt on {}, so no relative transfer",
+            splits[*t]
         ));
+    }
+    // A target whose own prompt scores 0 (a generation task early in training) has no relative
+    // column; it is named, and the other targets keep theirs.
+    let mut usable = with_diag.clone();
+    for s in scores.iter().filter(|s| s.source == s.target) {
+        if !s.value.is_finite() || s.value <= 0.0 {
+            usable.remove(s.target.as_str());
+            gaps.push(format!(
+                "target {}: its own prompt scores {} ({}) on {}, so relative transfer is \
+                 undefined and its column is left out",
+                s.target, s.value, s.metric, splits[&s.target]
+            ));
+        }
     }
     let kept: Vec<TransferScore> = scores
         .iter()
-        .filter(|s| with_diag.contains(s.target.as_str()))
+        .filter(|s| usable.contains(s.target.as_str()))
         .cloned()
         .collect();
     let cells = match relative_matrix(&kept, std::path::Path::new(model)) {
@@ -208,7 +287,7 @@ fn analyse_model(
     }
     ModelTransfer {
         model: model.to_string(),
-        split,
+        splits,
         tasks,
         types,
         within_type: mean(&within),

@@ -154,7 +154,7 @@ pub fn report_with(results_dir: &Path, opts: &ReportOptions) -> Result<Report> {
     if evals.is_empty() && indicators.is_empty() && !has_metrics {
         return Err(ResultsError::EmptyStudy(results_dir.to_path_buf()));
     }
-    let transfer = cross_task::analyse(&evals, &opts.task_types);
+    let transfer = cross_task::analyse(&evals, &opts.task_types, &trained_tasks(&jobs));
     let tpt::TptAnalysis {
         rows: tpt,
         mut gaps,
@@ -287,6 +287,34 @@ pub fn report_with(results_dir: &Path, opts: &ReportOptions) -> Result<Report> {
     Ok(report)
 }
 
+/// model → the tasks it trained prompts for (the targets its matrix must show). A train job that
+/// never finished still counts: its target is then named as missing, not left out.
+fn trained_tasks(jobs: &[JobRow]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for j in jobs.iter().filter(|j| j.kind == "train") {
+        if let Some(task) = &j.task {
+            out.entry(j.model.clone()).or_default().insert(task.clone());
+        }
+    }
+    out
+}
+
+/// "Each target is scored on its own split: test (a, b); dev (c)."
+fn splits_sentence(splits: &BTreeMap<String, String>) -> String {
+    let mut by_split: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (task, split) in splits {
+        by_split.entry(split).or_default().push(task);
+    }
+    let parts: Vec<String> = by_split
+        .iter()
+        .map(|(split, tasks)| format!("{split} ({})", tasks.join(", ")))
+        .collect();
+    format!(
+        "Each target is scored and normalised on its own split: {}.",
+        parts.join("; ")
+    )
+}
+
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".into(), |v| format!("{v:.digits$}"))
 }
@@ -295,11 +323,8 @@ fn markdown(dir: &Path, r: &Report) -> String {
     let rel = |p: &PathBuf| p.strip_prefix(dir).unwrap_or(p).display().to_string();
     let mut md = String::from("# promptgrid report\n\n");
     for t in &r.transfer {
-        let _ = writeln!(
-            md,
-            "## Cross-task zero-shot transfer: {} ({} split)\n",
-            t.model, t.split
-        );
+        let _ = writeln!(md, "## Cross-task zero-shot transfer: {}\n", t.model);
+        let _ = writeln!(md, "{}\n", splits_sentence(&t.splits));
         let _ = writeln!(
             md,
             "Tasks by type: {}.\n",

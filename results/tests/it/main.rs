@@ -4,5 +4,6 @@ mod indicators;
 mod python;
 mod reference;
 mod report;
+mod splits;
 mod store;
 mod util;
