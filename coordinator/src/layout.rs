@@ -29,6 +29,27 @@ impl Default for LayoutOptions {
     }
 }
 
+/// Consumers the artifact store's stream allows. Every object read is an ephemeral ordered
+/// consumer that the server keeps for 30 s after the read, so a sweep running tens of jobs a
+/// second holds thousands at once; nats-server 2.15 caps a stream at 1,000 unless the stream
+/// sets its own limit (and no longer accepts -1 for unlimited), and past the cap every read
+/// fails with "maximum consumers limit reached".
+pub const ARTIFACT_READERS: i32 = 1_000_000;
+
+/// Gives the artifact store's stream an explicit consumer limit of [`ARTIFACT_READERS`].
+async fn allow_artifact_readers(js: &jetstream::Context, bucket: &str) -> Result<()> {
+    let mut stream = js
+        .get_stream(format!("OBJ_{bucket}"))
+        .await
+        .map_err(Error::nats)?;
+    let mut config = stream.info().await.map_err(Error::nats)?.config.clone();
+    if config.max_consumers < ARTIFACT_READERS {
+        config.max_consumers = ARTIFACT_READERS;
+        js.update_stream(config).await.map_err(Error::nats)?;
+    }
+    Ok(())
+}
+
 /// Handles on a sweep's streams and buckets.
 #[derive(Clone)]
 pub struct Layout {
@@ -78,14 +99,18 @@ impl Layout {
             })
             .await
             .map_err(Error::nats)?;
-        let artifacts = js
-            .create_object_store(object_store::Config {
-                bucket: names.artifact_bucket(),
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(Error::nats)?;
+        let artifacts = match js.get_object_store(names.artifact_bucket()).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: names.artifact_bucket(),
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(Error::nats)?,
+        };
+        allow_artifact_readers(&js, &names.artifact_bucket()).await?;
         Ok(Layout {
             names,
             js,
