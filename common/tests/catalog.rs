@@ -244,7 +244,8 @@ fn official_templates_and_words_are_kept_verbatim() {
         t5("qnli"),
         "hypothesis: {question} [SEP] sentence: premise: {sentence}"
     );
-    assert_eq!(t5("qqp"), "{question1} <extra_id_0> {question2}");
+    // The official T5 formatters end these inputs with </s> (QQPPromptT5Formatter.py:45-50).
+    assert_eq!(t5("qqp"), "{question1} <extra_id_0> {question2}</s>");
     // The official encoder code reads the answer before the text (prompt slot 0).
     for want in PAPER.iter().filter(|w| w.kind == TaskKind::Classification) {
         let encoder = task(&catalog, want.name).template.encoder.clone().unwrap();

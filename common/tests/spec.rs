@@ -55,9 +55,13 @@ fn paper_t5_plans_seventeen_tasks() {
     assert_eq!(count(&graph, JobKind::Tpt), n * (n - 1));
     assert_eq!(count(&graph, JobKind::Activations), n + 1);
     assert_eq!(graph.depth(), 2);
-    // Per-task overrides reach the job: multi_news keeps more text.
-    assert_eq!(sweep.settings("t5-base", "multi_news").max_text_tokens, 412);
+    // Per-task overrides reach the job: the generation tasks read 384 text tokens, and QNLI,
+    // laptop and SNLI train at 0.01 (config/*PromptT5.config).
+    assert_eq!(sweep.settings("t5-base", "multi_news").max_text_tokens, 384);
     assert_eq!(sweep.settings("t5-base", "sst2").max_text_tokens, 128);
+    for (task, lr) in [("qnli", 0.01), ("laptop", 0.01), ("snli", 0.01), ("sst2", 0.005)] {
+        assert_eq!(sweep.settings("t5-base", task).learning_rate, lr, "{task}");
+    }
 }
 
 #[test]
