@@ -415,6 +415,14 @@ fn cases() -> Vec<Case> {
             },
             &["data/train.jsonl: line 2:"],
         ),
+        // Only the test split is broken: tune must fail before it trains and writes its
+        // prompt file (it used to read the test split last, after both).
+        bad(
+            "test split broken, train and dev fine",
+            Tune,
+            |r| std::fs::write(r.join("data/test.jsonl"), b"{\"text\": \"great\"\n").unwrap(),
+            &["data/test.jsonl: line 1:"],
+        ),
         bad(
             "jsonl without the text column",
             Eval,

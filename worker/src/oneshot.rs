@@ -138,6 +138,10 @@ pub fn tune_one(
     };
     let train = split(&task.splits.train, 0)?;
     let dev = split(&task.splits.dev, dev_examples)?;
+    // Read before training: a broken test file fails the command before the training steps and
+    // before a prompt file is written.
+    let test_stem = task.splits.test.as_deref().unwrap_or(&task.splits.dev);
+    let test = split(test_stem, 0)?;
     let mut observer = Bar {
         bar: progress_bar(cfg.max_steps),
         dev: None,
@@ -152,8 +156,6 @@ pub fn tune_one(
         outcome.best_score,
     );
     prompt.save(out)?;
-    let test_stem = task.splits.test.as_deref().unwrap_or(&task.splits.dev);
-    let test = split(test_stem, 0)?;
     let eval = evaluate_prompts(
         model,
         &[&outcome.best_prompt.to_device(model.device)],
@@ -324,6 +326,9 @@ pub fn tune_one_t5(
     };
     let train = split(&task.splits.train, 0)?;
     let dev = split(&task.splits.dev, dev_examples)?;
+    // Read before training, as for encoders.
+    let test_stem = task.splits.test.as_deref().unwrap_or(&task.splits.dev);
+    let test = split(test_stem, 0)?;
     let mut observer = Bar {
         bar: progress_bar(cfg.max_steps),
         dev: None,
@@ -338,8 +343,6 @@ pub fn tune_one_t5(
         outcome.best_score,
     )
     .save(out)?;
-    let test_stem = task.splits.test.as_deref().unwrap_or(&task.splits.dev);
-    let test = split(test_stem, 0)?;
     let prompt = outcome.best_prompt.to_device(backbone.device());
     Ok(TuneReport {
         steps: outcome.steps,

@@ -292,6 +292,9 @@ impl Run<'_> {
             settings,
             settings.dev_examples as usize,
         )?;
+        // Read before training: a broken test file must fail the job before it spends the
+        // training steps, not after.
+        let test = model.split_data(self, task, Split::Test, prompt_len, settings, 0)?;
         let mut cfg = TuneConfig {
             prompt_len,
             lr: settings.learning_rate,
@@ -351,7 +354,6 @@ impl Run<'_> {
             self.ctx
                 .put_artifact(&prompt_artifact(&self.job.id), &bytes),
         )?;
-        let test = model.split_data(self, task, Split::Test, prompt_len, settings, 0)?;
         let span = self.ctx.phase(Phase::Evaluate);
         span.record("task", task_name.as_str());
         span.record("split", split_name(task, Split::Test));
