@@ -59,7 +59,12 @@ fn paper_t5_plans_seventeen_tasks() {
     // laptop and SNLI train at 0.01 (config/*PromptT5.config).
     assert_eq!(sweep.settings("t5-base", "multi_news").max_text_tokens, 384);
     assert_eq!(sweep.settings("t5-base", "sst2").max_text_tokens, 128);
-    for (task, lr) in [("qnli", 0.01), ("laptop", 0.01), ("snli", 0.01), ("sst2", 0.005)] {
+    for (task, lr) in [
+        ("qnli", 0.01),
+        ("laptop", 0.01),
+        ("snli", 0.01),
+        ("sst2", 0.005),
+    ] {
         assert_eq!(sweep.settings("t5-base", task).learning_rate, lr, "{task}");
     }
 }

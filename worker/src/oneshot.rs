@@ -119,55 +119,62 @@ pub fn tune_one(
     dev_examples: usize,
     out: &Path,
 ) -> MlResult<TuneReport> {
+    tune_and_save(
+        model,
+        &model.name,
+        task,
+        cfg,
+        dev_examples,
+        out,
+        |stem, limit, len| {
+            load_task_split(model, task, data_dir, stem, len, max_text_tokens, limit)
+        },
+    )
+}
+
+/// What `tune_one` and `tune_one_t5` share: `split(stem, limit, prompt_len)` reads a split.
+fn tune_and_save<M: PromptModel>(
+    model: &M,
+    model_name: &str,
+    task: &TaskDef,
+    cfg: &TuneConfig,
+    dev_examples: usize,
+    out: &Path,
+    split: impl Fn(&str, usize, usize) -> MlResult<M::Data>,
+) -> MlResult<TuneReport> {
     let prompt_len = match &cfg.init {
-        PromptInit::From(p) => PromptFile::load(p, Some(model.hidden_size()))?
+        PromptInit::From(p) => PromptFile::load(p, Some(model.prompt_width()))?
             .prompt
             .size()[0] as usize,
         _ => cfg.prompt_len,
     };
-    let split = |stem: &str, limit| {
-        load_task_split(
-            model,
-            task,
-            data_dir,
-            stem,
-            prompt_len,
-            max_text_tokens,
-            limit,
-        )
-    };
-    let train = split(&task.splits.train, 0)?;
-    let dev = split(&task.splits.dev, dev_examples)?;
+    let train = split(&task.splits.train, 0, prompt_len)?;
+    let dev = split(&task.splits.dev, dev_examples, prompt_len)?;
     // Read before training: a broken test file fails the command before the training steps and
     // before a prompt file is written.
     let test_stem = task.splits.test.as_deref().unwrap_or(&task.splits.dev);
-    let test = split(test_stem, 0)?;
+    let test = split(test_stem, 0, prompt_len)?;
     let mut observer = Bar {
         bar: progress_bar(cfg.max_steps),
         dev: None,
     };
     let outcome = tune(model, &train, Some(&dev), cfg, None, &mut observer)?;
     observer.bar.finish_and_clear();
-    let prompt = PromptFile::new(
+    PromptFile::new(
         &outcome.best_prompt,
-        &model.name,
+        model_name,
         &task.name,
         outcome.steps,
         outcome.best_score,
-    );
-    prompt.save(out)?;
-    let eval = evaluate_prompts(
-        model,
-        &[&outcome.best_prompt.to_device(model.device)],
-        &test,
-        64,
-    )?;
+    )
+    .save(out)?;
+    let prompt = outcome.best_prompt.to_device(model.device());
     Ok(TuneReport {
         steps: outcome.steps,
         best_step: outcome.best_step,
         best_dev: outcome.best_score,
         test_split: test_stem.to_string(),
-        test_score: eval[0].score(task.metric),
+        test_score: model.score(&prompt, &test, task.metric, 64)?,
         metric: task.metric.name(),
         out: out.to_path_buf(),
     })
@@ -307,52 +314,17 @@ pub fn tune_one_t5(
     dev_examples: usize,
     out: &Path,
 ) -> MlResult<TuneReport> {
-    let prompt_len = match &cfg.init {
-        PromptInit::From(p) => {
-            PromptFile::load(p, Some(backbone.d_model()))?.prompt.size()[0] as usize
-        }
-        _ => cfg.prompt_len,
-    };
-    let split = |stem: &str, limit| {
-        load_t5_split(
-            backbone,
-            task,
-            data_dir,
-            stem,
-            prompt_len,
-            max_text_tokens,
-            limit,
-        )
-    };
-    let train = split(&task.splits.train, 0)?;
-    let dev = split(&task.splits.dev, dev_examples)?;
-    // Read before training, as for encoders.
-    let test_stem = task.splits.test.as_deref().unwrap_or(&task.splits.dev);
-    let test = split(test_stem, 0)?;
-    let mut observer = Bar {
-        bar: progress_bar(cfg.max_steps),
-        dev: None,
-    };
-    let outcome = tune(backbone, &train, Some(&dev), cfg, None, &mut observer)?;
-    observer.bar.finish_and_clear();
-    PromptFile::new(
-        &outcome.best_prompt,
+    tune_and_save(
+        backbone,
         &backbone.name,
-        &task.name,
-        outcome.steps,
-        outcome.best_score,
+        task,
+        cfg,
+        dev_examples,
+        out,
+        |stem, limit, len| {
+            load_t5_split(backbone, task, data_dir, stem, len, max_text_tokens, limit)
+        },
     )
-    .save(out)?;
-    let prompt = outcome.best_prompt.to_device(backbone.device());
-    Ok(TuneReport {
-        steps: outcome.steps,
-        best_step: outcome.best_step,
-        best_dev: outcome.best_score,
-        test_split: test_stem.to_string(),
-        test_score: backbone.score(&prompt, &test, task.metric, 64)?,
-        metric: task.metric.name(),
-        out: out.to_path_buf(),
-    })
 }
 
 /// [`eval_prompts`] on T5: each prompt file scored on a split of `task` with its metric;
