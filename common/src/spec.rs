@@ -625,6 +625,21 @@ impl Sweep {
                 if let Some(p) = task_prompts.get(t.name()) {
                     s = p.apply(&ctx, "task.prompt", s)?;
                 }
+                // Refused here rather than by every T5 job at run time.
+                if !m.arch.is_encoder() && s.dropout > 0.0 {
+                    return Err(SpecError::at_key(
+                        file,
+                        source,
+                        "dropout",
+                        format!(
+                            "model `{}` is T5, which promptgrid trains without dropout \
+                             (task `{}`: dropout {}); set it on the encoder models only",
+                            m.name,
+                            t.name(),
+                            s.dropout
+                        ),
+                    ));
+                }
                 settings
                     .entry(m.name.clone())
                     .or_insert_with(BTreeMap::new)

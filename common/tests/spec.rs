@@ -381,6 +381,14 @@ fn bad_sweeps() -> Vec<Bad> {
         });
     };
     add(
+        "dropout on a T5 model",
+        SMALL
+            .replace("max_steps = 100", "max_steps = 100\ndropout = 0.1")
+            .replace("arch = \"bert\"\nhead = \"tied\"", "arch = \"t5\""),
+        "dropout = 0.1",
+        &["`dropout`", "model `m` is T5", "dropout 0.1"],
+    );
+    add(
         "unknown task",
         with("name = \"demo-rt\"", "name = \"sst-3\""),
         "\"sst-3\"",
