@@ -146,6 +146,7 @@ fn paper_roberta_sweep_reports_every_target_on_its_own_split() {
     }
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(!report.contains("missing from the matrix"), "{report}");
+    assert!(!report.contains(" eval(s) on "), "{report}");
     assert!(
         report.contains("Each target is scored and normalised on its own split: dev ("),
         "{report}"

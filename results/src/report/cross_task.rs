@@ -75,28 +75,47 @@ fn mean(v: &[f64]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
-/// The split each target is scored on: `test` where that target has it, else `dev`, else the
-/// first one. Chosen per target, never per model: a model-wide choice would silently drop every
-/// target without the chosen split.
-fn pick_splits(evals: &[&EvalRow]) -> BTreeMap<String, String> {
-    let mut by_target: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+/// The split each target is scored on, and a note for every eval left out because it is on
+/// another split. Among the splits that hold the target's own-prompt score (the diagonal, which
+/// normalises the column), the one with the most sources wins, `test` before `dev` on a tie.
+/// Chosen per target, never per model: a model-wide choice would silently drop every target
+/// without the chosen split.
+fn pick_splits(evals: &[&EvalRow]) -> (BTreeMap<String, String>, Vec<String>) {
+    // target → split → sources scored there.
+    let mut by_target: BTreeMap<&str, BTreeMap<&str, BTreeSet<&str>>> = BTreeMap::new();
     for e in evals {
         by_target
             .entry(e.tgt_task.as_str())
             .or_default()
-            .insert(e.split.as_str());
+            .entry(e.split.as_str())
+            .or_default()
+            .insert(e.src_task.as_str());
     }
-    by_target
-        .into_iter()
-        .map(|(target, splits)| {
-            let split = ["test", "dev"]
-                .into_iter()
-                .find(|s| splits.contains(s))
-                .or(splits.first().copied())
-                .unwrap_or("test");
-            (target.to_string(), split.to_string())
-        })
-        .collect()
+    let rank = |split: &str| match split {
+        "test" => 0,
+        "dev" => 1,
+        _ => 2,
+    };
+    let mut chosen = BTreeMap::new();
+    let mut notes = Vec::new();
+    for (target, splits) in by_target {
+        let best = splits
+            .iter()
+            .filter(|(_, sources)| sources.contains(target))
+            .min_by_key(|(split, sources)| (std::cmp::Reverse(sources.len()), rank(split)))
+            .or_else(|| splits.iter().min_by_key(|(split, _)| rank(split)))
+            .map(|(split, _)| *split)
+            .unwrap_or("test");
+        for (split, sources) in splits.iter().filter(|(s, _)| **s != best) {
+            notes.push(format!(
+                "target {target}: {} eval(s) on {split} left out: its column is normalised on \
+                 {best}, where its own prompt is scored",
+                sources.len()
+            ));
+        }
+        chosen.insert(target.to_string(), best.to_string());
+    }
+    (chosen, notes)
 }
 
 /// Analyses every model with matrix evals. `types` (task → type, e.g. from the catalog) wins
@@ -174,7 +193,7 @@ fn analyse_model(
     rows: &[&EvalRow],
     task_types: &BTreeMap<String, String>,
 ) -> ModelTransfer {
-    let splits = pick_splits(rows);
+    let (splits, split_notes) = pick_splits(rows);
     // Several evals of one pair (seeds, re-runs) are averaged.
     let mut sums: BTreeMap<(String, String, String), (f64, usize)> = BTreeMap::new();
     for e in rows
@@ -196,7 +215,7 @@ fn analyse_model(
             value: sum / n as f64,
         })
         .collect();
-    let mut gaps = Vec::new();
+    let mut gaps = split_notes;
     let targets: BTreeSet<&str> = scores.iter().map(|s| s.target.as_str()).collect();
     let with_diag: BTreeSet<&str> = targets
         .iter()

@@ -95,6 +95,16 @@ fn targets_keep_their_own_split_and_a_missing_target_is_named() {
         "{:?}",
         r.gaps
     );
+    // The stray dev eval of imdb is named, not silently mixed in or dropped.
+    assert!(
+        r.gaps.contains(
+            &"m: target imdb: 1 eval(s) on dev left out: its column is normalised on test, \
+              where its own prompt is scored"
+                .to_string()
+        ),
+        "{:?}",
+        r.gaps
+    );
 
     let rows: Vec<TransferRelativeRow> = read_table(dir.path()).unwrap();
     assert_eq!(rows.len(), 6);
@@ -114,4 +124,41 @@ fn targets_keep_their_own_split_and_a_missing_target_is_named() {
         "{md}"
     );
     assert!(md.contains("target qnli: no zero-shot evals"), "{md}");
+}
+
+/// `cross_task.split = "dev"` scores transfers on dev while a task's own prompt is scored on its
+/// test split: the column must follow the split that holds both the diagonal and most sources,
+/// and say what it left out.
+#[test]
+fn a_column_follows_the_split_with_its_own_score_and_most_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let ty = HashMap::new();
+    let evals = vec![
+        on("test", eval("m", "imdb", "imdb", 0.8, &ty)),
+        on("dev", eval("m", "imdb", "imdb", 0.9, &ty)),
+        on("dev", eval("m", "sst2", "imdb", 0.45, &ty)),
+        on("dev", eval("m", "random", "imdb", 0.3, &ty)),
+        on("dev", eval("m", "sst2", "sst2", 0.9, &ty)),
+        on("dev", eval("m", "imdb", "sst2", 0.6, &ty)),
+    ];
+    TableWriter::<EvalRow>::open(dir.path(), "sink")
+        .unwrap()
+        .append(&evals)
+        .unwrap();
+    let r = report(dir.path()).unwrap();
+    let t = &r.transfer[0];
+    assert_eq!(t.splits["imdb"], "dev");
+    assert_close(
+        t.relative("sst2", "imdb").unwrap().relative,
+        50.0,
+        1e-9,
+        "sst2→imdb",
+    );
+    assert!(
+        r.gaps
+            .iter()
+            .any(|g| g.starts_with("m: target imdb: 1 eval(s) on test left out")),
+        "{:?}",
+        r.gaps
+    );
 }
