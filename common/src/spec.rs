@@ -346,14 +346,19 @@ impl Sweep {
     /// relative to the sweep file (default `tasks`).
     pub fn load(file: &Path) -> SpecResult<Sweep> {
         let source = std::fs::read_to_string(file).map_err(|e| SpecError::io(file, e))?;
+        Sweep::from_source(file, &source)
+    }
+
+    /// Validates `source`, the text of `file`, against the catalog it names.
+    fn from_source(file: &Path, source: &str) -> SpecResult<Sweep> {
         let raw: raw::Sweep =
-            toml::from_str(&source).map_err(|e| SpecError::toml(file, &source, &e))?;
+            toml::from_str(source).map_err(|e| SpecError::toml(file, source, &e))?;
         let catalog_dir = file
             .parent()
             .unwrap_or(Path::new("."))
             .join(raw.sweep.catalog.as_deref().unwrap_or("tasks"));
         let catalog = Catalog::load(&catalog_dir)?;
-        Sweep::resolve(file, &source, raw, &catalog)
+        Sweep::resolve(file, source, raw, &catalog)
     }
 
     /// [`Sweep::load`] with `--set` overrides applied to the file's document first. An error
@@ -372,19 +377,10 @@ impl Sweep {
             overrides: describe(overrides),
             message: e.to_string(),
         })?;
-        let loaded = (|| {
-            let raw: raw::Sweep =
-                toml::from_str(&edited).map_err(|e| SpecError::toml(file, &edited, &e))?;
-            let catalog_dir = file
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join(raw.sweep.catalog.as_deref().unwrap_or("tasks"));
-            let catalog = Catalog::load(&catalog_dir)?;
-            Sweep::resolve(file, &edited, raw, &catalog)
-        })();
-        match loaded {
+        match Sweep::from_source(file, &edited) {
             Ok(sweep) => Ok(sweep),
-            Err(e) => Err(match Sweep::load(file) {
+            // Blame the file where it is at fault on its own, at its line.
+            Err(e) => Err(match Sweep::from_source(file, &source) {
                 Err(original) => original,
                 Ok(_) => SpecError::WithOverrides {
                     file: file.into(),

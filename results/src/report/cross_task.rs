@@ -46,6 +46,22 @@ pub struct ModelTransfer {
 }
 
 impl ModelTransfer {
+    /// A model with no usable evals: no tasks, no cells, no gaps yet.
+    fn empty(model: &str) -> ModelTransfer {
+        ModelTransfer {
+            model: model.to_string(),
+            splits: BTreeMap::new(),
+            tasks: Vec::new(),
+            types: BTreeMap::new(),
+            cells: Vec::new(),
+            within_type: None,
+            across_types: None,
+            by_type_pair: BTreeMap::new(),
+            vs_random: Vec::new(),
+            gaps: Vec::new(),
+        }
+    }
+
     pub fn relative(&self, source: &str, target: &str) -> Option<&RelativeCell> {
         self.cells
             .iter()
@@ -147,41 +163,22 @@ pub fn analyse(
         .map(|(model, rows)| analyse_model(model, &rows, &task_types))
         .collect();
     for (model, tasks) in expected {
-        let known = out.iter().position(|t| &t.model == model);
-        let present: BTreeSet<&str> = known
-            .map(|i| out[i].tasks.iter().map(String::as_str).collect())
-            .unwrap_or_default();
-        let missing: Vec<String> = tasks
-            .iter()
-            .filter(|t| !present.contains(t.as_str()))
-            .map(|t| format!("target {t}: no zero-shot evals, so it is missing from the matrix"))
-            .collect();
-        if missing.is_empty() {
-            continue;
-        }
-        match known {
-            Some(i) => {
-                // A target already named by a finer gap (no own-prompt eval) keeps that one.
-                let t = &mut out[i];
-                for m in missing {
-                    let target = m.split(':').next().unwrap_or_default().to_string();
-                    if !t.gaps.iter().any(|g| g.starts_with(&format!("{target}:"))) {
-                        t.gaps.push(m);
-                    }
-                }
+        let i = match out.iter().position(|t| &t.model == model) {
+            Some(i) => i,
+            None => {
+                out.push(ModelTransfer::empty(model));
+                out.len() - 1
             }
-            None => out.push(ModelTransfer {
-                model: model.clone(),
-                splits: BTreeMap::new(),
-                tasks: Vec::new(),
-                types: BTreeMap::new(),
-                cells: Vec::new(),
-                within_type: None,
-                across_types: None,
-                by_type_pair: BTreeMap::new(),
-                vs_random: Vec::new(),
-                gaps: missing,
-            }),
+        };
+        let t = &mut out[i];
+        for task in tasks.iter().filter(|task| !t.tasks.contains(task)) {
+            // A target already named by a finer gap (no own-prompt eval, ...) keeps that one.
+            let prefix = format!("target {task}:");
+            if !t.gaps.iter().any(|g| g.starts_with(&prefix)) {
+                t.gaps.push(format!(
+                    "{prefix} no zero-shot evals, so it is missing from the matrix"
+                ));
+            }
         }
     }
     out.sort_by(|a, b| a.model.cmp(&b.model));
