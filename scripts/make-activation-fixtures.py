@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Golden FFN activations for the ON indicator (worker/src/ml/activations.rs), from Hugging Face
+"""Golden FFN activations for the ON indicator (ml/src/activations.rs), from Hugging Face
 `transformers` forward hooks on the existing tiny checkpoints (it only reads them):
 
 * tiny-bert, tiny-roberta (BertForMaskedLM / RobertaForMaskedLM): the input is the prompt plus
@@ -16,12 +16,12 @@
 * t5-v1_1 (T5ForConditionalGeneration): encoder inputs_embeds = [P ; E[<extra_id_0>]], nothing
   after it, as the official probe (Prompt-Transferability-1.0 formatter/
   activate_neuronPromptT5Formatter.py:40-46); <extra_id_0> is id 95 (T5_EXTRA_ID_0), the id the
-  tests' word-level tokenizer gives it (worker/tests/t5util). Decoder input =
+  tests' word-level tokenizer gives it (ml/tests/t5util). Decoder input =
   decoder_start_token_id (the official target [0], activate_neuronPromptT5Formatter.py:60); the
   hook is on each decoder block's `DenseReluDense.act` (as in make-t5-fixtures.py), row of
   decoding step 0 (activate_neuron_T5.py:187, 258).
 
-Each goes to worker/tests/data/<name>/activations.safetensors:
+Each goes to ml/tests/data/<name>/activations.safetensors:
 
   prompt [L, d]                 the soft prompt (torch.manual_seed, fixed per model)
   probe_ids [2]                 (encoders) [start, mask] token ids

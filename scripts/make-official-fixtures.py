@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Golden values of the official Prompt-Transferability forward, for the worker's official-layout
-parity tests (worker/tests/encoder/official.rs).
+parity tests (ml/tests/encoder/official.rs).
 
 Source: github.com/thunlp/Prompt-Transferability, commit 2d15de5, folder
 Prompt-Transferability-1.0 (MIT License). Its code is not copied here: the few lines below
@@ -9,7 +9,7 @@ re-implement what it does, each with the file and line it follows.
 Builds, offline and seeded, a tiny randomly initialised RobertaForMaskedLM with a byte-level BPE
 tokenizer whose vocabulary holds the label words both at a word start (`positive`, the id the
 official code scores) and after a space (`Ġpositive`), saves it under
-worker/tests/data/tiny-roberta-official/, and records:
+ml/tests/data/tiny-roberta-official/, and records:
 
 * the input ids the official formatters build, for pairs (MNLI-style), single sentences
   (SST-2-style) and sentence + aspect (laptop-style), with and without truncation;

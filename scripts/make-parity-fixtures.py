@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Golden values for the worker's encoder parity tests (worker/tests/it/parity.rs).
+"""Golden values for the worker's encoder parity tests (ml/tests/encoder/parity.rs).
 
 Builds tiny, randomly initialised BertForMaskedLM and RobertaForMaskedLM with `transformers`
 and a tiny WordPiece / byte-level BPE tokenizer with `tokenizers`, all offline, saves each as a
-Hugging Face directory under worker/tests/data/<name>/ and records, for fixed inputs with a soft
+Hugging Face directory under ml/tests/data/<name>/ and records, for fixed inputs with a soft
 prompt passed as inputs_embeds = concat(P, E[ids]) (PEFT's prefix layout):
 the label-word logits at the mask, the full-vocabulary logits there, the cross-entropy loss and
 its gradient with respect to P, for both readouts (mlm: the pretrained LM head; tied: mask state

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Parity fixture for the cross-model projector's task objective (worker/src/ml/projector.rs),
+"""Parity fixture for the cross-model projector's task objective (ml/src/projector.rs),
 re-implementing the official training step of Prompt-Transferability-1.0 (commit 2d15de5) in a
-few lines, on the tiny RoBERTa of worker/tests/data:
+few lines, on the tiny RoBERTa of ml/tests/data:
 
 * projector: AE_1_layer_mutiple_100_paper (tools/projector.py:170-205): flatten the [L, d_src]
   prompt, Linear(L*d_src -> h), tanh, Linear(h -> L*d_tgt), reshape, LayerNorm(d_tgt, eps 1e-5).
@@ -18,7 +18,7 @@ The target model runs in eval mode with the prefix layout, inputs_embeds = conca
 visited round robin, one full task per step, as promptgrid's `train_task` does (the official
 sampler mixes tasks within a batch: dataset/crossDataset.py:53-63).
 
-Writes worker/tests/data/projector/: init.safetensors (the projector before training, in
+Writes ml/tests/data/projector/: init.safetensors (the projector before training, in
 promptgrid's projector file format), expected.safetensors (the source prompts, the loss of
 every step, the weights after training) and inputs.json (texts, label ids, labels).
 

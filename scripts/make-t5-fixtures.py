@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Parity fixtures for promptgrid's T5 (worker/src/ml/t5/), from Hugging Face `transformers`.
+"""Parity fixtures for promptgrid's T5 (ml/src/t5/), from Hugging Face `transformers`.
 
 Builds two randomly initialised tiny `T5ForConditionalGeneration` checkpoints, fully offline:
 
@@ -9,7 +9,7 @@ Builds two randomly initialised tiny `T5ForConditionalGeneration` checkpoints, f
 * `t5-v1_1`: feed_forward_proj="gated-gelu", untied `lm_head.weight`, no output scaling, and more
   encoder than decoder layers.
 
-Each goes to worker/tests/data/<name>/ as config.json + model.safetensors (the layout of the
+Each goes to ml/tests/data/<name>/ as config.json + model.safetensors (the layout of the
 google/t5-* hub checkpoints) and expected.safetensors with what transformers computes for a fixed
 soft prompt P [L, d] and a padded batch, the prompt passed as inputs_embeds = concat(P, E[ids]):
 

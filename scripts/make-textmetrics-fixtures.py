@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes worker/tests/data/textmetrics.json: the reference values that worker/tests/textmetrics.rs
-checks promptgrid's generation metrics (worker/src/ml/textmetrics.rs) against.
+"""Writes ml/tests/data/textmetrics.json: the reference values that ml/tests/textmetrics.rs
+checks promptgrid's generation metrics (ml/src/textmetrics.rs) against.
 
 * QA (exact match, token F1, max over gold answers): the functions of the official SQuAD v1.1
   evaluation script, `evaluate-v1.1.py` from https://rajpurkar.github.io/SQuAD-explorer/

@@ -9,12 +9,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use promptgrid_common::overrides::Override;
 use promptgrid_common::plan::{Plan, Roots};
 use promptgrid_common::{JobGraph, SpecError, Sweep};
-use promptgrid_coordinator::parquet::{ParquetDoneSource, ParquetSink};
-use promptgrid_coordinator::{CoordinatorConfig, NatsConfig, Outcome, telemetry};
+use promptgrid_ml::Precision;
 use promptgrid_results::activation::OnWindows;
+use promptgrid_runtime::parquet::{ParquetDoneSource, ParquetSink};
+use promptgrid_runtime::{CoordinatorConfig, NatsConfig, Outcome, telemetry};
 use promptgrid_worker::exec::MlExecutor;
-use promptgrid_worker::ml::Precision;
-use promptgrid_worker::runtime::gpus::{self, GpuError};
+use promptgrid_worker::gpus::{self, GpuError};
 
 #[derive(Parser)]
 #[command(
@@ -282,8 +282,8 @@ struct ModelArgs {
 /// The model of a one-job command: an encoder, or T5 (v1.0 or v1.1) when config.json says
 /// `model_type` t5 (head and layout do not apply to it).
 enum OneShotModel {
-    Encoder(promptgrid_worker::ml::EncoderModel),
-    T5(promptgrid_worker::ml::T5Backbone),
+    Encoder(promptgrid_ml::EncoderModel),
+    T5(promptgrid_ml::T5Backbone),
 }
 
 impl ModelArgs {
@@ -485,7 +485,7 @@ fn main() -> ExitCode {
 fn is_bad_input(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.is::<SpecError>()
-            || e.downcast_ref::<promptgrid_worker::ml::MlError>()
+            || e.downcast_ref::<promptgrid_ml::MlError>()
                 .is_some_and(|m| m.is_bad_input())
             || e.downcast_ref::<promptgrid_results::ResultsError>()
                 .is_some_and(|r| r.is_bad_input())
@@ -527,7 +527,7 @@ async fn supervise_gpus(gpus: &str, roots: &RootArgs) -> anyhow::Result<ExitCode
     let supervisor = gpus::Supervisor::new(args, list.clone())?;
     tracing::info!(gpus = ?list, "starting one worker per GPU");
     let restarts = supervisor
-        .run(promptgrid_coordinator::shutdown_on_signals())
+        .run(promptgrid_runtime::shutdown_on_signals())
         .await;
     tracing::info!(restarts, "GPU workers stopped");
     Ok(ExitCode::SUCCESS)
@@ -568,17 +568,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let (device, precision) = (device.device()?, device.precision()?);
             let dir = results.results.join(&sweep.name);
             let mut config = coordinator_config(&sweep, NatsConfig::default(), &dir, &failures)?;
-            config.shutdown = Some(promptgrid_coordinator::shutdown_on_signals());
-            let outcome = promptgrid_coordinator::embedded::run(
-                config,
-                &results.results,
-                workers.max(1),
-                |_| {
+            config.shutdown = Some(promptgrid_runtime::shutdown_on_signals());
+            let outcome =
+                promptgrid_runtime::embedded::run(config, &results.results, workers.max(1), |_| {
                     MlExecutor::with_sweep(roots.clone(), device, sweep.clone())
                         .with_precision(precision)
-                },
-            )
-            .await?;
+                })
+                .await?;
             finish(&outcome, Some(&dir), on_window(&sweep))
         }
         Command::Coordinator {
@@ -591,9 +587,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let sweep = sweep.load()?;
             let dir = results.results.join(&sweep.name);
             let mut config = coordinator_config(&sweep, nats.config(), &dir, &failures)?;
-            config.layout.lease = std::time::Duration::from_secs(lease_secs.max(1));
-            config.shutdown = Some(promptgrid_coordinator::shutdown_on_signals());
-            let outcome = promptgrid_coordinator::run(config).await?;
+            config.streams.lease = std::time::Duration::from_secs(lease_secs.max(1));
+            config.shutdown = Some(promptgrid_runtime::shutdown_on_signals());
+            let outcome = promptgrid_runtime::run(config).await?;
             finish(&outcome, Some(&dir), on_window(&sweep))
         }
         Command::Worker {
@@ -611,21 +607,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             let roots = roots.required()?;
             let executor = MlExecutor::new(roots, device.device()?).with_precision(precision);
-            let mut config =
-                promptgrid_coordinator::jobloop::WorkerConfig::new(nats.config(), sweep);
+            let mut config = promptgrid_runtime::jobloop::WorkerConfig::new(nats.config(), sweep);
             if let Some(name) = name {
                 config.name = name;
             }
-            config.shutdown = Some(promptgrid_coordinator::shutdown_on_signals());
-            let stats = promptgrid_coordinator::jobloop::run(config, executor).await?;
+            config.shutdown = Some(promptgrid_runtime::shutdown_on_signals());
+            let stats = promptgrid_runtime::jobloop::run(config, executor).await?;
             tracing::info!(done = stats.done, failed = stats.failed, "worker stopped");
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { sweep, nats } => {
             let sweep = sweep.load()?;
             let graph = JobGraph::build(&sweep);
-            let report =
-                promptgrid_coordinator::status(&nats.config(), &sweep.name, &graph).await?;
+            let report = promptgrid_runtime::status(&nats.config(), &sweep.name, &graph).await?;
             print!("{report}");
             Ok(ExitCode::SUCCESS)
         }
@@ -636,8 +630,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let sweep = sweep.load()?;
             let graph = JobGraph::build(&sweep);
-            let n =
-                promptgrid_coordinator::retry_failed(&nats.config(), &sweep.name, &graph).await?;
+            let n = promptgrid_runtime::retry_failed(&nats.config(), &sweep.name, &graph).await?;
             println!("{n} dead job(s) queued again");
             Ok(ExitCode::SUCCESS)
         }
@@ -696,7 +689,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let task = task_args.load()?;
             let data = task_args.data;
-            let cfg = promptgrid_worker::ml::TuneConfig {
+            let cfg = promptgrid_ml::TuneConfig {
                 prompt_len: length,
                 lr: learning_rate,
                 weight_decay: 0.0,
@@ -744,7 +737,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     }
                 };
                 if let Some(dir) = peft {
-                    let file = promptgrid_worker::ml::PromptFile::load(&out, None)?;
+                    let file = promptgrid_ml::PromptFile::load(&out, None)?;
                     file.export_peft(&dir, &name, layers, heads)?;
                 }
                 Ok(report)

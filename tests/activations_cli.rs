@@ -7,12 +7,12 @@ use std::process::{Command, Output};
 use promptgrid_common::mask::MaskFile;
 use promptgrid_results::activation::{ActivationMask, LayerSpan, on_indicator};
 
-#[path = "../worker/tests/t5util/vocab.rs"]
+#[path = "../ml/tests/t5util/vocab.rs"]
 mod t5vocab;
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("worker/tests/data")
+        .join("ml/tests/data")
         .join(name)
 }
 

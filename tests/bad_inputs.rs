@@ -21,7 +21,7 @@ const BAD: i32 = 2;
 
 fn tiny(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("worker/tests/data")
+        .join("ml/tests/data")
         .join(name)
 }
 

@@ -10,9 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use promptgrid_common::spec::SyntheticSpec;
-use promptgrid_coordinator::jobloop::synthetic_graph;
-use promptgrid_coordinator::server::NatsServer;
-use promptgrid_coordinator::{CoordinatorConfig, NatsConfig};
+use promptgrid_runtime::jobloop::synthetic_graph;
+use promptgrid_runtime::server::NatsServer;
+use promptgrid_runtime::{CoordinatorConfig, NatsConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_promptgrid");
 
@@ -109,7 +109,7 @@ async fn json_log_lines_of_a_job_carry_its_sweep_key_attempt_and_worker() {
     let graph = synthetic_graph("jsonlogs", spec);
     let mut cfg = CoordinatorConfig::new(NatsConfig::new(&url), "jsonlogs", graph.clone());
     cfg.progress = false;
-    let out = tokio::time::timeout(Duration::from_secs(60), promptgrid_coordinator::run(cfg))
+    let out = tokio::time::timeout(Duration::from_secs(60), promptgrid_runtime::run(cfg))
         .await
         .expect("the sweep finishes")
         .unwrap();

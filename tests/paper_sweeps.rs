@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use promptgrid_ml::{EncoderModel, Head, Layout, random_baseline};
 use promptgrid_results::schema::{EvalRow, JobRow, TransferRelativeRow};
 use promptgrid_results::store::read_table;
-use promptgrid_worker::ml::{EncoderModel, Head, Layout, random_baseline};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

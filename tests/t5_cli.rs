@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use promptgrid_common::mask::MaskFile;
 use serde_json::Value;
 
-#[path = "../worker/tests/t5util/vocab.rs"]
+#[path = "../ml/tests/t5util/vocab.rs"]
 mod t5vocab;
 
 use t5vocab::{Vocab, write_model};

@@ -9,9 +9,9 @@ use promptgrid_common::catalog::TaskDef;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use crate::ml::activations::{encoder_mask, t5_backbone_mask};
-use crate::ml::t5data::default_max_target_tokens;
-use crate::ml::{
+use promptgrid_ml::activations::{encoder_mask, t5_backbone_mask};
+use promptgrid_ml::t5data::default_max_target_tokens;
+use promptgrid_ml::{
     EncoderModel, Family, Head, Layout, MlError, MlResult, Precision, PromptFile, PromptInit,
     PromptModel, T5Backbone, T5Data, TaskData, TuneConfig, TuneObserver, data, evaluate_prompts,
     metrics, tune,

@@ -3,6 +3,7 @@
 //! prompt included), TPT and activations jobs on a tiny T5, for a generation task and a
 //! classification task. Needs `nats-server` on the PATH (scripts/env.sh puts the venv's there).
 
+#[path = "../../ml/tests/t5util/mod.rs"]
 mod t5util;
 
 use std::collections::HashMap;
@@ -10,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use promptgrid_common::wire::{Event, JobOutput};
 use promptgrid_common::{JobGraph, Sweep};
-use promptgrid_coordinator::events::BoxFuture;
-use promptgrid_coordinator::{Ack, CoordinatorConfig, NatsConfig, Sink, embedded};
+use promptgrid_runtime::events::BoxFuture;
+use promptgrid_runtime::{Ack, CoordinatorConfig, NatsConfig, Sink, embedded};
 use promptgrid_worker::exec::{Device, MlExecutor, Roots};
 
 use t5util::{qa_rows, sentiment_rows, write_jsonl, write_model};
@@ -105,7 +106,7 @@ impl Sink for Collect {
         _seq: u64,
         event: Event,
         ack: Ack,
-    ) -> BoxFuture<'_, promptgrid_coordinator::Result<()>> {
+    ) -> BoxFuture<'_, promptgrid_runtime::Result<()>> {
         let events = self.0.clone();
         Box::pin(async move {
             if matches!(event, Event::Finished { .. } | Event::Failed { .. }) {

@@ -7,7 +7,7 @@ use promptgrid_common::wire::JobOutput;
 
 use super::jobs::{JobModel, Run, train_key};
 use super::{ExecError, mask_artifact};
-use crate::ml::random_baseline;
+use promptgrid_ml::random_baseline;
 
 impl Run<'_> {
     pub(super) fn activations<M: JobModel>(&self, model: &M) -> Result<JobOutput, ExecError> {

@@ -10,10 +10,10 @@ use tch::{Device, Tensor};
 use super::jobs::{JobModel, Run, Stream, train_key};
 use super::resolve::Split;
 use super::{ExecError, projector_artifact};
-use crate::ml::projector::{
+use promptgrid_ml::projector::{
     Projector, ProjectorConfig, ProjectorMeta, ProjectorOutcome, train_distance, train_task,
 };
-use crate::ml::{EncoderModel, TaskData};
+use promptgrid_ml::{EncoderModel, TaskData};
 
 /// Losses are streamed in groups of this many projector steps.
 const LOSS_FLUSH: usize = 25;

@@ -14,7 +14,7 @@ use promptgrid_results::prompts::Prompt;
 
 use super::jobs::{Run, train_key};
 use super::{ExecError, mask_artifact};
-use crate::ml::PromptModel;
+use promptgrid_ml::PromptModel;
 
 pub use promptgrid_results::report::tpt::GATED_OUT;
 

@@ -7,14 +7,14 @@ use promptgrid_common::mask::MaskFile;
 use promptgrid_common::spec::{Init, PromptSettings};
 use promptgrid_common::wire::{EvalRow, JobMessage, JobOutput, MetricRow};
 use promptgrid_common::{JobId, JobSpec};
-use promptgrid_coordinator::jobloop::JobContext;
-use promptgrid_coordinator::telemetry::Phase;
+use promptgrid_runtime::jobloop::JobContext;
+use promptgrid_runtime::telemetry::Phase;
 use tch::Tensor;
 
 use super::{ExecError, MlExecutor, SweepView, prompt_artifact, resolve::Split};
-use crate::ml::activations::{encoder_mask, t5_backbone_mask};
-use crate::ml::t5data::default_max_target_tokens;
-use crate::ml::{
+use promptgrid_ml::activations::{encoder_mask, t5_backbone_mask};
+use promptgrid_ml::t5data::default_max_target_tokens;
+use promptgrid_ml::{
     Checkpoint, EncoderModel, Family, MlResult, PromptFile, PromptInit, PromptModel, T5Backbone,
     T5Data, TaskData, TuneConfig, TuneObserver, data, random_baseline, tune,
 };
@@ -535,7 +535,7 @@ impl TuneObserver for Stream<'_, '_> {
         }
     }
 
-    fn on_checkpoint(&mut self, checkpoint: &Checkpoint) -> crate::ml::MlResult<()> {
+    fn on_checkpoint(&mut self, checkpoint: &Checkpoint) -> promptgrid_ml::MlResult<()> {
         let result = (|| {
             let file = tempfile::NamedTempFile::new().map_err(io)?;
             checkpoint.save(file.path())?;

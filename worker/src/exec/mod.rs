@@ -23,10 +23,10 @@ use std::sync::{Arc, Mutex};
 
 use promptgrid_common::wire::{JobMessage, JobOutput};
 use promptgrid_common::{JobGraph, JobId, JobSpec, Sweep};
-use promptgrid_coordinator::jobloop::{Executor, JobContext, JobError, Synthetic};
+use promptgrid_runtime::jobloop::{Executor, JobContext, JobError, Synthetic};
 
-use crate::ml::{EncoderModel, MlError, Precision, T5Backbone};
 pub use gate::GATED_OUT;
+use promptgrid_ml::{EncoderModel, MlError, Precision, T5Backbone};
 pub use resolve::{Roots, Split};
 
 pub use tch::Device;
@@ -36,7 +36,7 @@ pub fn device(spec: &str, threads: Option<i32>) -> Result<Device, MlError> {
     if let Some(n) = threads.filter(|n| *n > 0) {
         tch::set_num_threads(n);
     }
-    crate::ml::parse_device(spec)
+    promptgrid_ml::parse_device(spec)
 }
 
 use promptgrid_common::names::SWEEP_ARTIFACT;
@@ -186,7 +186,8 @@ impl MlExecutor {
             *resident = None;
             let dir = self.roots.model_dir(spec)?;
             // Inside the job's span: the load is a phase of the job that needed it.
-            let span = crate::runtime::Phase::LoadModel.span_in(&tracing::Span::current());
+            let span =
+                promptgrid_runtime::telemetry::Phase::LoadModel.span_in(&tracing::Span::current());
             span.record("model", name);
             let _entered = span.enter();
             let model = if spec.arch.is_encoder() {
@@ -220,17 +221,17 @@ fn poisoned<T>(_: std::sync::PoisonError<T>) -> ExecError {
     ExecError::Fatal("a previous job panicked while holding the worker's state".into())
 }
 
-fn head(h: promptgrid_common::spec::Head) -> crate::ml::Head {
+fn head(h: promptgrid_common::spec::Head) -> promptgrid_ml::Head {
     match h {
-        promptgrid_common::spec::Head::Mlm => crate::ml::Head::Mlm,
-        promptgrid_common::spec::Head::Tied => crate::ml::Head::Tied,
+        promptgrid_common::spec::Head::Mlm => promptgrid_ml::Head::Mlm,
+        promptgrid_common::spec::Head::Tied => promptgrid_ml::Head::Tied,
     }
 }
 
-fn layout(l: promptgrid_common::spec::Layout) -> crate::ml::Layout {
+fn layout(l: promptgrid_common::spec::Layout) -> promptgrid_ml::Layout {
     match l {
-        promptgrid_common::spec::Layout::Prefix => crate::ml::Layout::Prefix,
-        promptgrid_common::spec::Layout::Official => crate::ml::Layout::Official,
+        promptgrid_common::spec::Layout::Prefix => promptgrid_ml::Layout::Prefix,
+        promptgrid_common::spec::Layout::Official => promptgrid_ml::Layout::Official,
     }
 }
 

@@ -35,7 +35,7 @@ impl Roots {
             Split::Dev => task.splits.dev.as_str(),
             Split::Test => task.splits.test.as_deref().unwrap_or(&task.splits.dev),
         };
-        Ok(crate::ml::data::find_split(
+        Ok(promptgrid_ml::data::find_split(
             &dir,
             inside(stem, "split name")?.to_str().unwrap_or(stem),
         )?)

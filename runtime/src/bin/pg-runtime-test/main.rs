@@ -1,0 +1,151 @@
+//! A small driver of the runtime for synthetic sweeps, so that tests and `scripts/bench-runtime`
+//! can run (and kill) coordinators and workers as separate processes before the `promptgrid`
+//! CLI wires them. Usage:
+//!
+//! ```text
+//! pg-runtime-test coordinator --nats URL --sweep NAME --count N [--fan-in F] [--duration-ms LO HI]
+//!                 [--fail-probability P] [--payload-bytes B] [--lease-ms L] [--error-retries R]
+//!                 [--results DIR]   (a Parquet sink under DIR/NAME, and the done set read back)
+//! pg-runtime-test worker --nats URL --sweep NAME [--name W] [--step-ms S] [--workers K]
+//! pg-runtime-test bench [--count 10000] [--workers 32] [--processes 4] [--fan-in 2]
+//! ```
+//! The coordinator prints its outcome as one JSON line and exits 0 when the sweep is complete.
+
+mod bench;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use promptgrid_common::spec::SyntheticSpec;
+use promptgrid_runtime::jobloop::{self, Synthetic, WorkerConfig, synthetic_graph};
+use promptgrid_runtime::parquet::{ParquetDoneSource, ParquetSink};
+use promptgrid_runtime::{CoordinatorConfig, NatsConfig, shutdown_on_signals};
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(role) = args.first().cloned() else {
+        eprintln!("usage: pg-runtime-test coordinator|worker --nats URL --sweep NAME ...");
+        std::process::exit(2);
+    };
+    let mut opts: HashMap<String, Vec<String>> = HashMap::new();
+    let mut key = String::new();
+    for a in &args[1..] {
+        if let Some(k) = a.strip_prefix("--") {
+            key = k.to_string();
+            opts.entry(key.clone()).or_default();
+        } else {
+            opts.entry(key.clone()).or_default().push(a.clone());
+        }
+    }
+    let get = |k: &str| opts.get(k).and_then(|v| v.first()).cloned();
+    let num = |k: &str, d: f64| get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(d);
+    if role == "bench" {
+        let a = bench::BenchArgs {
+            count: num("count", 10_000.0) as u32,
+            workers: num("workers", 32.0) as usize,
+            processes: num("processes", 4.0) as usize,
+            fan_in: num("fan-in", 2.0) as u32,
+        };
+        if let Err(e) = bench::run(a) {
+            eprintln!("bench failed: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let Some(sweep) = get("sweep") else {
+        eprintln!("--sweep is required");
+        std::process::exit(2);
+    };
+    let nats = NatsConfig {
+        url: get("nats").unwrap_or_default(),
+        ..NatsConfig::default()
+    }
+    .with_env();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start tokio: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = rt.block_on(async {
+        match role.as_str() {
+            "coordinator" => {
+                let duration = opts.get("duration-ms").cloned().unwrap_or_default();
+                let lo = duration.first().and_then(|v| v.parse().ok()).unwrap_or(0);
+                let hi = duration.get(1).and_then(|v| v.parse().ok()).unwrap_or(lo);
+                let spec = SyntheticSpec {
+                    count: num("count", 10.0) as u32,
+                    fan_in: num("fan-in", 0.0) as u32,
+                    duration_ms: (lo, hi),
+                    fail_probability: num("fail-probability", 0.0),
+                    payload_bytes: num("payload-bytes", 0.0) as u32,
+                    seed: num("seed", 0.0) as u64,
+                };
+                let mut config = CoordinatorConfig::new(nats, &sweep, synthetic_graph(&sweep, spec));
+                config.streams.lease = Duration::from_millis(num("lease-ms", 30_000.0) as u64);
+                config.error_retries = num("error-retries", 2.0) as u32;
+                config.progress = false;
+                config.shutdown = Some(shutdown_on_signals());
+                if let Some(results) = get("results") {
+                    let dir = std::path::Path::new(&results).join(&sweep);
+                    match ParquetSink::open(dir.clone(), Default::default()) {
+                        Ok(sink) => config.sink = Some(Box::new(sink)),
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return 1;
+                        }
+                    }
+                    config.done_source = Some(Box::new(ParquetDoneSource { sweep_dir: dir }));
+                }
+                match promptgrid_runtime::run(config).await {
+                    Ok(o) => {
+                        println!(
+                            "{{\"total\":{},\"done\":{},\"dead\":{},\"published\":{},\"reused\":{},\"reconciled_ms\":{}}}",
+                            o.total,
+                            o.done,
+                            o.dead,
+                            o.published,
+                            o.changes.reused,
+                            o.reconciled_after.as_millis()
+                        );
+                        i32::from(!o.complete())
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        1
+                    }
+                }
+            }
+            "worker" => {
+                let shutdown = shutdown_on_signals();
+                let step = Duration::from_millis(num("step-ms", 100.0) as u64);
+                let k = num("workers", 1.0) as usize;
+                let base = get("name").unwrap_or_else(|| format!("w{}", std::process::id()));
+                let mut handles = Vec::new();
+                for i in 0..k {
+                    let mut wc = WorkerConfig::new(nats.clone(), Some(sweep.clone()));
+                    wc.name = if k == 1 { base.clone() } else { format!("{base}-{i}") };
+                    wc.shutdown = Some(shutdown.clone());
+                    handles.push(tokio::spawn(jobloop::run(wc, Synthetic { step })));
+                }
+                let mut code = 0;
+                for h in handles {
+                    if !matches!(h.await, Ok(Ok(_))) {
+                        code = 1;
+                    }
+                }
+                code
+            }
+            other => {
+                eprintln!("unknown role `{other}`");
+                2
+            }
+        }
+    });
+    std::process::exit(code);
+}

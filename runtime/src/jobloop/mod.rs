@@ -1,0 +1,688 @@
+//! The worker's job loop (DESIGN.md §2, "Worker"): pull a job, preferring the model the
+//! executor holds; take it with a compare-and-set on its state; hold the lease with progress
+//! acks; run it; commit the result only if the state still names this attempt; publish the
+//! event; ack. On shutdown it takes no new job, lets the executor checkpoint, and hands the
+//! job back.
+
+mod executor;
+mod synthetic;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{Consumer, pull};
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use promptgrid_common::JobId;
+use promptgrid_common::wire::{Event, Failure, JobMessage, JobState, now_ms};
+use tracing::Instrument;
+use tracing::field::Empty;
+
+pub use executor::{Executor, JobContext, JobError};
+pub use synthetic::{Synthetic, synthetic_graph};
+
+use crate::connect::NatsConfig;
+use crate::error::{Error, Result};
+use crate::events;
+use crate::scheduler::Shutdown;
+use crate::state::{self, Versioned};
+use crate::streams::{SweepStreams, sweeps_on_server};
+use crate::telemetry::{self, JOB_LOG};
+
+/// Everything `run` needs besides the executor.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    pub nats: NatsConfig,
+    /// The sweep to serve; `None` serves every sweep on the server.
+    pub sweep: Option<String>,
+    /// Shown in job states and events.
+    pub name: String,
+    pub shutdown: Option<Shutdown>,
+    /// Progress acks keep the lease; off only in tests that simulate a stalled worker.
+    pub heartbeats: bool,
+}
+
+impl WorkerConfig {
+    pub fn new(nats: NatsConfig, sweep: Option<String>) -> WorkerConfig {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+        WorkerConfig {
+            nats,
+            sweep,
+            name: format!("{host}-{}", std::process::id()),
+            shutdown: None,
+            heartbeats: true,
+        }
+    }
+}
+
+/// What a worker did before it stopped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerStats {
+    pub done: usize,
+    pub failed: usize,
+    /// Messages dropped: duplicates, jobs already done, malformed ones.
+    pub dropped: usize,
+}
+
+/// A source of jobs: one model's consumer of one sweep.
+struct Source {
+    streams: SweepStreams,
+    token: String,
+    consumer: Consumer<pull::Config>,
+    lease: Duration,
+}
+
+/// Pulls and runs jobs until shutdown.
+pub async fn run<E: Executor>(config: WorkerConfig, executor: E) -> Result<WorkerStats> {
+    let executor = Arc::new(executor);
+    let client = config.nats.connect().await?;
+    let js = jetstream::new(client.clone());
+    let mut shutdown = config
+        .shutdown
+        .clone()
+        .unwrap_or_else(crate::scheduler::no_shutdown);
+    let mut stats = WorkerStats::default();
+    let mut sources: Vec<Source> = Vec::new();
+    let mut refreshed: Option<Instant> = None;
+    let mut next = 0usize;
+    while !*shutdown.borrow() {
+        if refreshed.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) || sources.is_empty() {
+            match discover(&js, &config).await {
+                Ok(s) => sources = s,
+                Err(e) => tracing::warn!(error = %e, "cannot list job sources"),
+            }
+            refreshed = Some(Instant::now());
+            if sources.is_empty() {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+        }
+        // The resident model's source first, then the others in turn.
+        let resident = executor
+            .resident_model()
+            .map(|m| promptgrid_common::names::model_token(Some(&m)));
+        let mut order: Vec<usize> = (0..sources.len())
+            .map(|k| (next + k) % sources.len())
+            .collect();
+        order.sort_by_key(|&k| Some(&sources[k].token) != resident.as_ref());
+        next = next.wrapping_add(1);
+        let wait = if sources.len() == 1 {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(100)
+        };
+        let mut got = None;
+        for k in order {
+            let fetched = tokio::select! {
+                m = fetch_one(&sources[k].consumer, wait) => m,
+                _ = shutdown.changed() => break,
+            };
+            match fetched {
+                Ok(Some(m)) => {
+                    got = Some((k, m));
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "fetch failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        let Some((k, msg)) = got else { continue };
+        let src = &sources[k];
+        let span = job_span(&config, src, &msg);
+        match handle(&config, executor.as_ref(), src, msg, &span)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(Handled::Done) => stats.done += 1,
+            Ok(Handled::Failed) => stats.failed += 1,
+            Ok(Handled::Dropped) => stats.dropped += 1,
+            Ok(Handled::HandedBack) => break,
+            Err(e) => span.in_scope(
+                || tracing::warn!(error = %e, "job handling failed; the lease will bring it back"),
+            ),
+        }
+    }
+    client.flush().await.ok();
+    Ok(stats)
+}
+
+async fn fetch_one(
+    c: &Consumer<pull::Config>,
+    wait: Duration,
+) -> Result<Option<jetstream::Message>> {
+    let mut batch = c
+        .fetch()
+        .max_messages(1)
+        .expires(wait)
+        .messages()
+        .await
+        .map_err(Error::nats)?;
+    match batch.next().await {
+        Some(Ok(m)) => Ok(Some(m)),
+        Some(Err(e)) => Err(Error::nats(e)),
+        None => Ok(None),
+    }
+}
+
+async fn discover(js: &jetstream::Context, config: &WorkerConfig) -> Result<Vec<Source>> {
+    let sweeps = match &config.sweep {
+        Some(s) => vec![s.clone()],
+        None => sweeps_on_server(js).await?,
+    };
+    let mut out = Vec::new();
+    for sweep in sweeps {
+        let streams = match SweepStreams::open(js.client().clone(), &sweep).await {
+            Ok(l) => l,
+            Err(Error::NoSweep(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        for token in streams.model_tokens().await? {
+            let name = streams.names.model_consumer(&token);
+            let Ok(mut consumer) = streams.jobs.get_consumer::<pull::Config>(&name).await else {
+                continue;
+            };
+            let lease = consumer
+                .info()
+                .await
+                .map(|i| i.config.ack_wait)
+                .unwrap_or(Duration::from_secs(30));
+            out.push(Source {
+                streams: streams.clone(),
+                token,
+                consumer,
+                lease,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The span of one delivery of a job message: every log line of the job carries its fields
+/// (`job`, `kind` and `attempt` are filled in once known), and it continues the trace of the
+/// `publish` span whose context the message's headers carry.
+fn job_span(config: &WorkerConfig, src: &Source, msg: &jetstream::Message) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "job",
+        sweep = %src.streams.names.sweep,
+        job = Empty,
+        job_id = Empty,
+        kind = Empty,
+        attempt = Empty,
+        worker = %config.name,
+    );
+    // Before anything else touches the span: its OpenTelemetry parent is fixed once it starts.
+    telemetry::adopt_parent(&span, msg.headers.as_ref());
+    if let Some(id) = src.streams.names.job_id_of_subject(&msg.subject) {
+        span.record("job_id", id.0.as_str());
+    }
+    span
+}
+
+enum Handled {
+    Done,
+    Failed,
+    Dropped,
+    HandedBack,
+}
+
+/// Retries an operation on the server through short outages (a restart, a leader change).
+async fn persist<T, F, Fut>(what: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut delay = Duration::from_millis(50);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() < deadline && !matches!(e, Error::BadState { .. }) => {
+                tracing::debug!(error = %e, "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn handle<E: Executor>(
+    config: &WorkerConfig,
+    executor: &E,
+    src: &Source,
+    msg: jetstream::Message,
+    span: &tracing::Span,
+) -> Result<Handled> {
+    let streams = &src.streams;
+    let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+    let Some(id) = streams.names.job_id_of_subject(&msg.subject) else {
+        tracing::warn!(subject = %msg.subject, "message on the jobs stream without a job id; dropped");
+        msg.ack_with(AckKind::Term).await.map_err(Error::nats)?;
+        return Ok(Handled::Dropped);
+    };
+    let job = serde_json::from_slice::<JobMessage>(&msg.payload)
+        .map_err(|e| format!("malformed job message: {e}"))
+        .and_then(|j| {
+            if j.id != id {
+                return Err(format!(
+                    "malformed job message: its id {} is not the subject's {id}",
+                    j.id
+                ));
+            }
+            j.check_names()
+                .map_err(|e| format!("refused job message: {e}"))?;
+            Ok(j)
+        });
+    let job = match job {
+        Ok(j) => j,
+        Err(reason) => {
+            span.record("job", id.0.as_str());
+            tracing::warn!(job = %id, %reason, "failing a job whose message cannot be run");
+            fail_unrunnable(config, streams, &id, &reason).await?;
+            msg.ack_with(AckKind::Term).await.map_err(Error::nats)?;
+            return Ok(Handled::Failed);
+        }
+    };
+    span.record("job", job.key.as_str());
+    span.record("kind", job.spec.kind().name());
+
+    // Take the job: a compare-and-set from the state we read, so two workers never both run it.
+    let (attempt, revision, retries, lost) = loop {
+        let current = persist("read state", || state::read(&streams.state, &id)).await?;
+        let (rev, next) = match current {
+            None => (0, running(config, src, 1, job.retry, 0, seq)),
+            Some(Versioned {
+                state:
+                    JobState::Pending {
+                        attempts,
+                        retries,
+                        lost,
+                        ..
+                    },
+                revision,
+            }) => (
+                revision,
+                running(config, src, attempts + 1, retries, lost, seq),
+            ),
+            Some(Versioned {
+                state:
+                    JobState::Running {
+                        attempt,
+                        retries,
+                        lost,
+                        msg_seq,
+                        worker,
+                        ..
+                    },
+                revision,
+            }) => {
+                if msg_seq != seq {
+                    // Another message of the same job is held by a live worker (or will be
+                    // redelivered if it is not): this one is a duplicate.
+                    msg.ack().await.map_err(Error::nats)?;
+                    return Ok(Handled::Dropped);
+                }
+                // Our own message again: its last holder's lease ran out.
+                tracing::info!(job = %job.key, lost_worker = %worker, attempt, "redelivered after a lost worker");
+                if lost + 1 > job.lost_budget {
+                    let failure = Failure {
+                        reason: format!("lost its worker {} times (last: {worker})", lost + 1),
+                        retryable: false,
+                    };
+                    let failed = JobState::Failed {
+                        attempt,
+                        retries,
+                        lost: lost + 1,
+                        worker: config.name.clone(),
+                        failure: failure.clone(),
+                        at_ms: now_ms(),
+                    };
+                    if persist("write state", || {
+                        state::cas(&streams.state, &id, &failed, revision)
+                    })
+                    .await?
+                    .is_some()
+                    {
+                        publish(
+                            streams,
+                            &Event::Failed {
+                                job: id.clone(),
+                                key: job.key.clone(),
+                                attempt,
+                                worker: config.name.clone(),
+                                at_ms: now_ms(),
+                                failure,
+                            },
+                        )
+                        .await?;
+                        msg.ack().await.map_err(Error::nats)?;
+                        return Ok(Handled::Failed);
+                    }
+                    continue;
+                }
+                (
+                    revision,
+                    running(config, src, attempt + 1, retries, lost + 1, seq),
+                )
+            }
+            Some(Versioned {
+                state: done @ JobState::Done { .. },
+                ..
+            }) => {
+                // Committed, but the event or the ack may not have gone out: repeat both (the
+                // event's dedup id makes a repeat a no-op).
+                announce_done(streams, &msg, &id, &job, done).await?;
+                return Ok(Handled::Dropped);
+            }
+            Some(_) => {
+                msg.ack().await.map_err(Error::nats)?;
+                return Ok(Handled::Dropped);
+            }
+        };
+        let attempt = next.counters().0;
+        let (_, retries, lost) = next.counters();
+        if let Some(rev) = persist("write state", || {
+            state::cas(&streams.state, &id, &next, rev)
+        })
+        .await?
+        {
+            break (attempt, rev, retries, lost);
+        }
+    };
+    span.record("attempt", attempt);
+    let started_ms = now_ms();
+    tracing::info!(target: JOB_LOG, "job started");
+    publish(
+        streams,
+        &Event::Started {
+            job: id.clone(),
+            key: job.key.clone(),
+            attempt,
+            worker: config.name.clone(),
+            at_ms: started_ms,
+        },
+    )
+    .await?;
+
+    // Hold the lease while the executor runs.
+    let msg = Arc::new(msg);
+    let heartbeat = config.heartbeats.then(|| {
+        let msg = msg.clone();
+        let every = src.lease / 3;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let _ = msg.ack_with(AckKind::Progress).await;
+            }
+        })
+    });
+    let cancel = config
+        .shutdown
+        .clone()
+        .unwrap_or_else(crate::scheduler::no_shutdown);
+    let execute = tracing::info_span!(
+        parent: span,
+        "execute",
+        kind = job.spec.kind().name(),
+        model_loaded = Empty
+    );
+    let mut ctx = JobContext {
+        streams: streams.clone(),
+        job: id.clone(),
+        attempt,
+        cancel,
+        started: Instant::now(),
+        seq: AtomicU64::new(0),
+        span: execute.clone(),
+    };
+    let resident = executor.resident_model();
+    let result = executor.run(&job, &ctx).instrument(execute.clone()).await;
+    if let Some(h) = heartbeat {
+        h.abort();
+    }
+    // The executor does not say when it loads a model; a change of resident model means it did.
+    execute.record("model_loaded", executor.resident_model() != resident);
+    // Close `execute` here: its last handles would otherwise keep it open through the commit.
+    ctx.span = tracing::Span::none();
+    drop(execute);
+    let elapsed_ms = ctx.started.elapsed().as_millis() as u64;
+
+    let commit = tracing::info_span!(parent: span, "commit_state", outcome = Empty);
+    finish(
+        config,
+        &msg,
+        &ctx,
+        &job,
+        result,
+        (revision, retries, lost),
+        started_ms,
+    )
+    .instrument(commit.clone())
+    .await
+    .inspect(|handled| {
+        let outcome = match handled {
+            Handled::Done => "done",
+            Handled::Failed => "failed",
+            Handled::Dropped => "discarded",
+            Handled::HandedBack => "handed back",
+        };
+        commit.record("outcome", outcome);
+        if matches!(handled, Handled::Done) {
+            tracing::info!(target: JOB_LOG, elapsed_ms, "job finished");
+        }
+    })
+}
+
+/// Commits what the executor returned: the result, a failure, or the job handed back.
+async fn finish(
+    config: &WorkerConfig,
+    msg: &jetstream::Message,
+    ctx: &JobContext,
+    job: &JobMessage,
+    result: Result<promptgrid_common::wire::JobOutput, JobError>,
+    (revision, retries, lost): (u64, u32, u32),
+    started_ms: u64,
+) -> Result<Handled> {
+    let streams = &ctx.streams;
+    let id = &ctx.job;
+    let attempt = ctx.attempt;
+    let worker = config.name.clone();
+    match result {
+        Ok(output) => {
+            let finished_ms = now_ms();
+            let done = JobState::Done {
+                attempt,
+                worker: worker.clone(),
+                started_ms,
+                finished_ms,
+                output,
+            };
+            if persist("commit", || state::cas(&streams.state, id, &done, revision))
+                .await?
+                .is_none()
+            {
+                tracing::warn!("lease lost: a newer attempt owns this job; result discarded");
+                return Ok(Handled::Dropped);
+            }
+            announce_done(streams, msg, id, job, done).await?;
+            ctx.drop_checkpoint().await;
+            Ok(Handled::Done)
+        }
+        Err(JobError::Cancelled) => {
+            let back = JobState::Pending {
+                attempts: attempt,
+                retries,
+                lost,
+                requeued: true,
+            };
+            if persist("hand back", || {
+                state::cas(&streams.state, id, &back, revision)
+            })
+            .await?
+            .is_some()
+            {
+                msg.ack_with(AckKind::Nak(None))
+                    .await
+                    .map_err(Error::nats)?;
+            }
+            tracing::info!(target: JOB_LOG, "job handed back on shutdown");
+            Ok(Handled::HandedBack)
+        }
+        Err(e) => {
+            let failure = Failure {
+                reason: e.to_string(),
+                retryable: matches!(e, JobError::Retryable(_)),
+            };
+            let failed = JobState::Failed {
+                attempt,
+                retries,
+                lost,
+                worker: worker.clone(),
+                failure: failure.clone(),
+                at_ms: now_ms(),
+            };
+            if persist("commit", || {
+                state::cas(&streams.state, id, &failed, revision)
+            })
+            .await?
+            .is_none()
+            {
+                tracing::warn!("lease lost: a newer attempt owns this job; failure discarded");
+                return Ok(Handled::Dropped);
+            }
+            tracing::warn!(target: JOB_LOG, reason = %failure.reason, retryable = failure.retryable, "job failed");
+            publish(
+                streams,
+                &Event::Failed {
+                    job: id.clone(),
+                    key: job.key.clone(),
+                    attempt,
+                    worker,
+                    at_ms: now_ms(),
+                    failure,
+                },
+            )
+            .await?;
+            msg.ack().await.map_err(Error::nats)?;
+            Ok(Handled::Failed)
+        }
+    }
+}
+
+fn running(
+    config: &WorkerConfig,
+    src: &Source,
+    attempt: u32,
+    retries: u32,
+    lost: u32,
+    msg_seq: u64,
+) -> JobState {
+    JobState::Running {
+        attempt,
+        retries,
+        lost,
+        worker: config.name.clone(),
+        started_ms: now_ms(),
+        lease_ms: src.lease.as_millis() as u64,
+        msg_seq,
+    }
+}
+
+/// Publishes the finished event of a committed job (`done`, its `Done` state), then acks its
+/// message.
+async fn announce_done(
+    streams: &SweepStreams,
+    msg: &jetstream::Message,
+    id: &JobId,
+    job: &JobMessage,
+    done: JobState,
+) -> Result<()> {
+    let JobState::Done {
+        attempt,
+        worker,
+        started_ms,
+        finished_ms,
+        output,
+    } = done
+    else {
+        return Err(Error::Config(format!(
+            "job {id} is not done: nothing to announce"
+        )));
+    };
+    let ev = Event::Finished {
+        job: id.clone(),
+        key: job.key.clone(),
+        attempt,
+        worker,
+        started_ms,
+        at_ms: finished_ms,
+        spec: Some(job.spec.clone()),
+        output,
+    };
+    publish(streams, &ev).await?;
+    msg.ack().await.map_err(Error::nats)
+}
+
+async fn publish(streams: &SweepStreams, event: &Event) -> Result<()> {
+    persist("publish event", || {
+        events::publish(&streams.js, &streams.names, event, 0)
+    })
+    .await
+}
+
+/// A message that cannot be run (undecodable, or naming a path) fails its job for good.
+async fn fail_unrunnable(
+    config: &WorkerConfig,
+    streams: &SweepStreams,
+    id: &JobId,
+    reason: &str,
+) -> Result<()> {
+    // Retried on a lost compare-and-set: the coordinator may be creating the job's pending
+    // state at this very moment, and giving up would let the job run as if nothing were wrong.
+    loop {
+        let current = persist("read state", || state::read(&streams.state, id)).await?;
+        let (rev, (attempt, retries, lost)) = match &current {
+            Some(v) if matches!(v.state, JobState::Done { .. } | JobState::Dead { .. }) => {
+                return Ok(());
+            }
+            Some(v) => (v.revision, v.state.counters()),
+            None => (0, (0, 0, 0)),
+        };
+        let failure = Failure {
+            reason: reason.to_string(),
+            retryable: false,
+        };
+        let failed = JobState::Failed {
+            attempt: attempt + 1,
+            retries,
+            lost,
+            worker: config.name.clone(),
+            failure: failure.clone(),
+            at_ms: now_ms(),
+        };
+        if persist("write state", || {
+            state::cas(&streams.state, id, &failed, rev)
+        })
+        .await?
+        .is_some()
+        {
+            let ev = Event::Failed {
+                job: id.clone(),
+                key: id.0.clone(),
+                attempt: attempt + 1,
+                worker: config.name.clone(),
+                at_ms: now_ms(),
+                failure,
+            };
+            return publish(streams, &ev).await;
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! promptgrid-runtime: the distributed runtime over NATS JetStream (DESIGN.md §2).
+//!
+//! Layout:
+//! * [`connect`]: NATS connection options (user/password, token, credentials, TLS);
+//! * [`streams`]: a sweep's JetStream objects ([`streams::SweepStreams`]): streams, consumers, buckets;
+//! * [`objects`]: reading an artifact whole while it may be replaced;
+//! * [`state`]: job states in the KV bucket, changed only by compare-and-set;
+//! * [`scheduler`]: the coordinator ([`run`]);
+//! * [`status`]: `status` and `retry --failed`;
+//! * [`events`]: event publishing, the [`Sink`] and [`DoneSource`] hooks;
+//! * [`parquet`]: the results crate's Parquet writer as a [`Sink`] and [`DoneSource`];
+//! * [`jobloop`]: the worker's job loop and the [`jobloop::Executor`] trait (no tch here, so
+//!   the runtime and its tests build without libtorch; `promptgrid-worker` re-exports it);
+//! * [`embedded`]: a private nats-server plus coordinator and workers in one command;
+//! * [`server`]: starting and stopping a `nats-server` child process;
+//! * [`telemetry`]: spans across processes (trace context in NATS headers), JSON logs, OTLP.
+pub mod connect;
+pub mod embedded;
+pub mod error;
+pub mod events;
+pub mod jobloop;
+pub mod manifest;
+pub mod objects;
+pub mod parquet;
+mod progress;
+pub mod scheduler;
+pub mod server;
+mod sinkrun;
+pub mod state;
+pub mod status;
+pub mod streams;
+pub mod telemetry;
+
+pub use connect::NatsConfig;
+pub use error::{Error, Result};
+pub use events::{Ack, DoneSource, FileDoneSink, FileDoneSource, Sink};
+pub use scheduler::{CoordinatorConfig, Outcome, Shutdown, run};
+pub use status::{StatusReport, retry_failed, status};
+
+/// A shutdown signal that turns true on SIGINT or SIGTERM.
+pub fn shutdown_on_signals() -> Shutdown {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                // No signals to wait for: never fire (dropping `tx` would read as "changed").
+                std::future::pending::<()>().await;
+                return;
+            };
+            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = tx.send(true);
+        // Keep the sender alive so receivers see `true`, not a closed channel.
+        std::future::pending::<()>().await;
+    });
+    rx
+}

@@ -1,0 +1,204 @@
+//! `promptgrid status` and `promptgrid retry --failed`: read-only counts from the state bucket,
+//! and the re-queueing of dead jobs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use promptgrid_common::wire::{JobState, now_ms};
+use promptgrid_common::{JobGraph, JobKind};
+
+use crate::connect::NatsConfig;
+use crate::error::Result;
+use crate::state;
+use crate::streams::SweepStreams;
+
+/// A running job as status shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningJob {
+    pub key: String,
+    pub worker: String,
+    pub attempt: u32,
+    pub age_s: f64,
+}
+
+/// What `promptgrid status` prints.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatusReport {
+    pub sweep: String,
+    pub total: usize,
+    /// State name -> kind -> count; jobs without a state are "waiting".
+    pub counts: BTreeMap<String, BTreeMap<JobKind, usize>>,
+    pub running: Vec<RunningJob>,
+    /// (job key, reason), newest first.
+    pub last_errors: Vec<(String, String)>,
+    /// (job key, why it is not running), a sample.
+    pub waits: Vec<(String, String)>,
+}
+
+impl StatusReport {
+    pub fn count(&self, state: &str) -> usize {
+        self.counts.get(state).map_or(0, |m| m.values().sum())
+    }
+}
+
+impl fmt::Display for StatusReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "sweep {}: {} jobs", self.sweep, self.total)?;
+        for (state, kinds) in &self.counts {
+            let per: Vec<String> = kinds
+                .iter()
+                .map(|(k, n)| format!("{} {n}", k.name()))
+                .collect();
+            writeln!(
+                f,
+                "  {state:8} {:6}  ({})",
+                kinds.values().sum::<usize>(),
+                per.join(", ")
+            )?;
+        }
+        if !self.running.is_empty() {
+            writeln!(f, "running:")?;
+            for r in &self.running {
+                writeln!(
+                    f,
+                    "  {}  on {} (attempt {}, {:.0} s)",
+                    r.key, r.worker, r.attempt, r.age_s
+                )?;
+            }
+        }
+        if !self.last_errors.is_empty() {
+            writeln!(f, "last errors:")?;
+            for (k, e) in &self.last_errors {
+                writeln!(f, "  {k}: {e}")?;
+            }
+        }
+        if !self.waits.is_empty() {
+            writeln!(f, "waiting:")?;
+            for (k, w) in &self.waits {
+                writeln!(f, "  {k}: {w}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts per state and kind, running jobs, the last errors and why queued jobs wait.
+pub async fn status(nats: &NatsConfig, sweep: &str, graph: &JobGraph) -> Result<StatusReport> {
+    let client = nats.connect().await?;
+    let streams = SweepStreams::open(client, sweep).await?;
+    let states = state::snapshot(&streams.js, &streams.state).await?;
+    let mut report = StatusReport {
+        sweep: sweep.to_string(),
+        total: graph.len(),
+        ..Default::default()
+    };
+    let mut errors: Vec<(u64, String, String)> = Vec::new();
+    let now = now_ms();
+    // Pull requests waiting on each model's consumer: none means no worker serves that model.
+    let mut pulling: BTreeMap<String, usize> = BTreeMap::new();
+    for token in streams.model_tokens().await? {
+        let name = streams.names.model_consumer(&token);
+        if let Ok(mut c) = streams
+            .jobs
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&name)
+            .await
+            && let Ok(info) = c.info().await
+        {
+            pulling.insert(token, info.num_waiting + info.num_ack_pending);
+        }
+    }
+    for job in graph.jobs() {
+        let st = states.get(&job.id).map(|v| &v.state);
+        let name = st.map_or("waiting", JobState::name);
+        *report
+            .counts
+            .entry(name.to_string())
+            .or_default()
+            .entry(job.kind())
+            .or_default() += 1;
+        match st {
+            Some(JobState::Running {
+                worker,
+                attempt,
+                started_ms,
+                ..
+            }) => report.running.push(RunningJob {
+                key: job.key.clone(),
+                worker: worker.clone(),
+                attempt: *attempt,
+                age_s: now.saturating_sub(*started_ms) as f64 / 1000.0,
+            }),
+            Some(JobState::Failed { failure, at_ms, .. }) => {
+                errors.push((*at_ms, job.key.clone(), failure.reason.clone()))
+            }
+            Some(JobState::Dead { reason, at_ms, .. }) => {
+                errors.push((*at_ms, job.key.clone(), reason.clone()))
+            }
+            Some(JobState::Done { .. }) => {}
+            Some(JobState::Pending { .. }) | None => {
+                if report.waits.len() >= 20 {
+                    continue;
+                }
+                let blocker = job.deps.iter().find(|d| {
+                    !matches!(
+                        states.get(*d).map(|v| &v.state),
+                        Some(JobState::Done { .. })
+                    )
+                });
+                let why = match blocker {
+                    Some(d) => {
+                        let key = graph.get(d).map_or(d.0.clone(), |j| j.key.clone());
+                        let st = states.get(d).map_or("waiting", |v| v.state.name());
+                        format!("dependency {key} is {st}")
+                    }
+                    None => {
+                        let token = promptgrid_common::names::model_token(job.spec.model());
+                        if pulling.get(&token).copied().unwrap_or(0) == 0 {
+                            format!("queued; no worker is pulling jobs for model `{token}`")
+                        } else {
+                            "queued; workers are busy".to_string()
+                        }
+                    }
+                };
+                report.waits.push((job.key.clone(), why));
+            }
+        }
+    }
+    errors.sort_by_key(|e| std::cmp::Reverse(e.0));
+    report.last_errors = errors
+        .into_iter()
+        .take(10)
+        .map(|(_, k, e)| (k, e))
+        .collect();
+    report.running.sort_by(|a, b| b.age_s.total_cmp(&a.age_s));
+    Ok(report)
+}
+
+/// Re-queues dead jobs (and undecided failed ones) with fresh budgets; a running coordinator
+/// publishes them. Returns how many were re-queued.
+pub async fn retry_failed(nats: &NatsConfig, sweep: &str, graph: &JobGraph) -> Result<usize> {
+    let client = nats.connect().await?;
+    let streams = SweepStreams::open(client, sweep).await?;
+    let states = state::snapshot(&streams.js, &streams.state).await?;
+    let mut n = 0;
+    for job in graph.jobs() {
+        let Some(v) = states.get(&job.id) else {
+            continue;
+        };
+        if let JobState::Dead { attempt, .. } | JobState::Failed { attempt, .. } = v.state {
+            let next = JobState::Pending {
+                attempts: attempt,
+                retries: 0,
+                lost: 0,
+                requeued: false,
+            };
+            if state::cas(&streams.state, &job.id, &next, v.revision)
+                .await?
+                .is_some()
+            {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}

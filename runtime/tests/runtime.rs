@@ -1,0 +1,646 @@
+//! The runtime against a real nats-server: crashes of workers, the coordinator and the server,
+//! late commits, malformed messages, authentication, and a chaos run.
+
+mod util;
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use promptgrid_common::JobId;
+use promptgrid_common::wire::JobState;
+use promptgrid_runtime::jobloop::{self, Synthetic, WorkerConfig, synthetic_graph};
+use promptgrid_runtime::streams::{StreamOptions, SweepStreams};
+use promptgrid_runtime::{CoordinatorConfig, NatsConfig};
+use tokio::sync::watch;
+use util::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn config(
+    url: &str,
+    sweep: &str,
+    spec: promptgrid_common::spec::SyntheticSpec,
+    lease_ms: u64,
+) -> CoordinatorConfig {
+    let mut c = CoordinatorConfig::new(NatsConfig::new(url), sweep, synthetic_graph(sweep, spec));
+    c.streams.lease = Duration::from_millis(lease_ms);
+    c.progress = false;
+    c
+}
+
+fn ids(c: &CoordinatorConfig) -> Vec<JobId> {
+    c.graph.jobs().iter().map(|j| j.id.clone()).collect()
+}
+
+/// In-process workers; send `true` to stop them.
+fn workers(
+    url: &str,
+    sweep: &str,
+    n: usize,
+    step_ms: u64,
+) -> (
+    watch::Sender<bool>,
+    Vec<tokio::task::JoinHandle<promptgrid_runtime::Result<jobloop::WorkerStats>>>,
+) {
+    let (tx, rx) = watch::channel(false);
+    let hs = (0..n)
+        .map(|i| {
+            let mut wc = WorkerConfig::new(NatsConfig::new(url), Some(sweep.to_string()));
+            wc.name = format!("w{i}");
+            wc.shutdown = Some(rx.clone());
+            tokio::spawn(jobloop::run(
+                wc,
+                Synthetic {
+                    step: Duration::from_millis(step_ms),
+                },
+            ))
+        })
+        .collect();
+    (tx, hs)
+}
+
+async fn bounded<F: Future<Output = ()>>(f: F) {
+    tokio::time::timeout(LIMIT, f)
+        .await
+        .expect("test ran past its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_with_dependencies_completes_and_reruns_as_a_no_op() {
+    bounded(async {
+        let (_d, srv) = server(&[]);
+        let url = srv.url();
+        let cfg = config(&url, "deps", synthetic(200, 2, (0, 0)), 5_000);
+        let all = ids(&cfg);
+        let (stop, hs) = workers(&url, "deps", 3, 10);
+        let out = promptgrid_runtime::run(cfg).await.unwrap();
+        assert!(out.complete(), "{out:?}");
+        assert_eq!(out.published, 200);
+        assert_exactly_once(&url, "deps", &all).await;
+        // Running it again publishes nothing; an edited sweep publishes only its new jobs.
+        let again = promptgrid_runtime::run(config(&url, "deps", synthetic(200, 2, (0, 0)), 5_000))
+            .await
+            .unwrap();
+        assert!(again.complete());
+        assert_eq!(again.published, 0);
+        let edited =
+            promptgrid_runtime::run(config(&url, "deps", synthetic(230, 2, (0, 0)), 5_000))
+                .await
+                .unwrap();
+        assert!(edited.complete());
+        assert_eq!(
+            (
+                edited.published,
+                edited.changes.reused,
+                edited.changes.added.len()
+            ),
+            (30, 200, 30)
+        );
+        stop.send(true).unwrap();
+        for h in hs {
+            h.await.unwrap().unwrap();
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_killed_mid_job_is_redelivered_and_resumes_from_its_checkpoint() {
+    bounded(async {
+        let (_d, srv) = server(&[]);
+        let url = srv.url();
+        let cfg = config(&url, "kill", synthetic(1, 0, (3_000, 3_000)), 1_500);
+        let all = ids(&cfg);
+        let coord = tokio::spawn(promptgrid_runtime::run(cfg));
+        let mut a = worker_proc(&url, "kill", "a", 100);
+        // Kill it once it has checkpointed a few steps.
+        until(Duration::from_secs(30), "a checkpoint", || async {
+            let client = NatsConfig::new(&url).connect().await.unwrap();
+            let Ok(l) = SweepStreams::open(client, "kill").await else {
+                return false;
+            };
+            // Read the way workers do: the checkpoint is replaced every step.
+            let name = format!("checkpoints/{}", all[0]);
+            match promptgrid_runtime::objects::read_object(&l.artifacts, &name).await {
+                Ok(Some(b)) => serde_json::from_slice::<u64>(&b).is_ok_and(|s| s >= 5),
+                _ => false,
+            }
+        })
+        .await;
+        a.kill();
+        let _b = worker_proc(&url, "kill", "b", 100);
+        let out = coord.await.unwrap().unwrap();
+        assert!(out.complete(), "{out:?}");
+        assert_exactly_once(&url, "kill", &all).await;
+        let st = states(&url, "kill").await;
+        let Some(JobState::Done {
+            attempt,
+            worker,
+            output,
+            ..
+        }) = st.get(&all[0])
+        else {
+            panic!()
+        };
+        assert_eq!((*attempt, worker.as_str()), (2, "b"));
+        let start = output
+            .metrics
+            .iter()
+            .find(|m| m.name == "start_step")
+            .unwrap()
+            .value;
+        assert!(
+            start >= 5.0,
+            "resumed from step {start}, not from its checkpoint"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_killed_and_restarted_publishes_only_missing_jobs() {
+    bounded(async {
+        let (_d, srv) = server(&[]);
+        let url = srv.url();
+        let args = [
+            "--count",
+            "300",
+            "--fan-in",
+            "1",
+            "--duration-ms",
+            "0",
+            "10",
+            "--lease-ms",
+            "3000",
+        ];
+        let all = ids(&config(
+            &url,
+            "crd",
+            {
+                let mut s = synthetic(300, 1, (0, 10));
+                s.seed = 0;
+                s
+            },
+            3_000,
+        ));
+        let mut c1 = coordinator_proc(&url, "crd", &args);
+        let _w1 = worker_proc(&url, "crd", "w1", 10);
+        let _w2 = worker_proc(&url, "crd", "w2", 10);
+        until(Duration::from_secs(60), "30% done", || async {
+            SweepStreams::open(NatsConfig::new(&url).connect().await.unwrap(), "crd")
+                .await
+                .is_ok()
+                && count_done(&url, "crd").await >= 90
+        })
+        .await;
+        c1.kill();
+        let c2 = coordinator_proc(&url, "crd", &args);
+        let (code, out) = c2
+            .wait_output(Duration::from_secs(90))
+            .expect("coordinator finishes");
+        assert_eq!(code, 0, "{out}");
+        assert_exactly_once(&url, "crd", &all).await;
+        // One message per job ever stored: the restart re-published nothing that existed.
+        let mut l = streams(&url, "crd").await;
+        assert_eq!(l.jobs.info().await.unwrap().state.last_sequence, 300);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_server_killed_and_restarted_mid_sweep_the_sweep_finishes() {
+    bounded(async {
+        let (_d, mut srv) = server(&[]);
+        let url = srv.url();
+        let cfg = config(&url, "srv", synthetic(300, 1, (0, 5)), 3_000);
+        let all = ids(&cfg);
+        let (stop, hs) = workers(&url, "srv", 3, 5);
+        let coord = tokio::spawn(promptgrid_runtime::run(cfg));
+        until(Duration::from_secs(60), "25% done", || async {
+            SweepStreams::open(NatsConfig::new(&url).connect().await.unwrap(), "srv")
+                .await
+                .is_ok()
+                && count_done(&url, "srv").await >= 75
+        })
+        .await;
+        tokio::task::block_in_place(|| srv.kill());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::task::block_in_place(|| srv.restart()).unwrap();
+        let out = coord.await.unwrap().unwrap();
+        assert!(out.complete(), "{out:?}");
+        assert_exactly_once(&url, "srv", &all).await;
+        stop.send(true).unwrap();
+        for h in hs {
+            let _ = h.await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_commit_from_an_expired_lease_does_not_overwrite_the_newer_attempt() {
+    bounded(async {
+        let (_d, srv) = server(&[]);
+        let url = srv.url();
+        let cfg = config(&url, "late", synthetic(1, 0, (2_500, 2_500)), 1_000);
+        let all = ids(&cfg);
+        let coord = tokio::spawn(promptgrid_runtime::run(cfg));
+        // A stalled worker: no progress acks, so its lease runs out while it still works.
+        let (stop, rx) = watch::channel(false);
+        let mut wa = WorkerConfig::new(NatsConfig::new(&url), Some("late".into()));
+        wa.name = "stalled".into();
+        wa.heartbeats = false;
+        wa.shutdown = Some(rx.clone());
+        let a = tokio::spawn(jobloop::run(
+            wa,
+            Synthetic {
+                step: Duration::from_millis(100),
+            },
+        ));
+        until(
+            Duration::from_secs(30),
+            "the stalled worker to start",
+            || async {
+                matches!(
+                    states(&url, "late").await.get(&all[0]),
+                    Some(JobState::Running { .. })
+                )
+            },
+        )
+        .await;
+        let mut wb = WorkerConfig::new(NatsConfig::new(&url), Some("late".into()));
+        wb.name = "fresh".into();
+        wb.shutdown = Some(rx);
+        let b = tokio::spawn(jobloop::run(
+            wb,
+            Synthetic {
+                step: Duration::from_millis(100),
+            },
+        ));
+        let out = coord.await.unwrap().unwrap();
+        assert!(out.complete());
+        // Let the stalled worker finish its (late) attempt and try to commit.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stop.send(true).unwrap();
+        let sa = a.await.unwrap().unwrap();
+        b.await.unwrap().unwrap();
+        assert_eq!(sa.done, 0, "the stalled worker's commit must fail");
+        let st = states(&url, "late").await;
+        let Some(JobState::Done {
+            worker, attempt, ..
+        }) = st.get(&all[0])
+        else {
+            panic!("{st:?}")
+        };
+        assert_eq!((worker.as_str(), *attempt), ("fresh", 2));
+        assert_exactly_once(&url, "late", &all).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_message_fails_its_job_with_a_clear_error_and_the_worker_goes_on() {
+    bounded(async {
+        let (_d, srv) = server(&[]);
+        let url = srv.url();
+        let mut cfg = config(&url, "bad", synthetic(5, 0, (0, 0)), 5_000);
+        cfg.error_retries = 0;
+        let graph = cfg.graph.clone();
+        let victim = graph.jobs()[0].clone();
+        // Garbage on the victim's subject, queued before the coordinator publishes anything.
+        let client = NatsConfig::new(&url).connect().await.unwrap();
+        let streams = SweepStreams::setup(client, "bad", &StreamOptions::default())
+            .await
+            .unwrap();
+        streams
+            .model_consumer("none", Duration::from_secs(5))
+            .await
+            .unwrap();
+        let subject = streams.names.job_subject(None, victim.kind(), &victim.id);
+        let ack = streams
+            .js
+            .publish_with_headers(subject, HeaderMap::new(), "{not json".into())
+            .await
+            .unwrap();
+        ack.await.unwrap();
+        // And a message on a subject with no job id at all.
+        let ack = streams
+            .js
+            .publish("pg.bad.jobs.none.synthetic.zz-not-an-id", "x".into())
+            .await
+            .unwrap();
+        ack.await.unwrap();
+        let (stop, hs) = workers(&url, "bad", 1, 10);
+        let out = promptgrid_runtime::run(cfg).await.unwrap();
+        assert_eq!((out.done, out.dead), (4, 1), "{out:?}");
+        let report = promptgrid_runtime::status(&NatsConfig::new(&url), "bad", &graph)
+            .await
+            .unwrap();
+        assert_eq!((report.count("done"), report.count("dead")), (4, 1));
+        let (key, reason) = &report.last_errors[0];
+        assert_eq!(key, &victim.key);
+        assert!(reason.contains("malformed job message"), "{reason}");
+        // retry --failed re-queues it; its real message is then published and runs.
+        assert_eq!(
+            promptgrid_runtime::retry_failed(&NatsConfig::new(&url), "bad", &graph)
+                .await
+                .unwrap(),
+            1
+        );
+        let mut cfg = config(&url, "bad", synthetic(5, 0, (0, 0)), 5_000);
+        cfg.error_retries = 0;
+        let out = promptgrid_runtime::run(cfg).await.unwrap();
+        assert!(out.complete(), "{out:?}");
+        stop.send(true).unwrap();
+        for h in hs {
+            h.await.unwrap().unwrap();
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_jobs_use_their_error_budget_then_are_dead() {
+    bounded(async {
+        let (_d, srv) = server(&[]);
+        let url = srv.url();
+        let mut spec = synthetic(20, 0, (0, 0));
+        spec.fail_probability = 0.3;
+        let mut cfg = config(&url, "fail", spec, 5_000);
+        cfg.error_retries = 2;
+        let graph = cfg.graph.clone();
+        let failing = graph
+            .jobs()
+            .iter()
+            .filter(|j| {
+                matches!(
+                    j.spec,
+                    promptgrid_common::JobSpec::Synthetic { fail: true, .. }
+                )
+            })
+            .count();
+        assert!(failing > 0);
+        let (stop, hs) = workers(&url, "fail", 2, 10);
+        let out = promptgrid_runtime::run(cfg).await.unwrap();
+        assert_eq!((out.done, out.dead), (20 - failing, failing), "{out:?}");
+        let st = states(&url, "fail").await;
+        for s in st.values() {
+            if let JobState::Dead {
+                attempt,
+                retries,
+                reason,
+                ..
+            } = s
+            {
+                assert_eq!((*attempt, *retries), (3, 2), "{reason}");
+                assert!(reason.contains("fails by design"));
+            }
+        }
+        stop.send(true).unwrap();
+        for h in hs {
+            h.await.unwrap().unwrap();
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticated_server_needs_and_accepts_credentials() {
+    bounded(async {
+        let (_d, srv) = server(&["--user", "pg", "--pass", "s3cret"]);
+        let url = srv.url();
+        let err = NatsConfig::new(&url)
+            .connect()
+            .await
+            .expect_err("anonymous connect must fail");
+        assert!(
+            matches!(err, promptgrid_runtime::Error::Connect { .. }),
+            "{err}"
+        );
+        let nats = NatsConfig {
+            user: Some("pg".into()),
+            password: Some("s3cret".into()),
+            ..NatsConfig::new(&url)
+        };
+        let mut cfg = config(&url, "auth", synthetic(10, 0, (0, 0)), 5_000);
+        cfg.nats = nats.clone();
+        let (tx, rx) = watch::channel(false);
+        let mut wc = WorkerConfig::new(nats, Some("auth".into()));
+        wc.shutdown = Some(rx);
+        let w = tokio::spawn(jobloop::run(wc, Synthetic::default()));
+        let out = promptgrid_runtime::run(cfg).await.unwrap();
+        assert!(out.complete());
+        tx.send(true).unwrap();
+        assert_eq!(w.await.unwrap().unwrap().done, 10);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_mode_runs_resumes_and_rebuilds_a_lost_store() {
+    bounded(async {
+        let results = tempfile::tempdir().unwrap();
+        let graph = synthetic_graph("emb", synthetic(50, 1, (0, 0)));
+        let cfg = || {
+            let mut c = CoordinatorConfig::new(NatsConfig::default(), "emb", graph.clone());
+            c.progress = false;
+            c
+        };
+        let run =
+            |c| promptgrid_runtime::embedded::run(c, results.path(), 2, |_| Synthetic::default());
+        let out = run(cfg()).await.unwrap();
+        assert!(out.complete() && out.published == 50, "{out:?}");
+        let done =
+            std::fs::read_to_string(results.path().join("emb/done-jobs.txt")).unwrap_or_default();
+        assert_eq!(
+            done.lines().count(),
+            50,
+            "the sink records every finished job"
+        );
+        let out = run(cfg()).await.unwrap();
+        assert!(out.complete() && out.published == 0, "{out:?}");
+        // The store is gone: the done set comes back from the results folder.
+        std::fs::remove_dir_all(results.path().join("emb/.nats")).unwrap();
+        let out = run(cfg()).await.unwrap();
+        assert!(out.complete(), "{out:?}");
+        assert!(
+            out.published < 50,
+            "{out:?} republished jobs the results already hold"
+        );
+    })
+    .await;
+}
+
+/// 2,000 short jobs (0-20 ms), 8 worker processes killed at random and restarted, the
+/// coordinator killed once: every job is done exactly once and no event is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_run_every_job_done_exactly_once() {
+    use rand::Rng;
+    bounded(async {
+        let (_d, srv) = server(&[]);
+        let url = srv.url();
+        let args = [
+            "--count",
+            "2000",
+            "--fan-in",
+            "2",
+            "--duration-ms",
+            "0",
+            "20",
+            "--lease-ms",
+            "1000",
+        ];
+        let all = ids(&config(
+            &url,
+            "chaos",
+            {
+                let mut s = synthetic(2000, 2, (0, 20));
+                s.seed = 0;
+                s
+            },
+            2_000,
+        ));
+        let mut coord = coordinator_proc(&url, "chaos", &args);
+        let mut ws: Vec<Proc> = (0..8)
+            .map(|i| worker_proc(&url, "chaos", &format!("w{i}"), 10))
+            .collect();
+        let mut coordinator_killed = false;
+        let mut kills = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(100);
+        loop {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            if let Ok(Some(_)) = coord.0.try_wait() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "chaos run did not finish"
+            );
+            let i = rand::rng().random_range(0..ws.len());
+            ws[i].kill();
+            ws[i] = worker_proc(&url, "chaos", &format!("w{i}-{kills}"), 10);
+            kills += 1;
+            if !coordinator_killed && count_done(&url, "chaos").await >= 600 {
+                coord.kill();
+                coord = coordinator_proc(&url, "chaos", &args);
+                coordinator_killed = true;
+            }
+        }
+        let (code, out) = coord.wait_output(Duration::from_secs(5)).unwrap();
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            coordinator_killed,
+            "the coordinator was never killed (sweep too fast?)"
+        );
+        assert_exactly_once(&url, "chaos", &all).await;
+        eprintln!("chaos: {kills} worker kills");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_the_job_back_and_the_next_worker_resumes_it() {
+    bounded(async {
+        let (_d, srv) = server(&[]);
+        let url = srv.url();
+        let cfg = config(&url, "term", synthetic(1, 0, (3_000, 3_000)), 30_000);
+        let all = ids(&cfg);
+        let coord = tokio::spawn(promptgrid_runtime::run(cfg));
+        let mut a = worker_proc(&url, "term", "a", 100);
+        until(Duration::from_secs(30), "the job to run for a while", || async {
+            matches!(states(&url, "term").await.get(&all[0]),
+                Some(JobState::Running { started_ms, .. }) if promptgrid_common::wire::now_ms() > started_ms + 800)
+        })
+        .await;
+        let pid = a.0.id().to_string();
+        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = tokio::task::block_in_place(|| a.0.wait()).unwrap();
+        assert!(status.success(), "the worker exits cleanly on SIGTERM");
+        // Handed back, not lost: the lease (30 s) need not run out for the next worker.
+        let st = states(&url, "term").await;
+        assert!(
+            matches!(st.get(&all[0]), Some(JobState::Pending { requeued: true, lost: 0, .. })),
+            "{st:?}"
+        );
+        let _b = worker_proc(&url, "term", "b", 100);
+        let out = coord.await.unwrap().unwrap();
+        assert!(out.complete());
+        let st = states(&url, "term").await;
+        let Some(JobState::Done { worker, output, .. }) = st.get(&all[0]) else { panic!() };
+        assert_eq!(worker, "b");
+        let start = output.metrics.iter().find(|m| m.name == "start_step").unwrap().value;
+        assert!(start >= 5.0, "resumed from step {start}");
+        assert_exactly_once(&url, "term", &all).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_killed_mid_stream_and_restarted_writes_every_row_exactly_once() {
+    use promptgrid_results::schema::{JobRow, MetricRow};
+    use promptgrid_results::store::read_table;
+    bounded(async {
+        let (_d, srv) = server(&[]);
+        let url = srv.url();
+        let results = tempfile::tempdir().unwrap();
+        let dir = results.path().join("snk");
+        let results_arg = results.path().to_str().unwrap();
+        let count = 400;
+        let args = [
+            "--count",
+            "400",
+            "--fan-in",
+            "1",
+            "--duration-ms",
+            "0",
+            "10",
+            "--lease-ms",
+            "3000",
+            "--results",
+            results_arg,
+        ];
+        let committed = || {
+            read_table::<JobRow>(&dir)
+                .map(|rows| rows.iter().filter(|r| r.status == "done").count())
+                .unwrap_or(0)
+        };
+        let mut c1 = coordinator_proc(&url, "snk", &args);
+        let _w1 = worker_proc(&url, "snk", "w1", 10);
+        let _w2 = worker_proc(&url, "snk", "w2", 10);
+        // Kill the sink's process while events are in flight: some committed, most not.
+        until(Duration::from_secs(60), "rows committed", || async {
+            committed() >= 60
+        })
+        .await;
+        c1.kill();
+        let before = committed();
+        assert!(before < count, "the sweep finished before the kill");
+        let c2 = coordinator_proc(&url, "snk", &args);
+        let (code, out) = c2
+            .wait_output(Duration::from_secs(90))
+            .expect("coordinator finishes");
+        assert_eq!(code, 0, "{out}");
+
+        // Every job has exactly one `done` row, every metric exactly one row.
+        let jobs: Vec<JobRow> = read_table(&dir).unwrap();
+        let done: Vec<&JobRow> = jobs.iter().filter(|r| r.status == "done").collect();
+        let ids: std::collections::HashSet<&str> = done.iter().map(|r| r.job_id.as_str()).collect();
+        assert_eq!((done.len(), ids.len()), (count, count));
+        let metrics: Vec<MetricRow> = read_table(&dir).unwrap();
+        let keys: std::collections::HashSet<(&str, i64, &str)> = metrics
+            .iter()
+            .map(|m| (m.job_id.as_str(), m.attempt, m.name.as_str()))
+            .collect();
+        assert_eq!(keys.len(), metrics.len(), "duplicate metric rows");
+        // A synthetic job reports start_step, steps and attempt once per finished attempt.
+        assert_eq!(metrics.len(), 3 * count, "missing or extra metric rows");
+        // Nothing but committed parts in the table folders.
+        for table in ["jobs", "metrics"] {
+            for entry in std::fs::read_dir(dir.join(table)).unwrap() {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                assert!(name.ends_with(".parquet"), "{table}/{name}");
+            }
+        }
+    })
+    .await;
+}
