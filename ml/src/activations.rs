@@ -146,17 +146,6 @@ pub fn mask_of(activations: &[Tensor], model: &str, task: &str) -> MlResult<Mask
              written; check the prompt and the model's weights"
         )));
     }
-    // NaN is never `> 0`: a NaN activation would pass as an inactive neuron in a
-    // plausible-looking mask.
-    if let Some(layer) = activations
-        .iter()
-        .position(|a| a.isnan().any().int64_value(&[]) != 0)
-    {
-        return Err(MlError::Invalid(format!(
-            "model {model}, task {task}: layer {layer}'s activations hold NaN, so no mask is \
-             written; check the prompt and the model's weights"
-        )));
-    }
     let layers = activations
         .iter()
         .map(|a| Vec::<bool>::try_from(&a.gt(0.0).flatten(0, -1)).map_err(MlError::Torch))

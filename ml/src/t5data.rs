@@ -35,7 +35,7 @@ use super::metrics;
 use super::t5::{self, GenerateOptions, T5Model};
 use super::template::{TemplateTokenizer, fit};
 use super::textmetrics;
-use super::tokenizer::tokenizer_error;
+use super::tokenizer::{pieces, tokenizer_error};
 use super::train::PromptModel;
 
 /// Target tokens of a question-answering task: answers are short
@@ -158,16 +158,7 @@ impl TemplateTokenizer for T5Tokenizer {
         self.ids(text)
     }
     fn field_pieces(&self, text: &str) -> MlResult<Vec<(String, usize)>> {
-        let enc = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| tokenizer_error(&self.path, e))?;
-        Ok(enc
-            .get_tokens()
-            .iter()
-            .cloned()
-            .zip(enc.get_offsets().iter().map(|o| o.0))
-            .collect())
+        pieces(&self.inner, &self.path, text)
     }
     // T5 reads its answer from the decoder: a `{mask}` has nothing to stand for.
     fn mask_text(&self) -> &str {

@@ -59,6 +59,24 @@ pub(crate) fn tokenizer_error(path: &Path, e: impl std::fmt::Display) -> MlError
     }
 }
 
+/// Tokens of `text` without special tokens, with the byte offset where each starts; `path`
+/// names the tokenizer in errors.
+pub(crate) fn pieces(
+    tokenizer: &Tokenizer,
+    path: &Path,
+    text: &str,
+) -> MlResult<Vec<(String, usize)>> {
+    let enc = tokenizer
+        .encode(text, false)
+        .map_err(|e| tokenizer_error(path, e))?;
+    Ok(enc
+        .get_tokens()
+        .iter()
+        .cloned()
+        .zip(enc.get_offsets().iter().map(|o| o.0))
+        .collect())
+}
+
 impl EncoderTokenizer {
     pub fn load(path: &Path, family: Family, pad_token_id: Option<i64>) -> MlResult<Self> {
         let inner = load_tokenizer(path)?;
@@ -142,16 +160,7 @@ impl EncoderTokenizer {
 
     /// Tokens of `text` without special tokens, with the byte offset where each starts.
     pub(crate) fn pieces(&self, text: &str) -> MlResult<Vec<(String, usize)>> {
-        let enc = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| tokenizer_error(&self.path, e))?;
-        Ok(enc
-            .get_tokens()
-            .iter()
-            .cloned()
-            .zip(enc.get_offsets().iter().map(|o| o.0))
-            .collect())
+        pieces(&self.inner, &self.path, text)
     }
 
     /// The one token of each label word. In the prefix layout byte-level BPE (RoBERTa) reads a

@@ -1,4 +1,5 @@
-//! promptgrid-runtime: the distributed runtime over NATS JetStream (DESIGN.md §2).
+//! promptgrid-runtime: the distributed runtime over NATS JetStream (DESIGN.md §2): both sides
+//! of it, the coordinator ([`scheduler`]) and the job loop workers run ([`jobloop`]).
 //!
 //! Layout:
 //! * [`connect`]: NATS connection options (user/password, token, credentials, TLS);
@@ -9,8 +10,9 @@
 //! * [`status`]: `status` and `retry --failed`;
 //! * [`events`]: event publishing, the [`Sink`] and [`DoneSource`] hooks;
 //! * [`parquet`]: the results crate's Parquet writer as a [`Sink`] and [`DoneSource`];
-//! * [`jobloop`]: the worker's job loop and the [`jobloop::Executor`] trait (no tch here, so
-//!   the runtime and its tests build without libtorch; `promptgrid-worker` re-exports it);
+//! * [`jobloop`]: the loop every worker runs (pull, lease, checkpoint, commit) and the
+//!   [`jobloop::Executor`] trait that `promptgrid-worker` implements on the ML core (no tch
+//!   here, so the runtime and its crash tests build without libtorch);
 //! * [`embedded`]: a private nats-server plus coordinator and workers in one command;
 //! * [`server`]: starting and stopping a `nats-server` child process;
 //! * [`telemetry`]: spans across processes (trace context in NATS headers), JSON logs, OTLP.

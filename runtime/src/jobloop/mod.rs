@@ -337,32 +337,16 @@ async fn handle<E: Executor>(
                         reason: format!("lost its worker {} times (last: {worker})", lost + 1),
                         retryable: false,
                     };
-                    let failed = JobState::Failed {
+                    let failed = FailedAttempt {
+                        id: &id,
+                        key: &job.key,
                         attempt,
                         retries,
                         lost: lost + 1,
-                        worker: config.name.clone(),
-                        failure: failure.clone(),
-                        at_ms: now_ms(),
+                        worker: &config.name,
+                        failure,
                     };
-                    if persist("write state", || {
-                        state::cas(&streams.state, &id, &failed, revision)
-                    })
-                    .await?
-                    .is_some()
-                    {
-                        publish(
-                            streams,
-                            &Event::Failed {
-                                job: id.clone(),
-                                key: job.key.clone(),
-                                attempt,
-                                worker: config.name.clone(),
-                                at_ms: now_ms(),
-                                failure,
-                            },
-                        )
-                        .await?;
+                    if commit_failure(streams, failed, revision).await? {
                         msg.ack().await.map_err(Error::nats)?;
                         return Ok(Handled::Failed);
                     }
@@ -541,36 +525,21 @@ async fn finish(
                 reason: e.to_string(),
                 retryable: matches!(e, JobError::Retryable(_)),
             };
-            let failed = JobState::Failed {
+            let (reason, retryable) = (failure.reason.clone(), failure.retryable);
+            let failed = FailedAttempt {
+                id,
+                key: &job.key,
                 attempt,
                 retries,
                 lost,
-                worker: worker.clone(),
-                failure: failure.clone(),
-                at_ms: now_ms(),
+                worker: &worker,
+                failure,
             };
-            if persist("commit", || {
-                state::cas(&streams.state, id, &failed, revision)
-            })
-            .await?
-            .is_none()
-            {
+            if !commit_failure(streams, failed, revision).await? {
                 tracing::warn!("lease lost: a newer attempt owns this job; failure discarded");
                 return Ok(Handled::Dropped);
             }
-            tracing::warn!(target: JOB_LOG, reason = %failure.reason, retryable = failure.retryable, "job failed");
-            publish(
-                streams,
-                &Event::Failed {
-                    job: id.clone(),
-                    key: job.key.clone(),
-                    attempt,
-                    worker,
-                    at_ms: now_ms(),
-                    failure,
-                },
-            )
-            .await?;
+            tracing::warn!(target: JOB_LOG, reason = %reason, retryable, "job failed");
             msg.ack().await.map_err(Error::nats)?;
             Ok(Handled::Failed)
         }
@@ -660,29 +629,63 @@ async fn fail_unrunnable(
             reason: reason.to_string(),
             retryable: false,
         };
-        let failed = JobState::Failed {
+        let failed = FailedAttempt {
+            id,
+            key: &id.0,
             attempt: attempt + 1,
             retries,
             lost,
-            worker: config.name.clone(),
-            failure: failure.clone(),
-            at_ms: now_ms(),
+            worker: &config.name,
+            failure,
         };
-        if persist("write state", || {
-            state::cas(&streams.state, id, &failed, rev)
-        })
-        .await?
-        .is_some()
-        {
-            let ev = Event::Failed {
-                job: id.clone(),
-                key: id.0.clone(),
-                attempt: attempt + 1,
-                worker: config.name.clone(),
-                at_ms: now_ms(),
-                failure,
-            };
-            return publish(streams, &ev).await;
+        if commit_failure(streams, failed, rev).await? {
+            return Ok(());
         }
     }
+}
+
+/// One attempt's failure, as both the job's state and its `Failed` event record it.
+struct FailedAttempt<'a> {
+    id: &'a JobId,
+    key: &'a str,
+    attempt: u32,
+    retries: u32,
+    lost: u32,
+    worker: &'a str,
+    failure: Failure,
+}
+
+/// Writes the failed state if the job's state is still at `revision`, then publishes the
+/// `Failed` event. False, with nothing published, when another writer changed the state first.
+async fn commit_failure(
+    streams: &SweepStreams,
+    f: FailedAttempt<'_>,
+    revision: u64,
+) -> Result<bool> {
+    let failed = JobState::Failed {
+        attempt: f.attempt,
+        retries: f.retries,
+        lost: f.lost,
+        worker: f.worker.to_string(),
+        failure: f.failure.clone(),
+        at_ms: now_ms(),
+    };
+    if persist("commit failure", || {
+        state::cas(&streams.state, f.id, &failed, revision)
+    })
+    .await?
+    .is_none()
+    {
+        return Ok(false);
+    }
+    let event = Event::Failed {
+        job: f.id.clone(),
+        key: f.key.to_string(),
+        attempt: f.attempt,
+        worker: f.worker.to_string(),
+        at_ms: now_ms(),
+        failure: f.failure,
+    };
+    publish(streams, &event).await?;
+    Ok(true)
 }
