@@ -574,6 +574,26 @@ fn table_message(err: ResultsError) -> String {
 }
 
 #[test]
+fn a_missing_column_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = evals_with("split", None);
+    let err = read_back_as_evals(&dir.path().join("x.parquet"), &batch).unwrap_err();
+    assert_eq!(table_message(err), "evals: column `split` is missing");
+}
+
+#[test]
+fn a_column_of_the_wrong_type_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let n_as_text: ArrayRef = Arc::new(StringArray::from(vec!["872", "9815"]));
+    let batch = evals_with("n", Some((Field::new("n", UTF8, false), n_as_text)));
+    let err = read_back_as_evals(&dir.path().join("x.parquet"), &batch).unwrap_err();
+    assert_eq!(
+        table_message(err),
+        "evals: column `n` is Utf8, expected Int64"
+    );
+}
+
+#[test]
 fn a_null_in_a_non_null_column_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let split: ArrayRef = Arc::new(StringArray::from(vec![Some("test"), None]));
