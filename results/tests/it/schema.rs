@@ -7,7 +7,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, Int32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -15,6 +15,7 @@ use promptgrid_results::schema::{
     CorrelationRow, CrossModelRow, EvalRow, IndicatorRow, JobRow, MetricRow, Table, TptRow,
     TransferRelativeRow, row_key,
 };
+use promptgrid_results::store::{read_table, table_parts};
 use promptgrid_results::{ResultsError, TableWriter};
 
 /// Commits `rows` through the crate's writer, then reads the part back with a plain
@@ -614,4 +615,46 @@ fn columns_are_read_by_name_not_position() {
     let dir = tempfile::tempdir().unwrap();
     let rows = read_back_as_evals(&dir.path().join("x.parquet"), &reversed).unwrap();
     assert_eq!(rows, evals());
+}
+
+/// The crate's reader refuses a part whose schema is not the table's, naming the file and the
+/// first column that differs (it used to print the whole foreign schema instead).
+#[test]
+fn a_foreign_part_is_refused_with_the_column_named() {
+    let dir = tempfile::tempdir().unwrap();
+    TableWriter::<EvalRow>::open(dir.path(), "sink")
+        .unwrap()
+        .append(&evals())
+        .unwrap();
+    let part = table_parts(dir.path(), EvalRow::NAME).unwrap().remove(0);
+    let n_as_i32: ArrayRef = Arc::new(Int32Array::from(vec![872, 9815]));
+    let cases = [
+        (evals_with("split", None), "column `split` is missing"),
+        (
+            evals_with(
+                "n",
+                Some((Field::new("n", DataType::Int32, false), n_as_i32)),
+            ),
+            "column 9 is `n` (Int32), expected `n` (Int64)",
+        ),
+    ];
+    for (batch, difference) in cases {
+        let file = File::create(&part).unwrap();
+        let mut w = ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let err = read_table::<EvalRow>(dir.path()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, ResultsError::Table { table: "evals", .. }),
+            "{msg}"
+        );
+        assert_eq!(
+            msg,
+            format!(
+                "table evals at {}: schema differs from the `evals` table's: {difference}",
+                part.display()
+            )
+        );
+    }
 }
