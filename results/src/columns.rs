@@ -1,5 +1,7 @@
-//! Typed access to Arrow columns by name, so each table's row conversion reads as a list of
-//! fields and a foreign schema fails with the column named.
+//! Typed access to Arrow columns by name: the [`Kind`] of a column (its Arrow type and array) and
+//! the [`Cell`] a field's Rust type makes of it (a value, or an `Option` for a nullable column),
+//! so the table declarations in [`crate::schema`] name each column once, and a foreign file fails
+//! with the table and the column named instead of a panic.
 
 use std::sync::Arc;
 
@@ -7,146 +9,181 @@ use arrow::array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
     TimestampMillisecondArray,
 };
+use arrow::datatypes::{DataType, Field, TimeUnit};
 
 use crate::error::{Result, ResultsError};
 
-pub(crate) fn column<'a, T: 'static>(
-    batch: &'a RecordBatch,
-    table: &'static str,
-    name: &str,
-) -> Result<&'a T> {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| ResultsError::Table {
-            table,
-            path: Default::default(),
-            message: format!("column `{name}` is missing or has the wrong type"),
-        })
-}
-
-fn null_err(table: &'static str, name: &str, row: usize) -> ResultsError {
+fn table_err(table: &'static str, message: String) -> ResultsError {
     ResultsError::Table {
         table,
+        // The caller that knows the file fills it in (`store::for_each_batch`).
         path: Default::default(),
-        message: format!("column `{name}` is null at row {row}"),
+        message,
     }
 }
 
-pub(crate) fn strings(b: &RecordBatch, table: &'static str, name: &str) -> Result<Vec<String>> {
-    let c = column::<StringArray>(b, table, name)?;
+fn lookup<'a>(batch: &'a RecordBatch, table: &'static str, name: &str) -> Result<&'a ArrayRef> {
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| table_err(table, format!("column `{name}` is missing")))
+}
+
+/// Column `name` of `batch` as the array type `A`.
+pub(crate) fn column<'a, A: Array + 'static>(
+    batch: &'a RecordBatch,
+    table: &'static str,
+    name: &str,
+) -> Result<&'a A> {
+    let c = lookup(batch, table, name)?;
+    c.as_any().downcast_ref::<A>().ok_or_else(|| {
+        let got = c.data_type();
+        table_err(table, format!("column `{name}` has the wrong type {got}"))
+    })
+}
+
+/// An Arrow column type and the Rust value one of its cells holds.
+pub(crate) trait Kind {
+    type Value: 'static;
+    type Array: Array + 'static;
+    fn data_type() -> DataType;
+    fn array<'a>(cells: impl Iterator<Item = Option<&'a Self::Value>>) -> ArrayRef;
+    /// The value at `i`, which the caller has checked is not null.
+    fn value(array: &Self::Array, i: usize) -> Self::Value;
+}
+
+/// The column kinds the tables use; a field names one in its declaration.
+pub(crate) mod kind {
+    pub(crate) struct Utf8;
+    pub(crate) struct Int64;
+    pub(crate) struct Float64;
+    pub(crate) struct Boolean;
+    /// Milliseconds since the Unix epoch, stored as a UTC timestamp so tools show dates.
+    pub(crate) struct TimestampMsUtc;
+}
+
+impl Kind for kind::Utf8 {
+    type Value = String;
+    type Array = StringArray;
+    fn data_type() -> DataType {
+        DataType::Utf8
+    }
+    fn array<'a>(cells: impl Iterator<Item = Option<&'a String>>) -> ArrayRef {
+        Arc::new(
+            cells
+                .map(|c| c.map(String::as_str))
+                .collect::<StringArray>(),
+        )
+    }
+    fn value(array: &StringArray, i: usize) -> String {
+        array.value(i).to_string()
+    }
+}
+
+/// Kinds whose value is a `Copy` primitive read and written as is.
+macro_rules! primitive_kind {
+    ($kind:ident, $value:ty, $array:ty, $data_type:expr) => {
+        impl Kind for kind::$kind {
+            type Value = $value;
+            type Array = $array;
+            fn data_type() -> DataType {
+                $data_type
+            }
+            fn array<'a>(cells: impl Iterator<Item = Option<&'a $value>>) -> ArrayRef {
+                Arc::new(cells.map(|c| c.copied()).collect::<$array>())
+            }
+            fn value(array: &$array, i: usize) -> $value {
+                array.value(i)
+            }
+        }
+    };
+}
+primitive_kind!(Int64, i64, Int64Array, DataType::Int64);
+primitive_kind!(Float64, f64, Float64Array, DataType::Float64);
+primitive_kind!(Boolean, bool, BooleanArray, DataType::Boolean);
+
+impl Kind for kind::TimestampMsUtc {
+    type Value = i64;
+    type Array = TimestampMillisecondArray;
+    fn data_type() -> DataType {
+        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+    }
+    fn array<'a>(cells: impl Iterator<Item = Option<&'a i64>>) -> ArrayRef {
+        let a = cells
+            .map(|c| c.copied())
+            .collect::<TimestampMillisecondArray>();
+        Arc::new(a.with_timezone("UTC"))
+    }
+    fn value(array: &TimestampMillisecondArray, i: usize) -> i64 {
+        array.value(i)
+    }
+}
+
+/// A field's Rust type in a column of kind `K`: the value itself (a non-null column) or an
+/// `Option` of it (a nullable one).
+pub(crate) trait Cell<K: Kind>: Sized {
+    const NULLABLE: bool;
+    fn get(&self) -> Option<&K::Value>;
+    /// `None` for a null in a non-null column.
+    fn from_value(v: Option<K::Value>) -> Option<Self>;
+}
+
+impl<K: Kind> Cell<K> for Option<K::Value> {
+    const NULLABLE: bool = true;
+    fn get(&self) -> Option<&K::Value> {
+        self.as_ref()
+    }
+    fn from_value(v: Option<K::Value>) -> Option<Self> {
+        Some(v)
+    }
+}
+
+/// Plain values are non-null cells of every kind that holds them (`i64` of `Int64` and of
+/// `TimestampMsUtc`); one impl per type, since a blanket one would overlap `Option`'s.
+macro_rules! non_null_cell {
+    ($($value:ty),+) => {$(
+        impl<K: Kind<Value = $value>> Cell<K> for $value {
+            const NULLABLE: bool = false;
+            fn get(&self) -> Option<&$value> {
+                Some(self)
+            }
+            fn from_value(v: Option<$value>) -> Option<Self> {
+                v
+            }
+        }
+    )+};
+}
+non_null_cell!(String, i64, f64, bool);
+
+/// The schema field of a column of kind `K` holding `T`.
+pub(crate) fn field<K: Kind, T: Cell<K>>(name: &str) -> Field {
+    Field::new(name, K::data_type(), T::NULLABLE)
+}
+
+/// One field of every row, as a column of kind `K`.
+pub(crate) fn write<'a, K: Kind, T: Cell<K> + 'a>(cells: impl Iterator<Item = &'a T>) -> ArrayRef {
+    K::array(cells.map(T::get))
+}
+
+/// Column `name` of `batch` as one `T` per row: it must exist, be exactly of kind `K`, and hold no
+/// null unless `T` is an `Option`.
+pub(crate) fn read<K: Kind, T: Cell<K>>(
+    batch: &RecordBatch,
+    table: &'static str,
+    name: &str,
+) -> Result<Vec<T>> {
+    let (got, want) = (lookup(batch, table, name)?.data_type(), K::data_type());
+    if *got != want {
+        return Err(table_err(
+            table,
+            format!("column `{name}` is {got}, expected {want}"),
+        ));
+    }
+    let c = column::<K::Array>(batch, table, name)?;
     (0..c.len())
         .map(|i| {
-            if c.is_null(i) {
-                Err(null_err(table, name, i))
-            } else {
-                Ok(c.value(i).to_string())
-            }
+            let v = c.is_valid(i).then(|| K::value(c, i));
+            T::from_value(v)
+                .ok_or_else(|| table_err(table, format!("column `{name}` is null at row {i}")))
         })
         .collect()
-}
-
-pub(crate) fn opt_strings(
-    b: &RecordBatch,
-    table: &'static str,
-    name: &str,
-) -> Result<Vec<Option<String>>> {
-    let c = column::<StringArray>(b, table, name)?;
-    Ok(c.iter().map(|v| v.map(str::to_string)).collect())
-}
-
-pub(crate) fn ints(b: &RecordBatch, table: &'static str, name: &str) -> Result<Vec<i64>> {
-    let c = column::<Int64Array>(b, table, name)?;
-    (0..c.len())
-        .map(|i| {
-            if c.is_null(i) {
-                Err(null_err(table, name, i))
-            } else {
-                Ok(c.value(i))
-            }
-        })
-        .collect()
-}
-
-pub(crate) fn opt_ints(
-    b: &RecordBatch,
-    table: &'static str,
-    name: &str,
-) -> Result<Vec<Option<i64>>> {
-    Ok(column::<Int64Array>(b, table, name)?.iter().collect())
-}
-
-pub(crate) fn floats(b: &RecordBatch, table: &'static str, name: &str) -> Result<Vec<f64>> {
-    let c = column::<Float64Array>(b, table, name)?;
-    (0..c.len())
-        .map(|i| {
-            if c.is_null(i) {
-                Err(null_err(table, name, i))
-            } else {
-                Ok(c.value(i))
-            }
-        })
-        .collect()
-}
-
-pub(crate) fn opt_floats(
-    b: &RecordBatch,
-    table: &'static str,
-    name: &str,
-) -> Result<Vec<Option<f64>>> {
-    Ok(column::<Float64Array>(b, table, name)?.iter().collect())
-}
-
-pub(crate) fn opt_bools(
-    b: &RecordBatch,
-    table: &'static str,
-    name: &str,
-) -> Result<Vec<Option<bool>>> {
-    Ok(column::<BooleanArray>(b, table, name)?.iter().collect())
-}
-
-pub(crate) fn opt_times(
-    b: &RecordBatch,
-    table: &'static str,
-    name: &str,
-) -> Result<Vec<Option<i64>>> {
-    Ok(column::<TimestampMillisecondArray>(b, table, name)?
-        .iter()
-        .collect())
-}
-
-pub(crate) fn str_col<'a>(v: impl IntoIterator<Item = &'a str>) -> ArrayRef {
-    Arc::new(StringArray::from_iter_values(v))
-}
-
-pub(crate) fn opt_str_col<'a>(v: impl IntoIterator<Item = Option<&'a str>>) -> ArrayRef {
-    Arc::new(v.into_iter().collect::<StringArray>())
-}
-
-pub(crate) fn int_col(v: impl IntoIterator<Item = i64>) -> ArrayRef {
-    Arc::new(Int64Array::from_iter_values(v))
-}
-
-pub(crate) fn opt_int_col(v: impl IntoIterator<Item = Option<i64>>) -> ArrayRef {
-    Arc::new(v.into_iter().collect::<Int64Array>())
-}
-
-pub(crate) fn float_col(v: impl IntoIterator<Item = f64>) -> ArrayRef {
-    Arc::new(Float64Array::from_iter_values(v))
-}
-
-pub(crate) fn opt_float_col(v: impl IntoIterator<Item = Option<f64>>) -> ArrayRef {
-    Arc::new(v.into_iter().collect::<Float64Array>())
-}
-
-pub(crate) fn opt_bool_col(v: impl IntoIterator<Item = Option<bool>>) -> ArrayRef {
-    Arc::new(v.into_iter().collect::<BooleanArray>())
-}
-
-pub(crate) fn opt_time_col(v: impl IntoIterator<Item = Option<i64>>) -> ArrayRef {
-    Arc::new(
-        v.into_iter()
-            .collect::<TimestampMillisecondArray>()
-            .with_timezone("UTC"),
-    )
 }

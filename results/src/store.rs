@@ -10,6 +10,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use arrow::datatypes::{FieldRef, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
@@ -93,19 +94,14 @@ pub fn for_each_batch<T: Table>(
 ) -> Result<()> {
     let file = File::open(path).map_err(io_at(path))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_at(path))?;
-    let expected = T::schema();
-    let got = builder.schema().clone();
-    let same = got.fields().len() == expected.fields().len()
-        && got
-            .fields()
-            .iter()
-            .zip(expected.fields())
-            .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
-    if !same {
+    if let Some(difference) = schema_difference(&T::schema(), builder.schema()) {
         return Err(ResultsError::Table {
             table: T::NAME,
             path: path.to_path_buf(),
-            message: format!("schema differs from the `{}` table's: {got}", T::NAME),
+            message: format!(
+                "schema differs from the `{}` table's: {difference}",
+                T::NAME
+            ),
         });
     }
     let reader = builder
@@ -125,6 +121,27 @@ pub fn for_each_batch<T: Table>(
         })?;
     }
     Ok(())
+}
+
+/// The first column (in order) where a part's schema differs from the table's in name or type,
+/// said in words; `None` when they match. Names the column, so a researcher can fix the file.
+fn schema_difference(want: &Schema, got: &Schema) -> Option<String> {
+    let (want, got) = (want.fields(), got.fields());
+    let at = (0..want.len().max(got.len())).find(|&i| match (want.get(i), got.get(i)) {
+        (Some(w), Some(g)) => w.name() != g.name() || w.data_type() != g.data_type(),
+        _ => true,
+    })?;
+    let describe = |f: &FieldRef| format!("`{}` ({})", f.name(), f.data_type());
+    Some(match (want.get(at), got.get(at)) {
+        (Some(w), Some(g)) if got.find(w.name()).is_some() => {
+            format!("column {at} is {}, expected {}", describe(g), describe(w))
+        }
+        (Some(w), _) => format!("column `{}` is missing", w.name()),
+        (None, _) => {
+            let extra: Vec<String> = got.iter().skip(at).map(describe).collect();
+            format!("extra columns {}", extra.join(", "))
+        }
+    })
 }
 
 /// A replacement in progress: `new_part` (staged as `staged`) replaces `replaces`.

@@ -4,6 +4,7 @@ mod indicators;
 mod python;
 mod reference;
 mod report;
+mod schema;
 mod splits;
 mod store;
 mod util;
