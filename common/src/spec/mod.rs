@@ -1,0 +1,27 @@
+//! The sweep file: which models, which tasks, which prompt settings and which studies.
+//!
+//! Parsing happens in two steps. Serde turns the TOML into [`raw`] structs that keep the byte
+//! span of every value a check can reject; [`Sweep::parse`] then validates against the catalog
+//! and resolves the per-model and per-task overrides, so that everything downstream works with
+//! plain, checked values.
+//!
+//! Layout:
+//! * [`types`]: the validated sweep and its parts, re-exported here;
+//! * [`load`]: reading a sweep file, with `--set` overrides;
+//! * [`raw`]: the serde structs of the file;
+//! * [`resolve`]: header, models, tasks and settings from the raw form;
+//! * [`studies`]: the `[studies]` and `[synthetic]` tables;
+//! * [`validate`]: checks of single values, each naming the line at fault.
+
+mod load;
+mod raw;
+mod resolve;
+mod studies;
+mod types;
+mod validate;
+
+pub use types::{
+    Arch, CrossModelPair, CrossTaskStudy, DEFAULT_ADAM_EPS, Head, Indicator, IndicatorStudy, Init,
+    Layout, ModelSpec, Objective, ProjectorSettings, PromptSettings, Studies, Sweep, SyntheticSpec,
+    TaskSpec, TptPairs, TptStudy,
+};
