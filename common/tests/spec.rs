@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use promptgrid_common::catalog::Catalog;
 use promptgrid_common::graph::{JobGraph, JobKind};
 use promptgrid_common::plan::{Plan, Roots};
-use promptgrid_common::spec::Indicator;
+use promptgrid_common::spec::{Head, Indicator, Init, Layout};
 use promptgrid_common::{JobSpec, SpecError, Sweep};
 
 fn sweeps_dir() -> PathBuf {
@@ -759,4 +759,86 @@ fn a_bad_override_is_named_and_a_bad_file_keeps_its_line() {
     let sets = vec!["prompt.max_steps=2".parse().unwrap()];
     let e = Sweep::load_with(&file, &sets).unwrap_err();
     assert_eq!(e.location().map(|l| l.line), Some(2), "{e}");
+}
+
+#[test]
+fn head_and_layout_parse_the_words_a_sweep_file_uses() {
+    for head in [Head::Mlm, Head::Tied] {
+        let word = serde_json::to_value(head).unwrap();
+        assert_eq!(word.as_str().unwrap().parse::<Head>(), Ok(head));
+    }
+    for layout in [Layout::Prefix, Layout::Official] {
+        let word = serde_json::to_value(layout).unwrap();
+        assert_eq!(word.as_str().unwrap().parse::<Layout>(), Ok(layout));
+    }
+    assert_eq!("mlm".parse::<Head>(), Ok(Head::Mlm));
+    assert_eq!("official".parse::<Layout>(), Ok(Layout::Official));
+    assert_eq!(
+        "linear".parse::<Head>().unwrap_err().to_string(),
+        r#"head "linear": expected mlm or tied"#
+    );
+    assert_eq!(
+        "Prefix".parse::<Layout>().unwrap_err().to_string(),
+        r#"layout "Prefix": expected prefix or official"#
+    );
+}
+
+#[test]
+fn init_parses_the_sweep_form_into_any_kind_of_file_name() {
+    assert_eq!("random".parse::<Init>(), Ok(Init::Random));
+    assert_eq!("vocab".parse::<Init<PathBuf>>(), Ok(Init::Vocab));
+    assert_eq!(
+        "from:prompts/sst2.safetensors".parse::<Init>(),
+        Ok(Init::From("prompts/sst2.safetensors".to_string()))
+    );
+    assert_eq!(
+        "from:/abs/p.safetensors".parse::<Init<PathBuf>>(),
+        Ok(Init::From(PathBuf::from("/abs/p.safetensors")))
+    );
+    for bad in ["from:", "zeros", "prompts/sst2.safetensors"] {
+        assert_eq!(
+            bad.parse::<Init>().unwrap_err().to_string(),
+            format!("prompt init {bad:?}: expected random, vocab or from:<prompt file>")
+        );
+    }
+}
+
+#[test]
+fn init_maps_only_the_prompt_file() {
+    let root = Path::new("/models");
+    let init: Init = Init::From("p.safetensors".to_string());
+    assert_eq!(
+        init.as_ref().map(|f| root.join(f)),
+        Init::From(PathBuf::from("/models/p.safetensors"))
+    );
+    let inside = |f: String| {
+        if f.contains("..") {
+            Err(f)
+        } else {
+            Ok(f.len())
+        }
+    };
+    assert_eq!(init.try_map(inside), Ok(Init::From(13)));
+    let escaping: Init = Init::From("../p".to_string());
+    assert_eq!(escaping.try_map(inside), Err("../p".to_string()));
+    // Random and Vocab name no file: the function never runs.
+    assert_eq!(
+        Init::<String>::Vocab.try_map(Err::<usize, _>),
+        Ok(Init::Vocab)
+    );
+}
+
+#[test]
+fn init_keeps_its_wire_form() {
+    // Job ids hash the settings' JSON: the generic Init must serialize as the plain one did.
+    assert_eq!(
+        serde_json::to_string(&Init::<String>::Random).unwrap(),
+        r#""random""#
+    );
+    assert_eq!(
+        serde_json::to_string(&Init::From("p.safetensors".to_string())).unwrap(),
+        r#"{"from":"p.safetensors"}"#
+    );
+    let back: Init = serde_json::from_str(r#"{"from":"p.safetensors"}"#).unwrap();
+    assert_eq!(back, Init::From("p.safetensors".to_string()));
 }

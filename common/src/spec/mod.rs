@@ -7,12 +7,15 @@
 //!
 //! Layout:
 //! * [`types`]: the validated sweep and its parts, re-exported here;
+//! * [`choices`]: the one-word settings (head, layout, init), parsed alike from sweeps and
+//!   command lines, re-exported here;
 //! * [`load`]: reading a sweep file, with `--set` overrides;
 //! * [`raw`]: the serde structs of the file;
 //! * [`resolve`]: header, models, tasks and settings from the raw form;
 //! * [`studies`]: the `[studies]` and `[synthetic]` tables;
 //! * [`validate`]: checks of single values, each naming the line at fault.
 
+mod choices;
 mod load;
 mod raw;
 mod resolve;
@@ -20,8 +23,9 @@ mod studies;
 mod types;
 mod validate;
 
+pub use choices::{Head, Init, Layout};
 pub use types::{
-    Arch, CrossModelPair, CrossTaskStudy, DEFAULT_ADAM_EPS, Head, Indicator, IndicatorStudy, Init,
-    Layout, ModelSpec, Objective, ProjectorSettings, PromptSettings, Studies, Sweep, SyntheticSpec,
-    TaskSpec, TptPairs, TptStudy,
+    Arch, CrossModelPair, CrossTaskStudy, DEFAULT_ADAM_EPS, Indicator, IndicatorStudy, ModelSpec,
+    Objective, ProjectorSettings, PromptSettings, Studies, Sweep, SyntheticSpec, TaskSpec,
+    TptPairs, TptStudy,
 };

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::types::{Arch, Head, Layout, Objective};
+use super::{Arch, Head, Layout, Objective};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

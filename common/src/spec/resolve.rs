@@ -7,8 +7,8 @@ use std::path::Path;
 use toml::Spanned;
 
 use super::raw;
-use super::types::{Head, Layout, ModelSpec, PromptSettings, Sweep, TaskSpec};
 use super::validate::{Ctx, check_name, check_relative};
+use super::{Head, Layout, ModelSpec, PromptSettings, Sweep, TaskSpec};
 use crate::catalog::{Catalog, TaskKind};
 use crate::error::{SpecError, SpecResult};
 

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::choices::{Head, Init, Layout};
 use crate::catalog::{TaskDef, TaskKind};
 
 /// Model families promptgrid runs.
@@ -25,51 +26,6 @@ pub enum Arch {
 impl Arch {
     pub fn is_encoder(self) -> bool {
         matches!(self, Arch::Bert | Arch::Roberta)
-    }
-}
-
-/// How an encoder turns the mask state into class scores (DESIGN.md §1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Head {
-    /// The checkpoint's pretrained MLM head.
-    Mlm,
-    /// Mask state against the label words' input-embedding rows, for checkpoints without a head.
-    Tied,
-}
-
-/// Where the prompt sits among the positions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Layout {
-    /// PEFT prompt tuning: the prompt takes ordinary consecutive positions.
-    Prefix,
-    /// The official code's: mask at prompt slot 0, prompt positions without position embeddings.
-    Official,
-}
-
-/// How a fresh prompt starts.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Init {
-    /// Normal(0, 0.02).
-    Random,
-    /// Rows of the word embedding matrix, sampled.
-    Vocab,
-    /// A prompt file, named relative to the worker's models root.
-    From(String),
-}
-
-impl Init {
-    pub(super) fn parse(text: &str) -> Option<Init> {
-        match text {
-            "random" => Some(Init::Random),
-            "vocab" => Some(Init::Vocab),
-            _ => text
-                .strip_prefix("from:")
-                .filter(|f| !f.is_empty())
-                .map(|f| Init::From(f.to_string())),
-        }
     }
 }
 

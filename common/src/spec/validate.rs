@@ -6,7 +6,7 @@ use std::path::{Component, Path};
 use toml::Spanned;
 
 use super::raw::Prompt;
-use super::types::{Init, PromptSettings};
+use super::{Init, PromptSettings};
 use crate::error::{SpecError, SpecResult};
 
 /// The file and its text, to turn spans into locations.
@@ -91,7 +91,7 @@ impl Prompt {
             base.length = v;
         }
         if let Some(init) = &self.init {
-            base.init = Init::parse(init.get_ref()).ok_or_else(|| {
+            base.init = init.get_ref().parse::<Init>().map_err(|_| {
                 ctx.err(
                     init,
                     &key("init"),
