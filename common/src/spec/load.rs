@@ -8,6 +8,19 @@ use crate::catalog::Catalog;
 use crate::error::{SpecError, SpecResult};
 use crate::overrides::{self, Override};
 
+/// The folder a sweep file's catalog defaults to, beside the file.
+const TASKS_BESIDE: &str = "tasks";
+
+/// The catalog for `file` whose `[sweep] catalog` is `setting`, by the rule of the module docs.
+fn catalog_of(file: &Path, setting: Option<&str>) -> SpecResult<Catalog> {
+    let beside = file.parent().unwrap_or(Path::new("."));
+    match setting {
+        Some(dir) => Catalog::load(&beside.join(dir)),
+        None if beside.join(TASKS_BESIDE).is_dir() => Catalog::load(&beside.join(TASKS_BESIDE)),
+        None => Catalog::builtin(),
+    }
+}
+
 /// `--set a=1 --set b=2`, for messages.
 fn describe(overrides: &[Override]) -> String {
     overrides
@@ -18,8 +31,8 @@ fn describe(overrides: &[Override]) -> String {
 }
 
 impl Sweep {
-    /// Reads and validates a sweep file; the catalog folder is the sweep's `catalog` setting,
-    /// relative to the sweep file (default `tasks`).
+    /// Reads and validates a sweep file against the catalog it resolves to (see the module
+    /// docs: its `catalog` folder, else `tasks/` beside it, else the built-in catalog).
     pub fn load(file: &Path) -> SpecResult<Sweep> {
         let source = std::fs::read_to_string(file).map_err(|e| SpecError::io(file, e))?;
         Sweep::from_source(file, &source)
@@ -29,11 +42,7 @@ impl Sweep {
     fn from_source(file: &Path, source: &str) -> SpecResult<Sweep> {
         let raw: raw::Sweep =
             toml::from_str(source).map_err(|e| SpecError::toml(file, source, &e))?;
-        let catalog_dir = file
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(raw.sweep.catalog.as_deref().unwrap_or("tasks"));
-        let catalog = Catalog::load(&catalog_dir)?;
+        let catalog = catalog_of(file, raw.sweep.catalog.as_deref())?;
         Sweep::resolve(file, source, raw, &catalog)
     }
 
@@ -71,7 +80,13 @@ impl Sweep {
         }
     }
 
-    /// Validates sweep text against a given catalog.
+    /// The catalog this sweep's tasks were resolved from, read again: for callers that need
+    /// more of it than the sweep's own tasks (the report groups tasks by type).
+    pub fn load_catalog(&self) -> SpecResult<Catalog> {
+        self.catalog.load()
+    }
+
+    /// Validates sweep text against a given catalog, which [`Sweep::catalog`] then names.
     pub fn parse(file: &Path, source: &str, catalog: &Catalog) -> SpecResult<Sweep> {
         let raw: raw::Sweep =
             toml::from_str(source).map_err(|e| SpecError::toml(file, source, &e))?;

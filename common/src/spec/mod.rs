@@ -5,6 +5,17 @@
 //! and resolves the per-model and per-task overrides, so that everything downstream works with
 //! plain, checked values.
 //!
+//! Which task catalog a sweep file's tasks come from:
+//! * `catalog = "<folder>"` in `[sweep]`: that folder, relative to the sweep file; an error if it
+//!   cannot be read;
+//! * otherwise `tasks/` beside the sweep file, when that folder exists (so a clone's
+//!   `sweeps/*.toml` read `sweeps/tasks/`, edits included);
+//! * otherwise the built-in catalog, compiled from `sweeps/tasks/` (an installed binary run
+//!   outside the clone).
+//!
+//! [`Sweep::catalog`] records which one; [`Sweep::load_catalog`] reads it again.
+//! [`Sweep::parse`] takes the catalog from its caller.
+//!
 //! Layout:
 //! * [`types`]: the validated sweep and its parts, re-exported here;
 //! * [`choices`]: the one-word settings (head, layout, init), parsed alike from sweeps and

@@ -25,7 +25,8 @@ pub struct Header {
     pub name: Spanned<String>,
     #[serde(default)]
     pub description: Option<String>,
-    /// Catalog folder relative to the sweep file.
+    /// Catalog folder relative to the sweep file; without it, `tasks/` beside the file or the
+    /// built-in catalog.
     #[serde(default)]
     pub catalog: Option<String>,
 }

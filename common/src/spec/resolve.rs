@@ -251,6 +251,7 @@ impl Sweep {
             name,
             description: raw.sweep.description,
             file: file.to_path_buf(),
+            catalog: catalog.source().clone(),
             seeds,
             models,
             tasks,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::choices::{Head, Init, Layout};
-use crate::catalog::{TaskDef, TaskKind};
+use crate::catalog::{CatalogSource, TaskDef, TaskKind};
 
 /// Model families promptgrid runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -273,6 +273,10 @@ pub struct Sweep {
     /// Free text for the reader of the sweep and of its report.
     pub description: Option<String>,
     pub file: PathBuf,
+    /// The task catalog the tasks were resolved from (see the module docs). A `sweep.json`
+    /// written before this field existed reads as the built-in catalog.
+    #[serde(default)]
+    pub catalog: CatalogSource,
     pub seeds: Vec<u64>,
     pub models: Vec<ModelSpec>,
     pub tasks: Vec<TaskSpec>,
