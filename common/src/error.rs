@@ -1,5 +1,6 @@
-//! Errors of sweep files and the catalog. Every message names the file, the key and the line,
-//! because a researcher fixing a 300-line sweep needs to know where to look.
+//! Errors of sweep files and the catalog, and of one-word settings given outside a file. Every
+//! message names the file, the key and the line (or the setting and the word), because a
+//! researcher fixing a 300-line sweep needs to know where to look.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -137,6 +138,29 @@ impl SpecError {
             | SpecError::Toml { location, .. }
             | SpecError::Invalid { location, .. } => Some(location),
             SpecError::Override(_) | SpecError::WithOverrides { .. } => None,
+        }
+    }
+}
+
+/// A word that names none of a setting's values, as a command line or the ML code gives it:
+/// `head "x": expected mlm or tied`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {value:?}: expected {expected}")]
+pub struct UnknownValue {
+    /// The setting (`head`, `layout`, `prompt init`).
+    pub what: &'static str,
+    /// The word given.
+    pub value: String,
+    /// The words it accepts, for the reader.
+    pub expected: &'static str,
+}
+
+impl UnknownValue {
+    pub fn new(what: &'static str, value: &str, expected: &'static str) -> UnknownValue {
+        UnknownValue {
+            what,
+            value: value.to_string(),
+            expected,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! promptgrid-common: what every part of promptgrid agrees on, with no tch and no I/O to NATS.
 //!
 //! Layout:
-//! * [`catalog`]: task definitions (`sweeps/tasks/*.toml`);
+//! * [`catalog`]: task definitions (`sweeps/tasks/*.toml`, also compiled in as the built-in
+//!   catalog);
 //! * [`spec`]: the sweep file, validated and with its overrides resolved;
 //! * [`graph`]: the sweep expanded into jobs, with content-derived ids and dependency edges;
 //! * [`limits`]: how long a prompt a model's config.json allows (worker and plan);

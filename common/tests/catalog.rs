@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use promptgrid_common::catalog::{Catalog, MASK_FIELD, Metric, TaskDef, TaskKind};
+use promptgrid_common::catalog::{Catalog, CatalogSource, MASK_FIELD, Metric, TaskDef, TaskKind};
 
 fn catalog_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../sweeps/tasks")
@@ -320,5 +320,33 @@ fn every_paper_task_cites_the_official_code_and_names_no_machine_path() {
             "{}: data_dir",
             t.name
         );
+    }
+}
+
+#[test]
+fn the_builtin_catalog_holds_every_file_of_sweeps_tasks_as_the_folder_reads_it() {
+    let builtin = Catalog::builtin().unwrap();
+    assert_eq!(builtin.source(), &CatalogSource::Builtin);
+    let mut listed: Vec<String> = std::fs::read_dir(catalog_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".toml"))
+        .collect();
+    listed.sort();
+    let mut embedded: Vec<String> = builtin
+        .names()
+        .map(|task| {
+            let file = builtin.file_of(task).unwrap().to_str().unwrap();
+            file.strip_prefix("builtin:tasks/").unwrap().to_string()
+        })
+        .collect();
+    embedded.sort();
+    assert_eq!(embedded, listed);
+    // The same definitions, not only the same files.
+    let folder = catalog();
+    assert_eq!(folder.source(), &CatalogSource::Folder(catalog_dir()));
+    assert!(folder.names().eq(builtin.names()));
+    for task in folder.names() {
+        assert_eq!(builtin.get(task), folder.get(task), "{task}");
     }
 }

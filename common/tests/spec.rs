@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use promptgrid_common::catalog::Catalog;
+use promptgrid_common::catalog::{Catalog, CatalogSource};
 use promptgrid_common::graph::{JobGraph, JobKind};
 use promptgrid_common::plan::{Plan, Roots};
-use promptgrid_common::spec::Indicator;
+use promptgrid_common::spec::{Head, Indicator, Init, Layout};
 use promptgrid_common::{JobSpec, SpecError, Sweep};
 
 fn sweeps_dir() -> PathBuf {
@@ -759,4 +759,190 @@ fn a_bad_override_is_named_and_a_bad_file_keeps_its_line() {
     let sets = vec!["prompt.max_steps=2".parse().unwrap()];
     let e = Sweep::load_with(&file, &sets).unwrap_err();
     assert_eq!(e.location().map(|l| l.line), Some(2), "{e}");
+}
+
+#[test]
+fn head_and_layout_parse_the_words_a_sweep_file_uses() {
+    for head in [Head::Mlm, Head::Tied] {
+        let word = serde_json::to_value(head).unwrap();
+        assert_eq!(word.as_str().unwrap().parse::<Head>(), Ok(head));
+    }
+    for layout in [Layout::Prefix, Layout::Official] {
+        let word = serde_json::to_value(layout).unwrap();
+        assert_eq!(word.as_str().unwrap().parse::<Layout>(), Ok(layout));
+    }
+    assert_eq!("mlm".parse::<Head>(), Ok(Head::Mlm));
+    assert_eq!("official".parse::<Layout>(), Ok(Layout::Official));
+    assert_eq!(
+        "linear".parse::<Head>().unwrap_err().to_string(),
+        r#"head "linear": expected mlm or tied"#
+    );
+    assert_eq!(
+        "Prefix".parse::<Layout>().unwrap_err().to_string(),
+        r#"layout "Prefix": expected prefix or official"#
+    );
+}
+
+#[test]
+fn init_parses_the_sweep_form_into_any_kind_of_file_name() {
+    assert_eq!("random".parse::<Init>(), Ok(Init::Random));
+    assert_eq!("vocab".parse::<Init<PathBuf>>(), Ok(Init::Vocab));
+    assert_eq!(
+        "from:prompts/sst2.safetensors".parse::<Init>(),
+        Ok(Init::From("prompts/sst2.safetensors".to_string()))
+    );
+    assert_eq!(
+        "from:/abs/p.safetensors".parse::<Init<PathBuf>>(),
+        Ok(Init::From(PathBuf::from("/abs/p.safetensors")))
+    );
+    for bad in ["from:", "zeros", "prompts/sst2.safetensors"] {
+        assert_eq!(
+            bad.parse::<Init>().unwrap_err().to_string(),
+            format!("prompt init {bad:?}: expected random, vocab or from:<prompt file>")
+        );
+    }
+}
+
+#[test]
+fn init_maps_only_the_prompt_file() {
+    let root = Path::new("/models");
+    let init: Init = Init::From("p.safetensors".to_string());
+    assert_eq!(
+        init.as_ref().map(|f| root.join(f)),
+        Init::From(PathBuf::from("/models/p.safetensors"))
+    );
+    let inside = |f: String| {
+        if f.contains("..") {
+            Err(f)
+        } else {
+            Ok(f.len())
+        }
+    };
+    assert_eq!(init.try_map(inside), Ok(Init::From(13)));
+    let escaping: Init = Init::From("../p".to_string());
+    assert_eq!(escaping.try_map(inside), Err("../p".to_string()));
+    // Random and Vocab name no file: the function never runs.
+    assert_eq!(
+        Init::<String>::Vocab.try_map(Err::<usize, _>),
+        Ok(Init::Vocab)
+    );
+}
+
+#[test]
+fn init_keeps_its_wire_form() {
+    // Job ids hash the settings' JSON: the generic Init must serialize as the plain one did.
+    assert_eq!(
+        serde_json::to_string(&Init::<String>::Random).unwrap(),
+        r#""random""#
+    );
+    assert_eq!(
+        serde_json::to_string(&Init::From("p.safetensors".to_string())).unwrap(),
+        r#"{"from":"p.safetensors"}"#
+    );
+    let back: Init = serde_json::from_str(r#"{"from":"p.safetensors"}"#).unwrap();
+    assert_eq!(back, Init::From("p.safetensors".to_string()));
+}
+
+/// `text` as `small.toml` in a fresh folder, with a `tasks/` folder holding `tasks` (file name,
+/// text) when given.
+fn sweep_in_temp(text: &str, tasks: Option<&[(&str, String)]>) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    if let Some(tasks) = tasks {
+        std::fs::create_dir(dir.path().join("tasks")).unwrap();
+        for (name, text) in tasks {
+            std::fs::write(dir.path().join("tasks").join(name), text).unwrap();
+        }
+    }
+    let file = dir.path().join("small.toml");
+    std::fs::write(&file, text).unwrap();
+    (dir, file)
+}
+
+#[test]
+fn a_sweep_without_a_tasks_folder_beside_it_uses_the_builtin_catalog() {
+    // An installed binary run outside the clone used to fail with "tasks: cannot read".
+    let (_dir, file) = sweep_in_temp(SMALL, None);
+    let sweep = Sweep::load(&file).unwrap();
+    assert_eq!(sweep.catalog, CatalogSource::Builtin);
+    let builtin = Catalog::builtin().unwrap();
+    assert_eq!(
+        &sweep.task("demo-rt").unwrap().def,
+        builtin.get("demo-rt").unwrap()
+    );
+    let resolved = sweep.load_catalog().unwrap();
+    assert!(resolved.names().eq(builtin.names()));
+}
+
+#[test]
+fn a_sweep_beside_a_tasks_folder_uses_that_folder() {
+    let task = |name: &str| std::fs::read_to_string(sweeps_dir().join("tasks").join(name)).unwrap();
+    let edited = task("demo-rt.toml").replacen("title = ", "title = \"edited\"\n# was ", 1);
+    let tasks = [
+        ("demo-movies.toml", task("demo-movies.toml")),
+        ("demo-rt.toml", edited),
+    ];
+    let (dir, file) = sweep_in_temp(SMALL, Some(&tasks));
+    let sweep = Sweep::load(&file).unwrap();
+    assert_eq!(
+        sweep.catalog,
+        CatalogSource::Folder(dir.path().join("tasks"))
+    );
+    // The edited file, not the built-in definition.
+    assert_eq!(sweep.task("demo-rt").unwrap().def.title, "edited");
+    assert!(
+        sweep
+            .load_catalog()
+            .unwrap()
+            .names()
+            .eq(["demo-movies", "demo-rt"])
+    );
+    // The folder replaces the built-in catalog: a task only the latter has is unknown.
+    let tweets = SMALL.replace("name = \"demo-rt\"", "name = \"demo-tweets\"");
+    std::fs::write(&file, tweets).unwrap();
+    let err = Sweep::load(&file).unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("unknown task `demo-tweets`; the catalog has: demo-movies, demo-rt"),
+        "{err}"
+    );
+    // The clone's sweeps read the clone's sweeps/tasks.
+    let paper = Sweep::load(&sweeps_dir().join("paper-roberta.toml")).unwrap();
+    assert_eq!(
+        paper.catalog,
+        CatalogSource::Folder(sweeps_dir().join("tasks"))
+    );
+}
+
+#[test]
+fn a_catalog_setting_that_cannot_be_read_names_the_folder() {
+    // Set explicitly, the folder must exist: no fall back to tasks/ or the built-in catalog.
+    let text = SMALL.replace("name = \"small\"", "name = \"small\"\ncatalog = \"nope\"");
+    let (dir, file) = sweep_in_temp(&text, Some(&[]));
+    let err = Sweep::load(&file).unwrap_err();
+    let folder = dir.path().join("nope");
+    assert_eq!(err.location().map(|l| l.file.clone()), Some(folder.clone()));
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}: cannot read", folder.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_sweep_json_from_before_the_catalog_field_still_decodes() {
+    // manifest/sweep.json as a coordinator without `Sweep::catalog` stored it.
+    let sweep = parse(SMALL).unwrap();
+    assert_eq!(
+        sweep.catalog,
+        CatalogSource::Folder(sweeps_dir().join("tasks"))
+    );
+    let mut json = serde_json::to_value(&sweep).unwrap();
+    let stored = json.as_object_mut().unwrap().remove("catalog");
+    assert_eq!(
+        stored,
+        Some(serde_json::json!({ "folder": sweeps_dir().join("tasks") }))
+    );
+    let old: Sweep = serde_json::from_value(json).unwrap();
+    assert_eq!(old.catalog, CatalogSource::Builtin);
+    assert_eq!(old.tasks, sweep.tasks);
 }
