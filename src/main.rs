@@ -485,6 +485,7 @@ fn main() -> ExitCode {
 fn is_bad_input(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.is::<SpecError>()
+            || e.is::<promptgrid_common::UnknownValue>()
             || e.downcast_ref::<promptgrid_ml::MlError>()
                 .is_some_and(|m| m.is_bad_input())
             || e.downcast_ref::<promptgrid_results::ResultsError>()

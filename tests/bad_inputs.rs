@@ -627,6 +627,25 @@ fn cases() -> Vec<Case> {
             ),
             &[("--init", "from:{root}/prompt.safetensors")],
         ),
+        // Words the command line takes from a few (the sweep spec's enums).
+        with(
+            bad(
+                "--head of no kind",
+                Tune,
+                none,
+                &["head \"bogus\": expected mlm or tied"],
+            ),
+            &[("--head", "bogus")],
+        ),
+        with(
+            bad(
+                "--init of no kind",
+                Tune,
+                none,
+                &["prompt init \"zeros\": expected random, vocab or from:<prompt file>"],
+            ),
+            &[("--init", "zeros")],
+        ),
         // Settings the model cannot take.
         with(
             bad(

@@ -21,6 +21,6 @@ pub mod plan;
 pub mod spec;
 pub mod wire;
 
-pub use error::{SpecError, SpecResult};
+pub use error::{SpecError, SpecResult, UnknownValue};
 pub use graph::{Job, JobGraph, JobId, JobKind, JobSpec};
 pub use spec::Sweep;

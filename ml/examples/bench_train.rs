@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use promptgrid_ml::{
-    Encoded, EncoderModel, Head, Layout, PromptInit, TaskData, TuneConfig, TuneObserver,
+    Encoded, EncoderModel, Head, Init, Layout, TaskData, TuneConfig, TuneObserver,
     evaluate_prompts, init_prompt, tune,
 };
 
@@ -70,7 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         batch_size: batch,
         max_steps: steps + 1,
         eval_every: 0,
-        init: PromptInit::Random,
+        init: Init::Random,
         ..TuneConfig::default()
     };
     let mut timer = Timer {
@@ -93,7 +93,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..data
     };
     let prompts: Vec<_> = (0..14)
-        .map(|s| init_prompt(&model, &PromptInit::Random, prompt_len, s).unwrap())
+        .map(|s| init_prompt(&model, &Init::Random, prompt_len, s).unwrap())
         .collect();
     let refs: Vec<_> = prompts.iter().collect();
     let start = Instant::now();

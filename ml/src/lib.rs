@@ -63,16 +63,18 @@ pub use config::{EncoderConfig, Family};
 pub use data::{Example, TaskData};
 pub use error::{MlError, MlResult};
 pub use limits::check_prompt_len;
-pub use model::{Batch, Encoded, EncoderModel, Head, Layout, parse_device};
+pub use model::{Batch, Encoded, EncoderModel, parse_device};
 pub use precision::Precision;
 pub use projector::{
     PROJECTOR_FORMAT, Projector, ProjectorConfig, ProjectorMeta, ProjectorOutcome, train_distance,
     train_task,
 };
 pub use prompt::{PROMPT_KEY, PromptFile, random_baseline};
+/// The sweep spec's own settings, which the ML code takes as they are.
+pub use promptgrid_common::spec::{Head, Init, Layout};
 pub use t5data::{T5Backbone, T5Data, T5Tokenizer};
 pub use tokenizer::EncoderTokenizer;
 pub use train::{
-    Checkpoint, Evaluation, PromptInit, PromptModel, TuneConfig, TuneObserver, TuneOutcome,
-    evaluate_prompts, init_prompt, tune,
+    Checkpoint, Evaluation, PromptModel, TuneConfig, TuneObserver, TuneOutcome, evaluate_prompts,
+    init_prompt, tune,
 };

@@ -5,7 +5,7 @@ use promptgrid_common::limits::{self, PromptPlacement};
 
 use super::config::EncoderConfig;
 use super::error::{MlError, MlResult};
-use super::model::Layout;
+use promptgrid_common::spec::Layout;
 
 /// Checks that a prompt of `prompt_len` tokens fits the encoder of `config` (named `model` in
 /// the error) in `layout`: in the prefix layout next to the shortest template, in the official

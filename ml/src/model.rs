@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use promptgrid_common::spec::{Head, Layout};
+
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -12,56 +14,6 @@ use super::error::{MlError, MlResult};
 use super::precision::Precision;
 use super::tokenizer::EncoderTokenizer;
 use super::weights;
-
-/// How the class scores are read from the mask's hidden state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Head {
-    /// The checkpoint's pretrained MLM head, restricted to the label words' rows.
-    Mlm,
-    /// Mask state · input-embedding rows of the label words (encoders without an LM head).
-    #[default]
-    Tied,
-}
-
-impl std::str::FromStr for Head {
-    type Err = MlError;
-    fn from_str(s: &str) -> MlResult<Head> {
-        match s {
-            "mlm" => Ok(Head::Mlm),
-            "tied" => Ok(Head::Tied),
-            _ => Err(MlError::Invalid(format!(
-                "head {s:?}: expected mlm or tied"
-            ))),
-        }
-    }
-}
-
-/// Where the prompt and the mask sit in the input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Layout {
-    /// PEFT prompt tuning: `[P ; template]` at consecutive positions, read at the template's mask.
-    #[default]
-    Prefix,
-    /// The official code's (model/modelling_roberta.py:145-227, the embeddings PromptRoberta
-    /// runs): the mask token's embedding replaces prompt slot 0 (and leaves the template) while
-    /// slot 0's gradient still trains prompt row 0, prompt slots get no position embedding, and
-    /// the text's positions start as if there were no prompt. Read at slot 0. Label words and
-    /// templates are encoded as the official code encodes them (see [`super::tokenizer`]).
-    Official,
-}
-
-impl std::str::FromStr for Layout {
-    type Err = MlError;
-    fn from_str(s: &str) -> MlResult<Layout> {
-        match s {
-            "prefix" => Ok(Layout::Prefix),
-            "official" => Ok(Layout::Official),
-            _ => Err(MlError::Invalid(format!(
-                "layout {s:?}: expected prefix or official"
-            ))),
-        }
-    }
-}
 
 /// One tokenized input: the template's ids with special tokens, and where its mask is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,38 +11,11 @@ use tch::{Device, Kind, Tensor};
 use super::data::TaskData;
 use super::error::{MlError, MlResult};
 use super::metrics;
-use super::model::{Encoded, EncoderModel, Layout};
+use promptgrid_common::spec::{Init, Layout};
+
+use super::model::{Encoded, EncoderModel};
 use super::prompt::{PromptFile, read_tensors, write_tensors};
 use super::rng::{Sampler, SplitMix64};
-
-/// How the prompt starts.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PromptInit {
-    /// Normal(0, 0.02), as the official prompt embedding's `_init_weights`
-    /// (modelling_roberta.py:125-132, std = initializer_range = 0.02). The random-prompt
-    /// baseline is another prompt: [`super::prompt::random_baseline`].
-    Random,
-    /// Rows of the word-embedding matrix, sampled uniformly.
-    Vocab,
-    /// A prompt file (transfer as initialisation); its length overrides `prompt_len`.
-    From(PathBuf),
-}
-
-impl std::str::FromStr for PromptInit {
-    type Err = MlError;
-    fn from_str(s: &str) -> MlResult<PromptInit> {
-        match s {
-            "random" => Ok(PromptInit::Random),
-            "vocab" => Ok(PromptInit::Vocab),
-            _ => match s.strip_prefix("from:") {
-                Some(path) if !path.is_empty() => Ok(PromptInit::From(path.into())),
-                _ => Err(MlError::Invalid(format!(
-                    "prompt init {s:?}: expected random, vocab or from:<prompt file>"
-                ))),
-            },
-        }
-    }
-}
 
 /// Settings of one prompt-tuning run.
 #[derive(Debug, Clone)]
@@ -69,7 +42,10 @@ pub struct TuneConfig {
     /// Hand a checkpoint to the observer every this many steps; 0 never.
     pub checkpoint_every: usize,
     pub seed: u64,
-    pub init: PromptInit,
+    /// Random (Normal(0, 0.02), as the official prompt embedding's `_init_weights`,
+    /// modelling_roberta.py:125-132), vocabulary rows, or a prompt file whose length overrides
+    /// `prompt_len` (transfer as initialisation).
+    pub init: Init<PathBuf>,
     /// The dev score that selects the best prompt.
     pub metric: Metric,
 }
@@ -89,7 +65,7 @@ impl Default for TuneConfig {
             eval_batch_size: 64,
             checkpoint_every: 0,
             seed: 0,
-            init: PromptInit::Random,
+            init: Init::Random,
             metric: Metric::Accuracy,
         }
     }
@@ -226,7 +202,7 @@ pub trait PromptModel {
     fn device(&self) -> Device;
     /// A prompt's width: the hidden size.
     fn prompt_width(&self) -> i64;
-    /// Rows of the input word embeddings that `PromptInit::Vocab` samples from.
+    /// Rows of the input word embeddings that `Init::Vocab` samples from.
     fn vocab_size(&self) -> i64;
     /// The input word embeddings [V, d].
     fn input_embeddings(&self) -> &Tensor;
@@ -337,20 +313,20 @@ impl PromptModel for EncoderModel {
 /// The initial prompt [L, d] on the model's device.
 pub fn init_prompt<M: PromptModel + ?Sized>(
     model: &M,
-    init: &PromptInit,
+    init: &Init<PathBuf>,
     prompt_len: usize,
     seed: u64,
 ) -> MlResult<Tensor> {
     let d = model.prompt_width();
     let mut rng = SplitMix64::new(seed ^ 0x05EE_D0F9_A0E7);
     let prompt = match init {
-        PromptInit::Random => {
+        Init::Random => {
             let values: Vec<f32> = (0..prompt_len * d as usize)
                 .map(|_| (rng.normal() * 0.02) as f32)
                 .collect();
             Tensor::from_slice(&values).view([prompt_len as i64, d])
         }
-        PromptInit::Vocab => {
+        Init::Vocab => {
             let vocab = model.vocab_size() as u64;
             let ids: Vec<i64> = (0..prompt_len).map(|_| rng.below(vocab) as i64).collect();
             model
@@ -358,7 +334,7 @@ pub fn init_prompt<M: PromptModel + ?Sized>(
                 .index_select(0, &Tensor::from_slice(&ids).to(model.device()))
                 .to_device(tch::Device::Cpu)
         }
-        PromptInit::From(path) => PromptFile::load(path, Some(d))?.prompt,
+        Init::From(path) => PromptFile::load(path, Some(d))?.prompt,
     };
     Ok(prompt.to_kind(Kind::Float).to(model.device()).detach())
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use promptgrid_common::catalog::{Metric, TaskDef};
 use promptgrid_ml::data::load_text_split;
 use promptgrid_ml::t5data::{T5Data, default_max_target_tokens, generation_score};
-use promptgrid_ml::{MlError, PromptInit, PromptModel, TuneConfig, tune};
+use promptgrid_ml::{Init, MlError, PromptModel, TuneConfig, tune};
 use serde_json::json;
 
 use t5util::{backbone, qa_rows, qa_task, sentiment_rows, sentiment_task, write_jsonl};
@@ -176,7 +176,7 @@ fn config(metric: Metric, steps: usize) -> TuneConfig {
         seed: 3,
         // Word-embedding rows: on the tiny random checkpoints a 0.02-scale random prompt barely
         // moves the decoder (seeds 1-5 all pass from this start).
-        init: PromptInit::Vocab,
+        init: Init::Vocab,
         metric,
         ..TuneConfig::default()
     }

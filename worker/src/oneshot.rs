@@ -12,7 +12,7 @@ use tch::{Device, Kind, Tensor};
 use promptgrid_ml::activations::{encoder_mask, t5_backbone_mask};
 use promptgrid_ml::t5data::default_max_target_tokens;
 use promptgrid_ml::{
-    EncoderModel, Family, Head, Layout, MlError, MlResult, Precision, PromptFile, PromptInit,
+    EncoderModel, Family, Head, Init, Layout, MlError, MlResult, Precision, PromptFile,
     PromptModel, T5Backbone, T5Data, TaskData, TuneConfig, TuneObserver, data, evaluate_prompts,
     metrics, tune,
 };
@@ -143,7 +143,7 @@ fn tune_and_save<M: PromptModel>(
     split: impl Fn(&str, usize, usize) -> MlResult<M::Data>,
 ) -> MlResult<TuneReport> {
     let prompt_len = match &cfg.init {
-        PromptInit::From(p) => PromptFile::load(p, Some(model.prompt_width()))?
+        Init::From(p) => PromptFile::load(p, Some(model.prompt_width()))?
             .prompt
             .size()[0] as usize,
         _ => cfg.prompt_len,

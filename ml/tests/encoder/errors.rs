@@ -3,8 +3,7 @@
 use std::path::Path;
 
 use promptgrid_ml::{
-    EncoderModel, Example, Head, Layout, MlError, PromptFile, PromptInit, TaskData, TuneConfig,
-    tune,
+    EncoderModel, Example, Head, Init, Layout, MlError, PromptFile, TaskData, TuneConfig, tune,
 };
 use tch::{Device, Tensor};
 
@@ -193,7 +192,7 @@ fn prompt_longer_than_the_positions_is_an_error() {
     .save(&file)
     .unwrap();
     let cfg = TuneConfig {
-        init: PromptInit::From(file),
+        init: Init::From(file),
         max_steps: 1,
         ..TuneConfig::default()
     };
@@ -241,7 +240,7 @@ fn prompt_file_for_another_width_is_an_error() {
     )
     .unwrap();
     let cfg = TuneConfig {
-        init: PromptInit::From(file),
+        init: Init::From(file),
         max_steps: 1,
         ..TuneConfig::default()
     };
@@ -279,7 +278,7 @@ fn nan_loss_is_an_error_naming_the_step() {
     .save(&file)
     .unwrap();
     let cfg = TuneConfig {
-        init: PromptInit::From(file),
+        init: Init::From(file),
         max_steps: 3,
         batch_size: 2,
         ..TuneConfig::default()
@@ -302,7 +301,7 @@ fn nan_loss_is_an_error_naming_the_step() {
     .save(&file)
     .unwrap();
     let cfg = TuneConfig {
-        init: PromptInit::From(file),
+        init: Init::From(file),
         ..cfg
     };
     let err = tune(&model, &data, None, &cfg, None, &mut ()).unwrap_err();
@@ -312,11 +311,11 @@ fn nan_loss_is_an_error_naming_the_step() {
 
 #[test]
 fn bad_settings_are_errors() {
-    assert!("from:".parse::<PromptInit>().is_err());
-    assert!("zeros".parse::<PromptInit>().is_err());
+    assert!("from:".parse::<Init>().is_err());
+    assert!("zeros".parse::<Init>().is_err());
     assert_eq!(
-        "from:a.safetensors".parse::<PromptInit>().unwrap(),
-        PromptInit::From("a.safetensors".into())
+        "from:a.safetensors".parse::<Init>().unwrap(),
+        Init::From("a.safetensors".into())
     );
     assert!("lm".parse::<Head>().is_err());
     assert!("suffix".parse::<Layout>().is_err());

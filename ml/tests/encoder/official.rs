@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use promptgrid_common::catalog::Metric;
 use promptgrid_ml::{
-    EncoderModel, Example, Head, Layout, PromptInit, TaskData, TuneConfig, init_prompt,
-    random_baseline, tune,
+    EncoderModel, Example, Head, Init, Layout, TaskData, TuneConfig, init_prompt, random_baseline,
+    tune,
 };
 use tch::{Kind, Tensor};
 
@@ -216,7 +216,7 @@ fn the_random_baseline_is_uniform_seeded_and_not_the_training_init() {
     assert_ne!(bytes(&a), bytes(&random_baseline(100, 768, 2)));
     // Training still starts from N(0, 0.02), as the official prompt embedding's init.
     let model = load(NAME, Head::Mlm, Layout::Official);
-    let init = init_prompt(&model, &PromptInit::Random, 100, 1).unwrap();
+    let init = init_prompt(&model, &Init::Random, 100, 1).unwrap();
     let init_sd = init.std(true).double_value(&[]);
     assert!((init_sd - 0.02).abs() < 0.002, "{init_sd}");
 }
@@ -240,7 +240,7 @@ fn tune_cfg(steps: usize, dropout: f64, adam_eps: f64) -> TuneConfig {
         max_steps: steps,
         eval_every: 0,
         seed: 3,
-        init: PromptInit::Random,
+        init: Init::Random,
         metric: Metric::Accuracy,
         dropout,
         adam_eps,
@@ -305,7 +305,7 @@ fn dropout_changes_training_steps_only_and_reruns_are_equal() {
 fn adam_eps_reaches_the_optimizer_in_the_transformers_form() {
     let model = load(NAME, Head::Mlm, Layout::Official);
     let data = train_data(&model);
-    let init = init_prompt(&model, &PromptInit::Random, 100, 3).unwrap();
+    let init = init_prompt(&model, &Init::Random, 100, 3).unwrap();
     // The first step's gradient, as tune computes it (one micro-batch of all three examples,
     // in the sampler's order: the mean loss does not depend on it).
     let p = init.copy().set_requires_grad(true);

@@ -2,7 +2,7 @@
 //! accuracy beats chance, runs are deterministic, and a resumed run equals an uninterrupted one.
 
 use promptgrid_ml::{
-    Checkpoint, EncoderModel, Example, Head, Layout, MlResult, Precision, PromptInit, TaskData,
+    Checkpoint, EncoderModel, Example, Head, Init, Layout, MlResult, Precision, TaskData,
     TuneConfig, TuneObserver, evaluate_prompts, tune,
 };
 
@@ -57,7 +57,7 @@ fn cfg(steps: usize) -> TuneConfig {
         eval_every: 30,
         eval_batch_size: 64,
         seed: 3,
-        init: PromptInit::Vocab,
+        init: Init::Vocab,
         ..TuneConfig::default()
     }
 }
@@ -112,7 +112,7 @@ fn runs_are_deterministic_and_resume_exactly() {
     let model = load("tiny-roberta", Head::Tied, Layout::Prefix);
     let (train, dev) = (toy_data(&model, 40, 5), toy_data(&model, 30, 6));
     let config = TuneConfig {
-        init: PromptInit::Random,
+        init: Init::Random,
         eval_every: 3,
         checkpoint_every: 4,
         ..cfg(10)
@@ -158,7 +158,7 @@ fn tpt_from_a_prompt_trained_on_the_same_data_starts_above_random_init() {
 
     // The same budget and evaluation interval for both runs: the first evaluation compares
     // like with like.
-    let first_eval = |init: PromptInit| {
+    let first_eval = |init: Init<std::path::PathBuf>| {
         let config = TuneConfig {
             max_steps: 10,
             eval_every: 5,
@@ -169,8 +169,8 @@ fn tpt_from_a_prompt_trained_on_the_same_data_starts_above_random_init() {
         tune(&model, &train, Some(&dev), &config, None, &mut rec).unwrap();
         rec.evals[0]
     };
-    let (step_tpt, tpt) = first_eval(PromptInit::From(path.clone()));
-    let (step_random, random) = first_eval(PromptInit::Random);
+    let (step_tpt, tpt) = first_eval(Init::From(path.clone()));
+    let (step_random, random) = first_eval(Init::Random);
     assert_eq!((step_tpt, step_random), (5, 5));
     println!("dev accuracy at step 5: TPT {tpt:.3}, random init {random:.3}");
     assert!(

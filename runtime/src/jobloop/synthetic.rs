@@ -94,6 +94,7 @@ pub fn synthetic_graph(
         name: name.to_string(),
         description: None,
         file: std::path::PathBuf::from(format!("{name}.toml")),
+        catalog: Default::default(),
         seeds: vec![],
         models: vec![],
         tasks: vec![],

@@ -15,8 +15,8 @@ use super::{ExecError, MlExecutor, SweepView, prompt_artifact, resolve::Split};
 use promptgrid_ml::activations::{encoder_mask, t5_backbone_mask};
 use promptgrid_ml::t5data::default_max_target_tokens;
 use promptgrid_ml::{
-    Checkpoint, EncoderModel, Family, MlResult, PromptFile, PromptInit, PromptModel, T5Backbone,
-    T5Data, TaskData, TuneConfig, TuneObserver, data, random_baseline, tune,
+    Checkpoint, EncoderModel, Family, MlResult, PromptFile, PromptModel, T5Backbone, T5Data,
+    TaskData, TuneConfig, TuneObserver, data, random_baseline, tune,
 };
 
 /// What the train, TPT, transfer and activations jobs need from the resident model besides
@@ -257,7 +257,7 @@ impl Run<'_> {
             return Ok(skipped);
         }
         let task = self.task(task_name)?;
-        // TPT starts from the source prompt (or its projection), written where PromptInit can
+        // TPT starts from the source prompt (or its projection), written where Init can
         // read it.
         let mut init_file = None;
         let init = match (self.tpt_start(model)?, &settings.init) {
@@ -269,16 +269,16 @@ impl Run<'_> {
                     0,
                     None,
                 ))?;
-                let init = PromptInit::From(file.path().to_path_buf());
+                let init = Init::From(file.path().to_path_buf());
                 init_file = Some(file);
                 init
             }
-            (None, Init::Random) => PromptInit::Random,
-            (None, Init::Vocab) => PromptInit::Vocab,
-            (None, Init::From(rel)) => PromptInit::From(self.exec.roots.prompt_file(rel)?),
+            (None, init) => init
+                .as_ref()
+                .try_map(|rel| self.exec.roots.prompt_file(rel))?,
         };
         let prompt_len = match &init {
-            PromptInit::From(path) => PromptFile::load(path, Some(model.prompt_width()))?
+            Init::From(path) => PromptFile::load(path, Some(model.prompt_width()))?
                 .prompt
                 .size()[0] as usize,
             _ => settings.length as usize,

@@ -191,8 +191,7 @@ impl MlExecutor {
             span.record("model", name);
             let _entered = span.enter();
             let model = if spec.arch.is_encoder() {
-                let mut model =
-                    EncoderModel::load(&dir, head(spec.head), layout(spec.layout), self.device)?;
+                let mut model = EncoderModel::load(&dir, spec.head, spec.layout, self.device)?;
                 model.set_precision(self.precision)?;
                 ResidentModel::Encoder(model)
             } else {
@@ -219,20 +218,6 @@ fn synthetic() -> ExecError {
 
 fn poisoned<T>(_: std::sync::PoisonError<T>) -> ExecError {
     ExecError::Fatal("a previous job panicked while holding the worker's state".into())
-}
-
-fn head(h: promptgrid_common::spec::Head) -> promptgrid_ml::Head {
-    match h {
-        promptgrid_common::spec::Head::Mlm => promptgrid_ml::Head::Mlm,
-        promptgrid_common::spec::Head::Tied => promptgrid_ml::Head::Tied,
-    }
-}
-
-fn layout(l: promptgrid_common::spec::Layout) -> promptgrid_ml::Layout {
-    match l {
-        promptgrid_common::spec::Layout::Prefix => promptgrid_ml::Layout::Prefix,
-        promptgrid_common::spec::Layout::Official => promptgrid_ml::Layout::Official,
-    }
 }
 
 impl Executor for MlExecutor {
