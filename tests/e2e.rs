@@ -3,7 +3,8 @@
 //! second run resumes, the sweep completes, and the Parquet tables hold every job exactly once.
 //! Before the second run the private NATS store is deleted, so the resume has to rebuild the
 //! done jobs from the Parquet `jobs` table and put their prompts back from the results folder:
-//! the transfer and TPT jobs that run then need them.
+//! the transfer and TPT jobs that run then need them. A second, tiny run starts outside the
+//! clone and must still write its report.
 //!
 //! Needs the demo assets that `scripts/setup` prepares (in `$PROMPTGRID_HOME/assets`).
 
