@@ -3,7 +3,8 @@
 //! second run resumes, the sweep completes, and the Parquet tables hold every job exactly once.
 //! Before the second run the private NATS store is deleted, so the resume has to rebuild the
 //! done jobs from the Parquet `jobs` table and put their prompts back from the results folder:
-//! the transfer and TPT jobs that run then need them.
+//! the transfer and TPT jobs that run then need them. A second, tiny run starts outside the
+//! clone and must still write its report.
 //!
 //! Needs the demo assets that `scripts/setup` prepares (in `$PROMPTGRID_HOME/assets`).
 
@@ -272,4 +273,80 @@ fn smoke_sweep_survives_ctrl_c_and_resumes_without_duplicates() {
     // The TPT-model runs are told apart from TPT-task runs by their source model and objective.
     let projected = tpt.iter().filter(|t| t.src_model.is_some()).count();
     assert_eq!((tpt.len(), projected), (5, 4), "{tpt:?}");
+}
+
+/// What broke: the report at the end of `promptgrid run` loaded the task catalog from
+/// `sweeps/tasks` under the working directory, so a run started anywhere but the clone's root
+/// finished its jobs and then only warned "the report failed", without report.md. The report
+/// now takes task types from the sweep's own resolved tasks.
+#[test]
+fn run_started_outside_the_clone_writes_the_report() {
+    let assets = assets();
+    let dir = tempfile::tempdir().unwrap();
+    // The cheapest sweep with a report: one small model, one task, a few steps; its catalog is
+    // the clone's, named by absolute path (relative to the sweep file as any catalog is).
+    let sweep = dir.path().join("tiny.toml");
+    let catalog = repo().join("sweeps/tasks");
+    std::fs::write(
+        &sweep,
+        format!(
+            r#"[sweep]
+name = "tiny"
+catalog = "{}"
+
+[prompt]
+length = 4
+init = "vocab"
+learning_rate = 0.3
+batch_size = 8
+max_text_tokens = 32
+max_steps = 2
+eval_every = 2
+dev_examples = 16
+seeds = [1]
+
+[[model]]
+name = "minilm-l3"
+arch = "bert"
+head = "tied"
+
+[[task]]
+name = "demo-movies"
+
+[studies.cross_task]
+split = "test"
+"#,
+            catalog.display()
+        ),
+    )
+    .unwrap();
+    let work = dir.path().join("elsewhere");
+    std::fs::create_dir(&work).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_promptgrid"))
+        .current_dir(&work)
+        .args(["run", "--threads", "2"])
+        .arg(&sweep)
+        .arg("--models-root")
+        .arg(assets.join("models"))
+        .arg("--data-root")
+        .arg(assets.join("data"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run promptgrid");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("report failed"), "{stderr}");
+    // `--results` defaults to `runs` under the working directory.
+    let report = work.join("runs/tiny/report.md");
+    assert!(report.is_file(), "no {}:\n{stdout}", report.display());
+    assert!(
+        stdout.contains(&format!(
+            "report: {}",
+            Path::new("runs/tiny/report.md").display()
+        )),
+        "{stdout}"
+    );
 }

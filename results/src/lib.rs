@@ -34,5 +34,5 @@ pub mod writer;
 
 pub use error::{Result, ResultsError};
 pub use external::{IndicatorSummary, run_indicators};
-pub use report::{Report, ReportOptions, report, report_with};
+pub use report::{Report, ReportOptions, derive_and_report, report, report_sweep, report_with};
 pub use writer::{CommitOutcome, TableWriter, compact, compact_all, replace_table};

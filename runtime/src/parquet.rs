@@ -1,19 +1,43 @@
 //! The results sink in the coordinator's process: events to Parquet through the results
-//! crate, acknowledged only once committed; and the done set rebuilt from the `jobs` table
-//! when the NATS server's data is gone.
+//! crate, acknowledged only once committed; the done set rebuilt from the `jobs` table when
+//! the NATS server's data is gone; and [`coordinator_config`], a coordinator wired to both.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use promptgrid_common::JobId;
 use promptgrid_common::names::is_plain_name;
 use promptgrid_common::wire::Event;
+use promptgrid_common::{JobGraph, JobId, Sweep};
+use promptgrid_results::report::task_types;
 use promptgrid_results::sink::{EventSink, artifact_path, done_jobs, write_artifact};
 use tracing::Instrument;
 
+use crate::connect::NatsConfig;
 use crate::error::{Error, Result};
 use crate::events::{Ack, BoxFuture, DoneSource, Sink};
+use crate::scheduler::CoordinatorConfig;
+
+/// A coordinator of `sweep` that writes its results as Parquet under `sweep_dir`
+/// (`<results>/<sweep>`) and rebuilds its done set from there; the sweep travels to the workers
+/// as the manifest. Failure limits, lease and shutdown are the caller's to set.
+pub fn coordinator_config(
+    sweep: &Sweep,
+    nats: NatsConfig,
+    sweep_dir: &Path,
+) -> Result<CoordinatorConfig> {
+    let mut config = CoordinatorConfig::new(nats, &sweep.name, JobGraph::build(sweep));
+    config.sweep_spec = Some(sweep.clone());
+    let task_types = task_types(sweep.tasks.iter().map(|t| &t.def));
+    config.sink = Some(Box::new(ParquetSink::open(
+        sweep_dir.to_path_buf(),
+        task_types,
+    )?));
+    config.done_source = Some(Box::new(ParquetDoneSource {
+        sweep_dir: sweep_dir.to_path_buf(),
+    }));
+    Ok(config)
+}
 
 /// Rows held before a commit; one part file per table per commit.
 const BATCH_ROWS: usize = 5_000;

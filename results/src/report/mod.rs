@@ -2,17 +2,21 @@
 //! written back as the derived tables `transfer_relative`, `tpt` and `correlations`, as
 //! `report.md`, and as PNG figures under `figures/`.
 //!
-//! Task types come from `ReportOptions::task_types` (the CLI fills it from the catalog) and,
+//! Task types come from `ReportOptions::task_types` (`promptgrid report` fills it from the
+//! catalog, the end of a sweep from the sweep's own tasks: [`report_sweep`]) and,
 //! for tasks it does not name, from the `src_type`/`tgt_type` columns of `evals`.
 
 pub mod cross_model;
 pub mod cross_task;
 pub mod curves;
+mod sweep;
 pub mod tpt;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+
+use promptgrid_common::catalog::TaskDef;
 
 use crate::error::{Result, ResultsError, io_at};
 use crate::external::{best_indicator, correlation_markdown, indicator_label, matrix_markdown};
@@ -25,6 +29,7 @@ use crate::store::{read_table, table_parts};
 use crate::transfer::{RANDOM_SOURCE, relative_map};
 use crate::writer::replace_table;
 pub use cross_task::{ModelTransfer, VsRandom};
+pub use sweep::{derive_and_report, report_sweep};
 
 /// Writer name of the derived tables' parts.
 const WRITER: &str = "report";
@@ -38,12 +43,24 @@ pub struct ReportOptions {
 impl ReportOptions {
     /// Task types from the task catalog (`sweeps/tasks/`).
     pub fn from_catalog(catalog: &promptgrid_common::catalog::Catalog) -> Self {
-        let task_types = catalog
-            .names()
-            .filter_map(|n| catalog.get(n).map(|t| (n.to_string(), t.task_type.clone())))
-            .collect();
-        Self { task_types }
+        Self::from_tasks(catalog.names().filter_map(|n| catalog.get(n)))
     }
+
+    /// Task types from task definitions, e.g. a sweep's own resolved tasks: the report of a
+    /// sweep then needs no catalog folder.
+    pub fn from_tasks<'a>(tasks: impl IntoIterator<Item = &'a TaskDef>) -> Self {
+        Self {
+            task_types: task_types(tasks),
+        }
+    }
+}
+
+/// task → type of task definitions; the results sink labels `evals` rows with the same map.
+pub fn task_types<'a>(tasks: impl IntoIterator<Item = &'a TaskDef>) -> BTreeMap<String, String> {
+    tasks
+        .into_iter()
+        .map(|t| (t.name.clone(), t.task_type.clone()))
+        .collect()
 }
 
 /// Everything the report computed; the same numbers are in the tables and in `report.md`.

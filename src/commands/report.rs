@@ -1,0 +1,27 @@
+//! `promptgrid report`: the analysis of a results folder, tables, report.md and figures.
+
+use std::process::ExitCode;
+
+use promptgrid_common::catalog::Catalog;
+use promptgrid_results::ReportOptions;
+use promptgrid_results::activation::OnWindows;
+
+use crate::cli::ReportArgs;
+
+pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let windows = OnWindows {
+        width: args.on_window,
+        sliding: args.on_sliding,
+    };
+    // Where `Catalog::builtin()` should become the default once common has it: the folder
+    // would then only override it.
+    let opts = ReportOptions::from_catalog(&Catalog::load(&args.catalog)?);
+    let report = tokio::task::block_in_place(|| {
+        promptgrid_results::derive_and_report(&args.dir, &opts, windows)
+    })?;
+    for line in report.summary_lines() {
+        println!("{line}");
+    }
+    println!("report: {}", report.markdown_path.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,76 @@
+//! `promptgrid eval`: prompt files scored on a split of a task, with the task's metric.
+
+use std::path::{Path, PathBuf};
+
+use promptgrid_common::catalog::TaskDef;
+use serde::Serialize;
+use tch::Tensor;
+
+use promptgrid_ml::{MlResult, PromptFile};
+
+use super::{LoadedModel, ModelArgs, OneShotModel};
+
+/// One prompt's score from `promptgrid eval`.
+#[derive(Debug, Serialize)]
+pub struct PromptScore {
+    pub prompt: PathBuf,
+    pub metric: &'static str,
+    pub value: f64,
+    /// Classification only (null for a T5 generation task).
+    pub accuracy: Option<f64>,
+    /// Classification only (null for a T5 generation task).
+    pub macro_f1: Option<f64>,
+    pub n: usize,
+}
+
+/// Scores prompt files (they must share a length) on the split `split` of `task` (default: its
+/// test split, else dev), read from `data_dir`. An encoder scores them all in one batched pass;
+/// T5 one after the other, classification also reporting accuracy and macro F1.
+pub fn eval(
+    model: &ModelArgs,
+    task: &TaskDef,
+    data_dir: &Path,
+    split: Option<&str>,
+    prompts: &[PathBuf],
+    max_text_tokens: usize,
+) -> MlResult<Vec<PromptScore>> {
+    let split = split
+        .or(task.splits.test.as_deref())
+        .unwrap_or(&task.splits.dev);
+    match model.load_any()? {
+        LoadedModel::Encoder(m) => eval_with(&m, task, data_dir, split, prompts, max_text_tokens),
+        LoadedModel::T5(m) => eval_with(&m, task, data_dir, split, prompts, max_text_tokens),
+    }
+}
+
+fn eval_with<M: OneShotModel>(
+    model: &M,
+    task: &TaskDef,
+    data_dir: &Path,
+    split: &str,
+    prompts: &[PathBuf],
+    max_text_tokens: usize,
+) -> MlResult<Vec<PromptScore>> {
+    let tensors = prompts
+        .iter()
+        .map(|p| {
+            let file = PromptFile::load(p, Some(model.prompt_width()))?;
+            Ok(file.prompt.to_device(model.device()))
+        })
+        .collect::<MlResult<Vec<Tensor>>>()?;
+    let prompt_len = tensors.first().map_or(0, |t| t.size()[0] as usize);
+    let data = model.load_split(task, data_dir, split, prompt_len, max_text_tokens, 0)?;
+    let n = model.data_len(&data);
+    Ok(prompts
+        .iter()
+        .zip(model.score_prompts(task, &tensors, &data)?)
+        .map(|(p, s)| PromptScore {
+            prompt: p.clone(),
+            metric: task.metric.name(),
+            value: s.value,
+            accuracy: s.accuracy,
+            macro_f1: s.macro_f1,
+            n,
+        })
+        .collect())
+}
