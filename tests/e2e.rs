@@ -278,21 +278,19 @@ fn smoke_sweep_survives_ctrl_c_and_resumes_without_duplicates() {
 /// What broke: the report at the end of `promptgrid run` loaded the task catalog from
 /// `sweeps/tasks` under the working directory, so a run started anywhere but the clone's root
 /// finished its jobs and then only warned "the report failed", without report.md. The report
-/// now takes task types from the sweep's own resolved tasks.
+/// now takes task types from the sweep's own resolved tasks. The sweep names no catalog and has
+/// no `tasks/` beside it, so its tasks come from the catalog built into the binary, as do those
+/// of the one-job commands started there.
 #[test]
 fn run_started_outside_the_clone_writes_the_report() {
     let assets = assets();
     let dir = tempfile::tempdir().unwrap();
-    // The cheapest sweep with a report: one small model, one task, a few steps; its catalog is
-    // the clone's, named by absolute path (relative to the sweep file as any catalog is).
+    // The cheapest sweep with a report: one small model, one task, a few steps.
     let sweep = dir.path().join("tiny.toml");
-    let catalog = repo().join("sweeps/tasks");
     std::fs::write(
         &sweep,
-        format!(
-            r#"[sweep]
+        r#"[sweep]
 name = "tiny"
-catalog = "{}"
 
 [prompt]
 length = 4
@@ -316,8 +314,6 @@ name = "demo-movies"
 [studies.cross_task]
 split = "test"
 "#,
-            catalog.display()
-        ),
     )
     .unwrap();
     let work = dir.path().join("elsewhere");
@@ -349,4 +345,23 @@ split = "test"
         )),
         "{stdout}"
     );
+
+    // A one-job command started there finds the same task in the built-in catalog.
+    let out = Command::new(env!("CARGO_BIN_EXE_promptgrid"))
+        .current_dir(&work)
+        .args(["tune", "--task", "demo-movies", "--head", "tied", "--threads", "2"])
+        .args(["--length", "4", "--max-steps", "1", "--eval-every", "1"])
+        .args(["--dev-examples", "8", "--max-text-tokens", "32", "--out", "p.safetensors"])
+        .arg("--model")
+        .arg(assets.join("models/minilm-l3"))
+        .arg("--data")
+        .arg(assets.join("data/demo-movies"))
+        .output()
+        .expect("run promptgrid tune");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(work.join("p.safetensors").is_file());
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use promptgrid_common::overrides::Override;
+use promptgrid_common::spec::{Head, Layout};
 
 /// A sweep file and the `--set` overrides applied to it.
 #[derive(Args)]
@@ -23,10 +24,10 @@ pub struct ModelArgs {
     pub dir: PathBuf,
     /// mlm (the checkpoint's LM head) or tied (embedding rows).
     #[arg(long, default_value = "mlm")]
-    pub head: String,
+    pub head: Head,
     /// prefix (PEFT) or official (mask at prompt slot 0).
     #[arg(long, default_value = "prefix")]
-    pub layout: String,
+    pub layout: Layout,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -40,10 +41,9 @@ pub struct TaskArgs {
     /// The task's data folder (its split files).
     #[arg(long)]
     pub data: PathBuf,
-    // TODO(catalog): default to `Catalog::builtin()` once common has it, so that tune and eval
-    // work from any folder; this flag then overrides it.
-    #[arg(long, default_value = "sweeps/tasks")]
-    pub catalog: PathBuf,
+    /// A task catalog folder to use instead of the one built into promptgrid.
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
 }
 
 #[derive(Args)]

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use promptgrid_common::catalog::{Catalog, TaskDef};
+use promptgrid_common::catalog::{CatalogSource, TaskDef};
 use promptgrid_common::error::Location;
 use promptgrid_common::plan::Roots;
 use promptgrid_common::{SpecError, Sweep};
@@ -24,8 +24,8 @@ impl ModelArgs {
     pub fn oneshot(&self) -> anyhow::Result<oneshot::ModelArgs> {
         Ok(oneshot::ModelArgs {
             dir: self.dir.clone(),
-            head: self.head.parse()?,
-            layout: self.layout.parse()?,
+            head: self.head,
+            layout: self.layout,
             device: self.device.device()?,
             precision: self.device.precision()?,
         })
@@ -36,7 +36,7 @@ impl TaskArgs {
     /// The task's definition from the catalog; an unknown name lists the catalog's tasks.
     pub fn load(&self) -> anyhow::Result<TaskDef> {
         let name = &self.task;
-        let catalog = Catalog::load(&self.catalog)?;
+        let catalog = CatalogSource::from_flag(self.catalog.as_deref()).load()?;
         catalog.get(name).cloned().ok_or_else(|| {
             let known: Vec<&str> = catalog.names().collect();
             anyhow::Error::new(SpecError::Invalid {

@@ -9,6 +9,7 @@ mod convert;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use promptgrid_common::spec::Init;
 
 pub use args::{
     DeviceArgs, FailureArgs, ModelArgs, NatsArgs, ResultsArgs, RootArgs, SweepArgs, TaskArgs,
@@ -171,9 +172,9 @@ pub struct RetryArgs {
 pub struct ReportArgs {
     /// `<results>/<sweep>`, the folder holding the tables.
     pub dir: PathBuf,
-    /// The task catalog, for grouping tasks by type.
-    #[arg(long, default_value = "sweeps/tasks")]
-    pub catalog: PathBuf,
+    /// A task catalog folder (for grouping tasks by type) to use instead of the built-in one.
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
     /// Consecutive layers per window of the ON indicator.
     #[arg(long, default_value_t = promptgrid_results::activation::DEFAULT_WINDOW)]
     pub on_window: usize,
@@ -205,7 +206,7 @@ pub struct TuneArgs {
     pub length: usize,
     /// random, vocab or from:<prompt file>.
     #[arg(long, default_value = "random")]
-    pub init: String,
+    pub init: Init<PathBuf>,
     #[arg(long, default_value_t = 1e-3)]
     pub learning_rate: f64,
     #[arg(long, default_value_t = 16)]

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use promptgrid_common::catalog::Catalog;
+use promptgrid_common::catalog::CatalogSource;
 use promptgrid_results::ReportOptions;
 use promptgrid_results::activation::OnWindows;
 
@@ -13,9 +13,8 @@ pub fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
         width: args.on_window,
         sliding: args.on_sliding,
     };
-    // Where `Catalog::builtin()` should become the default once common has it: the folder
-    // would then only override it.
-    let opts = ReportOptions::from_catalog(&Catalog::load(&args.catalog)?);
+    let catalog = CatalogSource::from_flag(args.catalog.as_deref()).load()?;
+    let opts = ReportOptions::from_catalog(&catalog);
     let report = tokio::task::block_in_place(|| {
         promptgrid_results::derive_and_report(&args.dir, &opts, windows)
     })?;

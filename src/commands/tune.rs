@@ -11,7 +11,7 @@ pub fn tune(args: TuneArgs) -> anyhow::Result<ExitCode> {
     let request = TuneRequest {
         data_dir: args.task.data,
         length: args.length,
-        init: args.init.parse()?,
+        init: args.init,
         learning_rate: args.learning_rate,
         batch_size: args.batch_size,
         grad_accum: args.grad_accum,
