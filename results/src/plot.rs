@@ -56,13 +56,15 @@ fn color(v: Option<f64>, lo: f64, hi: f64) -> RGBColor {
     RGBColor(mix(255.0, 8.0), mix(255.0, 48.0), mix(255.0, 107.0))
 }
 
-/// A heatmap: `values[r][c]` for row labels `rows` and column labels `cols`, each cell printed.
+/// A heatmap: `values[r][c]` for row labels `rows` and column labels `cols`, each cell printed;
+/// with `sds`, a cell that has one reads `mean` over `± sd` (the colour is the mean's).
 pub fn heatmap(
     path: &Path,
     title: &str,
     rows: &[String],
     cols: &[String],
     values: &[Vec<Option<f64>>],
+    sds: Option<&[Vec<Option<f64>>]>,
 ) -> Result<()> {
     register_font();
     let err = plot_err(path);
@@ -117,14 +119,20 @@ pub fn heatmap(
             .map_err(|e| err(e.to_string()))?;
             if let Some(v) = v {
                 let dark = (fill.0 as u32 + fill.1 as u32 + fill.2 as u32) < 360;
-                let style = font(11.0)
-                    .color(if dark { &WHITE } else { &BLACK })
-                    .pos(Pos::new(HPos::Center, VPos::Center));
-                root.draw(&Text::new(
-                    format!("{v:.0}"),
-                    (x0 + cell / 2, y0 + cell / 2),
-                    style,
-                ))
+                let style = |size: f64| {
+                    font(size)
+                        .color(if dark { &WHITE } else { &BLACK })
+                        .pos(Pos::new(HPos::Center, VPos::Center))
+                };
+                let (cx, cy) = (x0 + cell / 2, y0 + cell / 2);
+                match sds.and_then(|sd| sd[r][c]) {
+                    Some(sd) => root
+                        .draw(&Text::new(format!("{v:.0}"), (cx, cy - 7), style(11.0)))
+                        .and_then(|_| {
+                            root.draw(&Text::new(format!("±{sd:.1}"), (cx, cy + 8), style(10.0)))
+                        }),
+                    None => root.draw(&Text::new(format!("{v:.0}"), (cx, cy), style(11.0))),
+                }
                 .map_err(|e| err(e.to_string()))?;
             }
         }
