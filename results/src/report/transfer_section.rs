@@ -63,7 +63,8 @@ fn relative_cell(t: &ModelTransfer, s: &str, tg: &str) -> Option<String> {
     if spread.relative.n < t.seeds.len() {
         let _ = write!(text, " (n={})", spread.relative.n);
     }
-    if spread.beats_random() == Some(true) {
+    // The own prompt beating random is expected, not news: only transfers are marked.
+    if s != tg && spread.beats_random() == Some(true) {
         let _ = write!(text, " {BEATS_RANDOM_MARK}");
     }
     Some(text)

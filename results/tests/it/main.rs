@@ -5,6 +5,7 @@ mod python;
 mod reference;
 mod report;
 mod schema;
+mod seeds;
 mod splits;
 mod store;
 mod util;
