@@ -8,4 +8,5 @@ mod schema;
 mod seeds;
 mod splits;
 mod store;
+mod uncertainty;
 mod util;
