@@ -140,8 +140,15 @@ pub fn heatmap(
     root.present().map_err(|e| err(e.to_string()))
 }
 
-/// Horizontal bars, one per label (for "which indicator predicts transfer best").
-pub fn bars(path: &Path, title: &str, labels: &[String], values: &[f64]) -> Result<()> {
+/// Horizontal bars, one per label (for "which indicator predicts transfer best"), each with a
+/// whisker over its interval where `intervals` has one.
+pub fn bars(
+    path: &Path,
+    title: &str,
+    labels: &[String],
+    values: &[f64],
+    intervals: &[Option<(f64, f64)>],
+) -> Result<()> {
     register_font();
     let err = plot_err(path);
     let (left, row, scale) = (170i32, 28i32, 300.0f64);
@@ -170,10 +177,24 @@ pub fn bars(path: &Path, title: &str, labels: &[String], values: &[f64]) -> Resu
             fill.filled(),
         ))
         .map_err(|e| err(e.to_string()))?;
+        let x_of = |r: f64| zero + (r.clamp(-1.0, 1.0) * scale) as i32;
+        let mut text_x = zero.max(end);
+        if let Some((lo, hi)) = intervals.get(i).copied().flatten() {
+            let (a, b, mid) = (x_of(lo), x_of(hi), y + row / 2);
+            for line in [
+                vec![(a, mid), (b, mid)],
+                vec![(a, mid - 5), (a, mid + 5)],
+                vec![(b, mid - 5), (b, mid + 5)],
+            ] {
+                root.draw(&PathElement::new(line, BLACK))
+                    .map_err(|e| err(e.to_string()))?;
+            }
+            text_x = text_x.max(b);
+        }
         let style = font(11.0).pos(Pos::new(HPos::Left, VPos::Center));
         root.draw(&Text::new(
             format!("{v:.3}"),
-            (zero.max(end) + 4, y + row / 2),
+            (text_x + 4, y + row / 2),
             style,
         ))
         .map_err(|e| err(e.to_string()))?;

@@ -268,23 +268,26 @@ pub fn report_with(results_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         by_model.entry(c.model.as_str()).or_default().push(c);
     }
     for (model, rows) in by_model {
-        let defined: Vec<_> = rows
-            .iter()
-            .filter_map(|c| {
-                c.spearman
-                    .map(|r| (indicator_label(&c.indicator, c.layers.as_deref()), r))
-            })
-            .collect();
+        let defined: Vec<&&CorrelationRow> = rows.iter().filter(|c| c.spearman.is_some()).collect();
         if defined.is_empty() {
             continue;
         }
         let path = fig_dir.join(format!("indicators_{}.png", slug(model)));
-        let (labels, values): (Vec<String>, Vec<f64>) = defined.into_iter().unzip();
+        let labels: Vec<String> = defined
+            .iter()
+            .map(|c| indicator_label(&c.indicator, c.layers.as_deref()))
+            .collect();
+        let values: Vec<f64> = defined.iter().filter_map(|c| c.spearman).collect();
+        let intervals: Vec<Option<(f64, f64)>> =
+            defined.iter().map(|c| c.rho_lo.zip(c.rho_hi)).collect();
         plot::bars(
             &path,
-            &format!("{model}: mean Spearman ρ with relative transfer"),
+            &format!(
+                "{model}: mean Spearman ρ with relative transfer (whiskers: 95% bootstrap interval)"
+            ),
             &labels,
             &values,
+            &intervals,
         )?;
         figures.push(path);
     }
