@@ -40,9 +40,9 @@ impl Spread {
     /// The beats-random rule on the paired margins `d_k = rel_k(s→t) − rel_k(random→t)` (one per
     /// seed k that scored both): the mean margin exceeds [`BEYOND_SPREAD_SDS`] times their sd.
     /// It compares with the spread of single runs, not the standard error of the mean, so it
-    /// says "a rerun with a new seed would beat random too", and is stricter than a one-sided
-    /// paired t-test at 5% for every n ≥ 3 (for n = 3 that test needs 1.69 sd). `None` with
-    /// fewer than two seeds: there is no spread to beat.
+    /// says "a rerun with a new seed would beat random too". It is stricter than a one-sided
+    /// paired t-test at 5% for every n ≥ 3 (at n = 3 that test needs 1.69 sd) and weaker at
+    /// n = 2 (4.46 sd). `None` with fewer than two seeds: there is no spread to beat.
     pub fn beyond_spread(&self) -> Option<bool> {
         self.sd.map(|sd| self.mean > BEYOND_SPREAD_SDS * sd)
     }
