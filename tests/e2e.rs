@@ -349,9 +349,24 @@ split = "test"
     // A one-job command started there finds the same task in the built-in catalog.
     let out = Command::new(env!("CARGO_BIN_EXE_promptgrid"))
         .current_dir(&work)
-        .args(["tune", "--task", "demo-movies", "--head", "tied", "--threads", "2"])
+        .args([
+            "tune",
+            "--task",
+            "demo-movies",
+            "--head",
+            "tied",
+            "--threads",
+            "2",
+        ])
         .args(["--length", "4", "--max-steps", "1", "--eval-every", "1"])
-        .args(["--dev-examples", "8", "--max-text-tokens", "32", "--out", "p.safetensors"])
+        .args([
+            "--dev-examples",
+            "8",
+            "--max-text-tokens",
+            "32",
+            "--out",
+            "p.safetensors",
+        ])
         .arg("--model")
         .arg(assets.join("models/minilm-l3"))
         .arg("--data")

@@ -282,7 +282,9 @@ pub enum CatalogSource {
 impl CatalogSource {
     /// A `--catalog` flag: the folder when given, else the built-in catalog.
     pub fn from_flag(dir: Option<&Path>) -> CatalogSource {
-        dir.map_or(CatalogSource::Builtin, |d| CatalogSource::Folder(d.to_path_buf()))
+        dir.map_or(CatalogSource::Builtin, |d| {
+            CatalogSource::Folder(d.to_path_buf())
+        })
     }
 
     /// The catalog this names.

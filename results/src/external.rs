@@ -7,11 +7,13 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, ResultsError, io_at};
+use crate::indicator_ranking::{IndicatorRanking, label};
 use crate::indicators::prompt_indicators;
 use crate::plot::slug;
 use crate::prompts::load_prompt_dir;
+use crate::rho_uncertainty::Resampling;
 use crate::schema::{CorrelationRow, IndicatorRow, TransferRelativeRow};
-use crate::spearman::{GLOBAL, MEAN, correlation_rows};
+use crate::spearman::{GLOBAL, MEAN, SeededValues, correlation_rows};
 use crate::transfer::{
     RANDOM_SOURCE, RelativeCell, read_transfer_csv, relative_map, relative_matrix,
 };
@@ -30,8 +32,11 @@ pub struct IndicatorSummary {
     /// Empty without a transfer CSV.
     pub relative: Vec<RelativeCell>,
     pub correlations: Vec<CorrelationRow>,
-    /// The indicator with the highest mean per-target ρ, with that ρ.
+    /// The indicator with the highest mean per-target ρ, with that ρ, when its bootstrap
+    /// interval lies above every other's; `None` when they cannot be told apart.
     pub best: Option<(String, f64)>,
+    /// The verdict behind `best`; `None` without correlations.
+    pub ranking: Option<IndicatorRanking>,
     /// The markdown summary written to `out_dir/indicators.md`.
     pub markdown_path: PathBuf,
     /// The relative-transfer heatmap, when transfer results were given.
@@ -91,37 +96,33 @@ pub fn run_indicators(
             });
         }
         relative = relative_matrix(&scores, csv)?;
-        correlations = correlation_rows(&model, &indicators, &relative_map(&relative));
+        correlations = correlation_rows(
+            &model,
+            &indicators,
+            &SeededValues::single(&relative_map(&relative)),
+            &Resampling::default(),
+        );
     }
     std::fs::create_dir_all(out_dir).map_err(io_at(out_dir))?;
     replace_table(out_dir, WRITER, &indicators)?;
     if transfer_csv.is_some() {
-        let rows: Vec<TransferRelativeRow> = relative
-            .iter()
-            .map(|c| TransferRelativeRow {
-                model: model.clone(),
-                src_task: c.source.clone(),
-                tgt_task: c.target.clone(),
-                metric: c.metric.clone(),
-                raw: c.raw,
-                own: c.own,
-                relative: c.relative,
-                src_type: None,
-                tgt_type: None,
-                split: None,
-            })
-            .collect();
+        // One seed: no spread, and no beats-random verdict.
+        let rows: Vec<TransferRelativeRow> = relative.iter().map(|c| c.row(&model)).collect();
         replace_table(out_dir, WRITER, &rows)?;
         replace_table(out_dir, WRITER, &correlations)?;
     }
-    let best = best_indicator(&correlations);
+    let ranking = IndicatorRanking::of(&correlations);
+    let best = ranking
+        .as_ref()
+        .and_then(IndicatorRanking::best)
+        .map(|(l, r)| (l.to_string(), r));
     let figure = if relative.is_empty() {
         None
     } else {
         Some(relative_heatmap(&model, &relative, out_dir)?)
     };
     let markdown_path = out_dir.join("indicators.md");
-    let mut md = markdown(&model, &tasks, &relative, &correlations, best.as_ref());
+    let mut md = markdown(&model, &tasks, &relative, &correlations, ranking.as_ref());
     if figure.is_some() {
         let _ = writeln!(
             md,
@@ -137,6 +138,7 @@ pub fn run_indicators(
         relative,
         correlations,
         best,
+        ranking,
         markdown_path,
         figure,
     })
@@ -175,44 +177,38 @@ fn relative_heatmap(model: &str, cells: &[RelativeCell], out_dir: &Path) -> Resu
         })
         .collect();
     let title = format!("{model}: relative zero-shot transfer % (rows: source, columns: target)");
-    crate::plot::heatmap(&path, &title, &sources, &targets, &values)?;
+    crate::plot::heatmap(&path, &title, &sources, &targets, &values, None)?;
     Ok(path)
-}
-
-/// Label of an indicator with its layer span (`ON[0-2]`).
-pub(crate) fn indicator_label(indicator: &str, layers: Option<&str>) -> String {
-    match layers {
-        Some(l) => format!("{indicator}[{l}]"),
-        None => indicator.to_string(),
-    }
-}
-
-/// The indicator whose mean per-target ρ is highest.
-pub(crate) fn best_indicator(correlations: &[CorrelationRow]) -> Option<(String, f64)> {
-    correlations
-        .iter()
-        .filter(|c| c.target == MEAN)
-        .filter_map(|c| {
-            c.spearman
-                .map(|r| (indicator_label(&c.indicator, c.layers.as_deref()), r))
-        })
-        .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 fn fmt_opt(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| format!("{v:.3}"))
 }
 
-/// The correlation summary as a markdown table: mean and global ρ per indicator.
-pub(crate) fn correlation_markdown(correlations: &[CorrelationRow]) -> String {
+/// ρ with its 95% interval and permutation p: `0.512 [0.310, 0.702] p=0.003`.
+fn rho_cell(c: Option<&CorrelationRow>) -> String {
+    let Some(c) = c else { return "–".into() };
+    let mut out = fmt_opt(c.spearman);
+    if let (Some(lo), Some(hi)) = (c.rho_lo, c.rho_hi) {
+        let _ = write!(out, " [{lo:.3}, {hi:.3}]");
+    }
+    if let Some(p) = c.p_value {
+        let _ = write!(out, " p={p:.4}");
+    }
+    out
+}
+
+/// The correlation summary as a markdown table: mean and global ρ per indicator, each with its
+/// 95% bootstrap interval and permutation p-value.
+pub(crate) fn correlation_markdown(correlations: &[CorrelationRow], r: &Resampling) -> String {
     let mut md = String::from(
-        "| indicator | mean ρ over targets | targets | global ρ | pairs |\n|---|---|---|---|---|\n",
+        "| indicator | mean ρ over targets [95% CI] p | targets | global ρ [95% CI] p | pairs |\n|---|---|---|---|---|\n",
     );
     let mut labels: Vec<(String, Option<&str>, &str)> = correlations
         .iter()
         .map(|c| {
             (
-                indicator_label(&c.indicator, c.layers.as_deref()),
+                label(&c.indicator, c.layers.as_deref()),
                 c.layers.as_deref(),
                 c.indicator.as_str(),
             )
@@ -233,10 +229,26 @@ pub(crate) fn correlation_markdown(correlations: &[CorrelationRow]) -> String {
         let _ = writeln!(
             md,
             "| {label} | {} | {} | {} | {} |",
-            fmt_opt(m.and_then(|c| c.spearman)),
+            rho_cell(m),
             m.map_or(0, |c| c.n),
-            fmt_opt(g.and_then(|c| c.spearman)),
+            rho_cell(g),
             g.map_or(0, |c| c.n)
+        );
+    }
+    if let Some(c) = correlations.first() {
+        let _ = writeln!(
+            md,
+            "\n95% percentile bootstrap intervals from {} replicates (pairs resampled{}), \
+             two-sided permutation p-values from {} permutations, p = (k + 1) / ({} + 1); \
+             `mean` resamples within each target.",
+            r.n_boot,
+            if c.n_seeds > 1 {
+                format!(", and the {} seeds", c.n_seeds)
+            } else {
+                String::new()
+            },
+            r.n_perm,
+            r.n_perm
         );
     }
     md
@@ -248,6 +260,20 @@ pub(crate) fn matrix_markdown(
     sources: &[String],
     targets: &[String],
 ) -> String {
+    matrix_markdown_with(sources, targets, |s, t| {
+        cells
+            .iter()
+            .find(|c| c.source == s && c.target == t)
+            .map(|c| format!("{:.1}", c.relative))
+    })
+}
+
+/// A matrix as markdown with `cell(source, target)` as each cell's text (`–` where `None`).
+pub(crate) fn matrix_markdown_with(
+    sources: &[String],
+    targets: &[String],
+    cell: impl Fn(&str, &str) -> Option<String>,
+) -> String {
     let mut md = format!(
         "| source \\ target | {} |\n|---|{}\n",
         targets.join(" | "),
@@ -256,12 +282,7 @@ pub(crate) fn matrix_markdown(
     for s in sources {
         let _ = write!(md, "| {s} |");
         for t in targets {
-            let v = cells.iter().find(|c| &c.source == s && &c.target == t);
-            let _ = write!(
-                md,
-                " {} |",
-                v.map_or("–".into(), |c| format!("{:.1}", c.relative))
-            );
+            let _ = write!(md, " {} |", cell(s, t).unwrap_or_else(|| "–".into()));
         }
         md.push('\n');
     }
@@ -273,7 +294,7 @@ fn markdown(
     tasks: &[String],
     relative: &[RelativeCell],
     correlations: &[CorrelationRow],
-    best: Option<&(String, f64)>,
+    ranking: Option<&IndicatorRanking>,
 ) -> String {
     let mut md = format!(
         "# Prompt indicators: {model}\n\n{} prompts: {}.\n\n",
@@ -290,12 +311,9 @@ fn markdown(
     md.push_str(
         "\n## Spearman's ρ with relative transfer (sources s ≠ t, random prompt left out)\n\n",
     );
-    md.push_str(&correlation_markdown(correlations));
-    if let Some((name, rho)) = best {
-        let _ = writeln!(
-            md,
-            "\nBest predictor (mean ρ over targets): **{name}**, ρ = {rho:.3}."
-        );
+    md.push_str(&correlation_markdown(correlations, &Resampling::default()));
+    if let Some(r) = ranking {
+        let _ = writeln!(md, "\n{}", r.sentence());
     }
     md
 }

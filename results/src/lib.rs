@@ -7,6 +7,8 @@
 //! * [`prompts`], [`indicators`], [`activation`]: prompt loading and the transferability
 //!   indicators (DESIGN.md §1), ON on bit-packed activation masks;
 //! * [`transfer`], [`spearman`]: relative transfer and rank correlations;
+//! * [`seeds`], [`rho_uncertainty`], [`resample`]: the spread over seeds, the beats-random rule,
+//!   bootstrap intervals and permutation p-values of ρ, and their seeded generator;
 //! * [`external`]: `promptgrid indicators` on prompts from elsewhere;
 //! * [`mod@report`]: `promptgrid report`: cross-task matrices grouped by task type, TPT speedup,
 //!   cross-model transfer, indicator correlations, training curves; derived tables,
@@ -21,11 +23,15 @@ pub mod activation;
 mod columns;
 pub mod error;
 pub mod external;
+pub mod indicator_ranking;
 pub mod indicators;
 mod plot;
 pub mod prompts;
 pub mod report;
+pub mod resample;
+pub mod rho_uncertainty;
 pub mod schema;
+pub mod seeds;
 pub mod sink;
 pub mod spearman;
 pub mod store;

@@ -56,13 +56,15 @@ fn color(v: Option<f64>, lo: f64, hi: f64) -> RGBColor {
     RGBColor(mix(255.0, 8.0), mix(255.0, 48.0), mix(255.0, 107.0))
 }
 
-/// A heatmap: `values[r][c]` for row labels `rows` and column labels `cols`, each cell printed.
+/// A heatmap: `values[r][c]` for row labels `rows` and column labels `cols`, each cell printed;
+/// with `sds`, a cell that has one reads `mean` over `± sd` (the colour is the mean's).
 pub fn heatmap(
     path: &Path,
     title: &str,
     rows: &[String],
     cols: &[String],
     values: &[Vec<Option<f64>>],
+    sds: Option<&[Vec<Option<f64>>]>,
 ) -> Result<()> {
     register_font();
     let err = plot_err(path);
@@ -117,14 +119,20 @@ pub fn heatmap(
             .map_err(|e| err(e.to_string()))?;
             if let Some(v) = v {
                 let dark = (fill.0 as u32 + fill.1 as u32 + fill.2 as u32) < 360;
-                let style = font(11.0)
-                    .color(if dark { &WHITE } else { &BLACK })
-                    .pos(Pos::new(HPos::Center, VPos::Center));
-                root.draw(&Text::new(
-                    format!("{v:.0}"),
-                    (x0 + cell / 2, y0 + cell / 2),
-                    style,
-                ))
+                let style = |size: f64| {
+                    font(size)
+                        .color(if dark { &WHITE } else { &BLACK })
+                        .pos(Pos::new(HPos::Center, VPos::Center))
+                };
+                let (cx, cy) = (x0 + cell / 2, y0 + cell / 2);
+                match sds.and_then(|sd| sd[r][c]) {
+                    Some(sd) => root
+                        .draw(&Text::new(format!("{v:.0}"), (cx, cy - 7), style(11.0)))
+                        .and_then(|_| {
+                            root.draw(&Text::new(format!("±{sd:.1}"), (cx, cy + 8), style(10.0)))
+                        }),
+                    None => root.draw(&Text::new(format!("{v:.0}"), (cx, cy), style(11.0))),
+                }
                 .map_err(|e| err(e.to_string()))?;
             }
         }
@@ -132,8 +140,15 @@ pub fn heatmap(
     root.present().map_err(|e| err(e.to_string()))
 }
 
-/// Horizontal bars, one per label (for "which indicator predicts transfer best").
-pub fn bars(path: &Path, title: &str, labels: &[String], values: &[f64]) -> Result<()> {
+/// Horizontal bars, one per label (for "which indicator predicts transfer best"), each with a
+/// whisker over its interval where `intervals` has one.
+pub fn bars(
+    path: &Path,
+    title: &str,
+    labels: &[String],
+    values: &[f64],
+    intervals: &[Option<(f64, f64)>],
+) -> Result<()> {
     register_font();
     let err = plot_err(path);
     let (left, row, scale) = (170i32, 28i32, 300.0f64);
@@ -162,10 +177,24 @@ pub fn bars(path: &Path, title: &str, labels: &[String], values: &[f64]) -> Resu
             fill.filled(),
         ))
         .map_err(|e| err(e.to_string()))?;
+        let x_of = |r: f64| zero + (r.clamp(-1.0, 1.0) * scale) as i32;
+        let mut text_x = zero.max(end);
+        if let Some((lo, hi)) = intervals.get(i).copied().flatten() {
+            let (a, b, mid) = (x_of(lo), x_of(hi), y + row / 2);
+            for line in [
+                vec![(a, mid), (b, mid)],
+                vec![(a, mid - 5), (a, mid + 5)],
+                vec![(b, mid - 5), (b, mid + 5)],
+            ] {
+                root.draw(&PathElement::new(line, BLACK))
+                    .map_err(|e| err(e.to_string()))?;
+            }
+            text_x = text_x.max(b);
+        }
         let style = font(11.0).pos(Pos::new(HPos::Left, VPos::Center));
         root.draw(&Text::new(
             format!("{v:.3}"),
-            (zero.max(end) + 4, y + row / 2),
+            (text_x + 4, y + row / 2),
             style,
         ))
         .map_err(|e| err(e.to_string()))?;

@@ -9,8 +9,9 @@
 //! catalog, so the report can group tasks without the catalog at hand), `indicators.layers` and
 //! `correlations.layers` (null for prompt indicators, `all` or `first-last` for ON), `tpt.seed`
 //! and `tpt.tpt_best` (the best score TPT reached, kept when it never reaches vanilla's best),
-//! `evals.objective` (the projector objective of cross-model evals), and the derived
-//! `transfer_relative` and `cross_model` tables.
+//! `evals.objective` (the projector objective of cross-model evals), the uncertainty columns of
+//! `correlations` (`rho_lo`, `rho_hi`, `n_boot`, `p_value`, `n_perm`, `n_seeds`), and the
+//! derived `transfer_relative` (with its spread over seeds) and `cross_model` tables.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, LazyLock};
@@ -212,6 +213,18 @@ tables! {
         /// Null when undefined (too few pairs, or a constant side).
         pub spearman: Option<f64> as Float64,
         pub n: i64 as Int64,
+        /// 95% percentile bootstrap interval of `spearman` (pairs resampled, and seeds where
+        /// there are several); null where ρ is undefined.
+        pub rho_lo: Option<f64> as Float64,
+        pub rho_hi: Option<f64> as Float64,
+        /// Bootstrap replicates behind the interval: those of the drawn ones where ρ was defined.
+        pub n_boot: i64 as Int64,
+        /// Two-sided permutation p-value, (k + 1) / (n_perm + 1); null where ρ is undefined.
+        pub p_value: Option<f64> as Float64,
+        /// Permutations drawn.
+        pub n_perm: i64 as Int64,
+        /// Seeds of relative transfer behind `spearman` (averaged) and resampled by the bootstrap.
+        pub n_seeds: i64 as Int64,
     }
 
     /// Convergence of transfer-as-initialization against vanilla prompt tuning, for one pair.
@@ -242,16 +255,30 @@ tables! {
         pub src_task: String as Utf8,
         pub tgt_task: String as Utf8,
         pub metric: String as Utf8,
-        /// score(s→t).
+        /// score(s→t), the mean over `n_seeds` seeds.
         pub raw: f64 as Float64,
-        /// score(t→t).
+        /// score(t→t), the mean over the same seeds.
         pub own: f64 as Float64,
-        /// 100 · raw / own.
+        /// 100 · raw / own per seed, then the mean over seeds (one seed: 100 · raw / own).
         pub relative: f64 as Float64,
         pub src_type: Option<String> as Utf8,
         pub tgt_type: Option<String> as Utf8,
         /// The split the target is scored on (its own test split, or dev where it has none).
         pub split: Option<String> as Utf8,
+        /// Seeds that scored this cell.
+        pub n_seeds: i64 as Int64,
+        /// Sample standard deviations (n − 1) over the seeds; null with one seed.
+        pub raw_sd: Option<f64> as Float64,
+        pub own_sd: Option<f64> as Float64,
+        pub relative_sd: Option<f64> as Float64,
+        /// relative(s→t) − relative(random→t), paired by seed, mean over the seeds with both;
+        /// null for the random source or where the random prompt was not scored.
+        pub random_margin: Option<f64> as Float64,
+        /// Its sample standard deviation over those seeds.
+        pub random_margin_sd: Option<f64> as Float64,
+        /// random_margin > 2 · random_margin_sd: beats the random prompt beyond the seed
+        /// spread; null with fewer than two paired seeds.
+        pub beats_random: Option<bool> as Boolean,
     }
 
     /// A projected prompt's score on the target model, relative to the target model's own prompt.

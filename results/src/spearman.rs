@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::rho_uncertainty::{Resampling, rho_uncertainty};
+
 /// 1-based ranks; tied values share the average of the ranks they span.
 pub fn ranks(x: &[f64]) -> Vec<f64> {
     let mut order: Vec<usize> = (0..x.len()).collect();
@@ -62,66 +64,145 @@ pub const MEAN: &str = "mean";
 pub type PairValues = BTreeMap<(String, String), f64>;
 pub const GLOBAL: &str = "global";
 
+/// Relative transfer per ordered pair `(source, target)` and seed: `values[pair][k]` is seed k's
+/// value, `None` where that seed has none. A correlation uses the mean over a pair's seeds.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SeededValues {
+    pub n_seeds: usize,
+    pub values: BTreeMap<(String, String), Vec<Option<f64>>>,
+}
+
+impl SeededValues {
+    /// One seed.
+    pub fn single(values: &PairValues) -> Self {
+        Self {
+            n_seeds: 1,
+            values: values
+                .iter()
+                .map(|(k, v)| (k.clone(), vec![Some(*v)]))
+                .collect(),
+        }
+    }
+}
+
+/// The pairs one indicator is correlated over: those with both an indicator value and relative
+/// transfer, off the diagonal, the excluded sources left out; in (source, target) name order.
+#[derive(Debug, Clone)]
+pub(crate) struct PairSet {
+    /// Every target of the relative values, in name order (some may have no pairs).
+    pub targets: Vec<String>,
+    /// Per target, its pairs (indices into `x`), in source order.
+    pub per_target: Vec<Vec<usize>>,
+    /// The indicator per pair.
+    pub x: Vec<f64>,
+    /// Relative transfer per pair and seed.
+    pub y_by_seed: Vec<Vec<Option<f64>>>,
+    /// Relative transfer per pair, the mean over its seeds.
+    pub y: Vec<f64>,
+    pub n_seeds: usize,
+}
+
+fn mean_of(v: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    (n > 0).then(|| sum / n as f64)
+}
+
+impl PairSet {
+    pub fn new(
+        indicator: &PairValues,
+        relative: &SeededValues,
+        exclude_sources: &[&str],
+    ) -> PairSet {
+        let targets: BTreeSet<&str> = relative.values.keys().map(|(_, t)| t.as_str()).collect();
+        let targets: Vec<String> = targets.into_iter().map(str::to_string).collect();
+        let mut set = PairSet {
+            per_target: vec![Vec::new(); targets.len()],
+            targets,
+            x: Vec::new(),
+            y_by_seed: Vec::new(),
+            y: Vec::new(),
+            n_seeds: relative.n_seeds,
+        };
+        for ((s, t), by_seed) in &relative.values {
+            if s == t || exclude_sources.contains(&s.as_str()) {
+                continue;
+            }
+            let (Some(ind), Some(y)) = (
+                indicator.get(&(s.clone(), t.clone())),
+                mean_of(by_seed.iter().flatten().copied()),
+            ) else {
+                continue;
+            };
+            if let Ok(ti) = set.targets.binary_search(t) {
+                set.per_target[ti].push(set.x.len());
+            }
+            set.x.push(*ind);
+            set.y.push(y);
+            set.y_by_seed.push(by_seed.clone());
+        }
+        set
+    }
+
+    /// Every pair, in (source, target) order.
+    pub fn all(&self) -> Vec<usize> {
+        (0..self.x.len()).collect()
+    }
+
+    /// ρ over the pairs `idx` (repeats allowed), with relative transfer `y[i]`; a pair whose
+    /// `y` is `None` is left out.
+    pub fn rho(&self, idx: impl Iterator<Item = usize>, y: &[Option<f64>]) -> Option<f64> {
+        let (xs, ys): (Vec<f64>, Vec<f64>) =
+            idx.filter_map(|i| y[i].map(|v| (self.x[i], v))).unzip();
+        spearman(&xs, &ys)
+    }
+
+    /// Per target, then `mean` (over the targets where ρ is defined), then `global`.
+    pub fn observed(&self) -> Vec<TargetCorrelation> {
+        let y: Vec<Option<f64>> = self.y.iter().copied().map(Some).collect();
+        let mut out: Vec<TargetCorrelation> = self
+            .targets
+            .iter()
+            .zip(&self.per_target)
+            .map(|(t, idx)| TargetCorrelation {
+                target: t.clone(),
+                spearman: self.rho(idx.iter().copied(), &y),
+                n: idx.len(),
+            })
+            .collect();
+        let defined: Vec<f64> = out.iter().filter_map(|c| c.spearman).collect();
+        out.push(TargetCorrelation {
+            target: MEAN.into(),
+            spearman: mean_of(defined.iter().copied()),
+            n: defined.len(),
+        });
+        out.push(TargetCorrelation {
+            target: GLOBAL.into(),
+            spearman: self.rho(0..self.x.len(), &y),
+            n: self.x.len(),
+        });
+        out
+    }
+}
+
 /// Correlates `indicator[(source, target)]` with `relative[(source, target)]` over the pairs both
 /// hold, leaving out the diagonal and the sources in `exclude_sources` (the random prompt is a
 /// baseline, not a task).
 pub fn correlate(
-    indicator: &BTreeMap<(String, String), f64>,
-    relative: &BTreeMap<(String, String), f64>,
+    indicator: &PairValues,
+    relative: &PairValues,
     exclude_sources: &[&str],
 ) -> Vec<TargetCorrelation> {
-    let mut per_target: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
-    let (mut gx, mut gy) = (Vec::new(), Vec::new());
-    for ((s, t), rel) in relative {
-        if s == t || exclude_sources.contains(&s.as_str()) {
-            continue;
-        }
-        let Some(ind) = indicator.get(&(s.clone(), t.clone())) else {
-            continue;
-        };
-        let e = per_target.entry(t.as_str()).or_default();
-        e.0.push(*ind);
-        e.1.push(*rel);
-        gx.push(*ind);
-        gy.push(*rel);
-    }
-    let targets: BTreeSet<&str> = relative.keys().map(|(_, t)| t.as_str()).collect();
-    let mut out = Vec::new();
-    let mut defined = Vec::new();
-    for t in targets {
-        let (x, y) = per_target
-            .get(t)
-            .map_or((&[][..], &[][..]), |(x, y)| (&x[..], &y[..]));
-        let rho = spearman(x, y);
-        if let Some(r) = rho {
-            defined.push(r);
-        }
-        out.push(TargetCorrelation {
-            target: t.to_string(),
-            spearman: rho,
-            n: x.len(),
-        });
-    }
-    let mean = (!defined.is_empty()).then(|| defined.iter().sum::<f64>() / defined.len() as f64);
-    out.push(TargetCorrelation {
-        target: MEAN.into(),
-        spearman: mean,
-        n: defined.len(),
-    });
-    out.push(TargetCorrelation {
-        target: GLOBAL.into(),
-        spearman: spearman(&gx, &gy),
-        n: gx.len(),
-    });
-    out
+    PairSet::new(indicator, &SeededValues::single(relative), exclude_sources).observed()
 }
 
 /// Correlation rows of every indicator (and ON layer span) in `indicators` of one model with
-/// `relative[(source, target)]`; the random prompt is left out as a source.
+/// relative transfer, each with its bootstrap interval and permutation p-value
+/// ([`crate::rho_uncertainty`]); the random prompt is left out as a source.
 pub fn correlation_rows(
     model: &str,
     indicators: &[crate::schema::IndicatorRow],
-    relative: &BTreeMap<(String, String), f64>,
+    relative: &SeededValues,
+    resampling: &Resampling,
 ) -> Vec<crate::schema::CorrelationRow> {
     let mut by_indicator: BTreeMap<(&str, Option<&str>), PairValues> = BTreeMap::new();
     for r in indicators.iter().filter(|r| r.model == model) {
@@ -134,7 +215,10 @@ pub fn correlation_rows(
     }
     let mut out = Vec::new();
     for ((indicator, layers), values) in by_indicator {
-        for c in correlate(&values, relative, &[crate::transfer::RANDOM_SOURCE]) {
+        let set = PairSet::new(&values, relative, &[crate::transfer::RANDOM_SOURCE]);
+        let observed = set.observed();
+        let uncertainty = rho_uncertainty(&set, &observed, resampling);
+        for (c, u) in observed.into_iter().zip(uncertainty) {
             out.push(crate::schema::CorrelationRow {
                 model: model.to_string(),
                 indicator: indicator.to_string(),
@@ -142,6 +226,12 @@ pub fn correlation_rows(
                 target: c.target,
                 spearman: c.spearman,
                 n: c.n as i64,
+                rho_lo: u.interval.map(|i| i.0),
+                rho_hi: u.interval.map(|i| i.1),
+                n_boot: u.n_boot as i64,
+                p_value: u.p_value,
+                n_perm: resampling.n_perm as i64,
+                n_seeds: set.n_seeds as i64,
             });
         }
     }

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::{Result, ResultsError};
+use crate::schema::TransferRelativeRow;
 
 /// The name of the random-prompt baseline source.
 pub const RANDOM_SOURCE: &str = "random";
@@ -60,6 +61,31 @@ pub struct RelativeCell {
     pub own: f64,
     /// 100 · raw / own.
     pub relative: f64,
+}
+
+impl RelativeCell {
+    /// The cell as a `transfer_relative` row of one seed: no types, split or spread.
+    pub fn row(&self, model: &str) -> TransferRelativeRow {
+        TransferRelativeRow {
+            model: model.to_string(),
+            src_task: self.source.clone(),
+            tgt_task: self.target.clone(),
+            metric: self.metric.clone(),
+            raw: self.raw,
+            own: self.own,
+            relative: self.relative,
+            src_type: None,
+            tgt_type: None,
+            split: None,
+            n_seeds: 1,
+            raw_sd: None,
+            own_sd: None,
+            relative_sd: None,
+            random_margin: None,
+            random_margin_sd: None,
+            beats_random: None,
+        }
+    }
 }
 
 /// Builds the relative matrix. Fails (naming `origin`) on a duplicated pair, a target without its

@@ -14,8 +14,9 @@ pub fn indicators(args: IndicatorsArgs) -> anyhow::Result<ExitCode> {
         summary.model,
         summary.indicators.len()
     );
-    if let Some((indicator, rho)) = &summary.best {
-        println!("best indicator: {indicator} (mean Spearman rho {rho:.3})");
+    if let Some(ranking) = &summary.ranking {
+        // The report's verdict, without its markdown emphasis.
+        println!("{}", ranking.sentence().replace("**", ""));
     }
     println!("summary: {}", summary.markdown_path.display());
     Ok(ExitCode::SUCCESS)

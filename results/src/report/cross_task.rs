@@ -1,11 +1,20 @@
 //! Cross-task zero-shot transfer from the `evals` table: raw and relative matrices per model,
 //! tasks grouped by type, mean relative performance within and across types, and each source's
 //! margin over the random prompt.
+//!
+//! Seeds: each seed's matrix is normalised on its own (relative_k(s→t) = 100 · score_k(s→t) /
+//! score_k(t→t)), and a cell is the mean and sd over the seeds that scored it; evals whose job
+//! records no seed form one seed of their own. Re-runs within a seed are averaged first.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::schema::{EvalRow, TransferRelativeRow};
+use crate::seeds::Spread;
+use crate::spearman::SeededValues;
 use crate::transfer::{RANDOM_SOURCE, RelativeCell, TransferScore, relative_matrix};
+
+/// job_id → the seed its job ran with (from the `jobs` table).
+pub type JobSeeds = BTreeMap<String, Option<i64>>;
 
 /// Job kinds whose evals form the zero-shot matrix: a task's own prompt (`train`) and other
 /// prompts evaluated zero-shot (`transfer`, the random baseline included).
@@ -22,6 +31,33 @@ pub struct VsRandom {
     /// Targets where the source beats the random prompt.
     pub wins: usize,
     pub targets: usize,
+    /// Targets where it beats the random prompt beyond the seed spread
+    /// ([`Spread::beyond_spread`]), out of `judged`, those with at least two paired seeds.
+    pub beyond_spread: usize,
+    pub judged: usize,
+}
+
+/// One cell's numbers over seeds; [`ModelTransfer::cells`] holds their means.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellSpread {
+    pub raw: Spread,
+    /// The target's own-prompt score over the same seeds.
+    pub own: Spread,
+    pub relative: Spread,
+    /// relative_k(s→t) per seed, in the order of [`ModelTransfer::seeds`]; `None` where that
+    /// seed has no value. The correlations resample seeds from these.
+    pub relative_by_seed: Vec<Option<f64>>,
+    /// The paired margin relative_k(s→t) − relative_k(random→t) over the seeds with both;
+    /// `None` for the random source itself, or where the random prompt was not scored.
+    pub vs_random: Option<Spread>,
+}
+
+impl CellSpread {
+    /// Whether the source beats the random prompt beyond the seed spread; `None` with fewer than
+    /// two paired seeds.
+    pub fn beats_random(&self) -> Option<bool> {
+        self.vs_random.and_then(|m| m.beyond_spread())
+    }
 }
 
 /// The cross-task analysis of one model.
@@ -34,7 +70,13 @@ pub struct ModelTransfer {
     /// Tasks grouped by type (types in name order, tasks in name order within a type).
     pub tasks: Vec<String>,
     pub types: BTreeMap<String, String>,
+    /// The seeds behind the matrix, in order (`None`: evals whose job records no seed).
+    pub seeds: Vec<Option<i64>>,
+    /// Per cell, the mean over its seeds (`relative` is the mean of the per-seed ratios, so it
+    /// need not equal 100 · raw / own of the means).
     pub cells: Vec<RelativeCell>,
+    /// (source, target) → the cell's spread over seeds.
+    pub spread: BTreeMap<(String, String), CellSpread>,
     /// Mean relative performance over off-diagonal task pairs of the same type / of different types.
     pub within_type: Option<f64>,
     pub across_types: Option<f64>,
@@ -53,7 +95,9 @@ impl ModelTransfer {
             splits: BTreeMap::new(),
             tasks: Vec::new(),
             types: BTreeMap::new(),
+            seeds: Vec::new(),
             cells: Vec::new(),
+            spread: BTreeMap::new(),
             within_type: None,
             across_types: None,
             by_type_pair: BTreeMap::new(),
@@ -68,20 +112,46 @@ impl ModelTransfer {
             .find(|c| c.source == source && c.target == target)
     }
 
+    pub fn spread(&self, source: &str, target: &str) -> Option<&CellSpread> {
+        self.spread.get(&(source.to_string(), target.to_string()))
+    }
+
+    /// Relative transfer per pair and seed, for the correlations.
+    pub fn seeded_relative(&self) -> SeededValues {
+        SeededValues {
+            n_seeds: self.seeds.len(),
+            values: self
+                .spread
+                .iter()
+                .map(|(pair, c)| (pair.clone(), c.relative_by_seed.clone()))
+                .collect(),
+        }
+    }
+
+    /// Whether the matrix has several seeds: then its cells show `mean ± sd`.
+    pub fn seeded(&self) -> bool {
+        self.seeds.len() > 1
+    }
+
     pub fn rows(&self) -> Vec<TransferRelativeRow> {
         self.cells
             .iter()
-            .map(|c| TransferRelativeRow {
-                model: self.model.clone(),
-                src_task: c.source.clone(),
-                tgt_task: c.target.clone(),
-                metric: c.metric.clone(),
-                raw: c.raw,
-                own: c.own,
-                relative: c.relative,
-                src_type: self.types.get(&c.source).cloned(),
-                tgt_type: self.types.get(&c.target).cloned(),
-                split: self.splits.get(&c.target).cloned(),
+            .map(|c| {
+                let spread = self.spread(&c.source, &c.target);
+                let margin = spread.and_then(|s| s.vs_random);
+                TransferRelativeRow {
+                    src_type: self.types.get(&c.source).cloned(),
+                    tgt_type: self.types.get(&c.target).cloned(),
+                    split: self.splits.get(&c.target).cloned(),
+                    n_seeds: spread.map_or(1, |s| s.relative.n as i64),
+                    raw_sd: spread.and_then(|s| s.raw.sd),
+                    own_sd: spread.and_then(|s| s.own.sd),
+                    relative_sd: spread.and_then(|s| s.relative.sd),
+                    random_margin: margin.map(|m| m.mean),
+                    random_margin_sd: margin.and_then(|m| m.sd),
+                    beats_random: spread.and_then(CellSpread::beats_random),
+                    ..c.row(&self.model)
+                }
             })
             .collect()
     }
@@ -142,6 +212,7 @@ pub fn analyse(
     evals: &[EvalRow],
     types: &BTreeMap<String, String>,
     expected: &BTreeMap<String, BTreeSet<String>>,
+    job_seeds: &JobSeeds,
 ) -> Vec<ModelTransfer> {
     let mut by_model: BTreeMap<&str, Vec<&EvalRow>> = BTreeMap::new();
     for e in evals {
@@ -160,7 +231,7 @@ pub fn analyse(
     }
     let mut out: Vec<ModelTransfer> = by_model
         .into_iter()
-        .map(|(model, rows)| analyse_model(model, &rows, &task_types))
+        .map(|(model, rows)| analyse_model(model, &rows, &task_types, job_seeds))
         .collect();
     for (model, tasks) in expected {
         let i = match out.iter().position(|t| &t.model == model) {
@@ -185,34 +256,50 @@ pub fn analyse(
     out
 }
 
-fn analyse_model(
-    model: &str,
+/// The scores of each seed on the chosen splits; re-runs within a seed are averaged.
+fn seed_scores(
     rows: &[&EvalRow],
-    task_types: &BTreeMap<String, String>,
-) -> ModelTransfer {
-    let (splits, split_notes) = pick_splits(rows);
-    // Several evals of one pair (seeds, re-runs) are averaged.
-    let mut sums: BTreeMap<(String, String, String), (f64, usize)> = BTreeMap::new();
+    splits: &BTreeMap<String, String>,
+    job_seeds: &JobSeeds,
+) -> BTreeMap<Option<i64>, Vec<TransferScore>> {
+    type Sums = BTreeMap<(String, String, String), (f64, usize)>;
+    let mut sums: BTreeMap<Option<i64>, Sums> = BTreeMap::new();
     for e in rows
         .iter()
         .filter(|e| splits.get(&e.tgt_task) == Some(&e.split))
     {
+        let seed = job_seeds.get(&e.job_id).copied().flatten();
         let s = sums
+            .entry(seed)
+            .or_default()
             .entry((e.tgt_task.clone(), e.src_task.clone(), e.metric.clone()))
             .or_default();
         s.0 += e.value;
         s.1 += 1;
     }
-    let scores: Vec<TransferScore> = sums
-        .into_iter()
-        .map(|((target, source, metric), (sum, n))| TransferScore {
-            target,
-            source,
-            metric,
-            value: sum / n as f64,
+    sums.into_iter()
+        .map(|(seed, sums)| {
+            let scores = sums
+                .into_iter()
+                .map(|((target, source, metric), (sum, n))| TransferScore {
+                    target,
+                    source,
+                    metric,
+                    value: sum / n as f64,
+                })
+                .collect();
+            (seed, scores)
         })
-        .collect();
-    let mut gaps = split_notes;
+        .collect()
+}
+
+/// One seed's relative matrix, and the targets it cannot normalise, each with the reason.
+fn seed_matrix(
+    model: &str,
+    scores: &[TransferScore],
+    splits: &BTreeMap<String, String>,
+) -> (Vec<RelativeCell>, Vec<String>) {
+    let mut gaps = Vec::new();
     let targets: BTreeSet<&str> = scores.iter().map(|s| s.target.as_str()).collect();
     let with_diag: BTreeSet<&str> = targets
         .iter()
@@ -250,6 +337,132 @@ fn analyse_model(
             Vec::new()
         }
     };
+    (cells, gaps)
+}
+
+/// `seed 2`, `seeds 1, 3`; a seed the jobs table does not record reads `unrecorded`.
+fn seeds_label(seeds: &[Option<i64>]) -> String {
+    let names: Vec<String> = seeds
+        .iter()
+        .map(|s| s.map_or("unrecorded".into(), |s| s.to_string()))
+        .collect();
+    let noun = if seeds.len() == 1 { "seed" } else { "seeds" };
+    format!("{noun} {}", names.join(", "))
+}
+
+/// The mean cells, each cell's spread, and the gaps found on the way.
+type Aggregate = (
+    Vec<RelativeCell>,
+    BTreeMap<(String, String), CellSpread>,
+    Vec<String>,
+);
+
+/// The mean cells (in the per-seed order: target, then source) and each cell's spread. A seed
+/// whose cell reports another metric than the first seed's is left out of it, and named.
+fn aggregate(seeds: &[Option<i64>], by_seed: &[Vec<RelativeCell>]) -> Aggregate {
+    let mut by_cell: BTreeMap<(&str, &str), Vec<(usize, &RelativeCell)>> = BTreeMap::new();
+    for (k, cells) in by_seed.iter().enumerate() {
+        for c in cells {
+            by_cell
+                .entry((c.target.as_str(), c.source.as_str()))
+                .or_default()
+                .push((k, c));
+        }
+    }
+    let (mut cells, mut spread, mut gaps) = (Vec::new(), BTreeMap::new(), Vec::new());
+    for ((target, source), list) in by_cell {
+        let metric = &list[0].1.metric;
+        let (same, other): (Vec<_>, Vec<_>) = list.iter().partition(|(_, c)| &c.metric == metric);
+        if !other.is_empty() {
+            let odd: Vec<Option<i64>> = other.iter().map(|(k, _)| seeds[*k]).collect();
+            gaps.push(format!(
+                "{source} → {target}: {} report(s) another metric than {metric}, left out",
+                seeds_label(&odd)
+            ));
+        }
+        let stat = |f: fn(&RelativeCell) -> f64| {
+            Spread::of(&same.iter().map(|(_, c)| f(c)).collect::<Vec<_>>())
+        };
+        let (Some(raw), Some(own), Some(relative)) =
+            (stat(|c| c.raw), stat(|c| c.own), stat(|c| c.relative))
+        else {
+            continue;
+        };
+        let mut relative_by_seed = vec![None; seeds.len()];
+        for (k, c) in &same {
+            relative_by_seed[*k] = Some(c.relative);
+        }
+        cells.push(RelativeCell {
+            source: source.to_string(),
+            target: target.to_string(),
+            metric: metric.clone(),
+            raw: raw.mean,
+            own: own.mean,
+            relative: relative.mean,
+        });
+        spread.insert(
+            (source.to_string(), target.to_string()),
+            CellSpread {
+                raw,
+                own,
+                relative,
+                relative_by_seed,
+                vs_random: None,
+            },
+        );
+    }
+    // The margin over the random prompt, paired by seed: both are normalised by that seed's
+    // own-prompt score, so pairing removes its variation from the margin.
+    let random: BTreeMap<String, Vec<Option<f64>>> = spread
+        .iter()
+        .filter(|((s, _), _)| s == RANDOM_SOURCE)
+        .map(|((_, t), c)| (t.clone(), c.relative_by_seed.clone()))
+        .collect();
+    for ((s, t), c) in spread.iter_mut() {
+        if s == RANDOM_SOURCE {
+            continue;
+        }
+        if let Some(r) = random.get(t) {
+            let margins: Vec<f64> = c
+                .relative_by_seed
+                .iter()
+                .zip(r)
+                .filter_map(|(a, b)| Some((*a)? - (*b)?))
+                .collect();
+            c.vs_random = Spread::of(&margins);
+        }
+    }
+    (cells, spread, gaps)
+}
+
+fn analyse_model(
+    model: &str,
+    rows: &[&EvalRow],
+    task_types: &BTreeMap<String, String>,
+    job_seeds: &JobSeeds,
+) -> ModelTransfer {
+    let (splits, mut gaps) = pick_splits(rows);
+    let scores = seed_scores(rows, &splits, job_seeds);
+    let seeds: Vec<Option<i64>> = scores.keys().copied().collect();
+    // A gap found on every seed is named once; one found on some seeds names them.
+    let mut seed_gaps: BTreeMap<String, Vec<Option<i64>>> = BTreeMap::new();
+    let mut by_seed = Vec::new();
+    for (seed, scores) in &scores {
+        let (cells, found) = seed_matrix(model, scores, &splits);
+        for g in found {
+            seed_gaps.entry(g).or_default().push(*seed);
+        }
+        by_seed.push(cells);
+    }
+    for (g, on) in seed_gaps {
+        if on.len() == seeds.len() {
+            gaps.push(g);
+        } else {
+            gaps.push(format!("{g} ({})", seeds_label(&on)));
+        }
+    }
+    let (cells, spread, metric_gaps) = aggregate(&seeds, &by_seed);
+    gaps.extend(metric_gaps);
     let ty = |t: &str| {
         task_types
             .get(t)
@@ -292,12 +505,19 @@ fn analyse_model(
             .filter(|c| &c.source == s && &c.target != s)
             .filter_map(|c| random.get(c.target.as_str()).map(|r| c.relative - r))
             .collect();
+        let verdicts: Vec<bool> = spread
+            .iter()
+            .filter(|((src, t), _)| src == s && t != s)
+            .filter_map(|(_, c)| c.beats_random())
+            .collect();
         if let Some(m) = mean(&margins) {
             vs_random.push(VsRandom {
                 source: s.clone(),
                 mean_margin: m,
                 wins: margins.iter().filter(|m| **m > 0.0).count(),
                 targets: margins.len(),
+                beyond_spread: verdicts.iter().filter(|b| **b).count(),
+                judged: verdicts.len(),
             });
         }
     }
@@ -313,7 +533,9 @@ fn analyse_model(
             .filter_map(|(k, v)| mean(&v).map(|m| (k, m)))
             .collect(),
         vs_random,
+        seeds,
         cells,
+        spread,
         gaps,
     }
 }

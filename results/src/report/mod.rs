@@ -11,6 +11,7 @@ pub mod cross_task;
 pub mod curves;
 mod sweep;
 pub mod tpt;
+mod transfer_section;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -19,16 +20,18 @@ use std::path::{Path, PathBuf};
 use promptgrid_common::catalog::TaskDef;
 
 use crate::error::{Result, ResultsError, io_at};
-use crate::external::{best_indicator, correlation_markdown, indicator_label, matrix_markdown};
+use crate::external::correlation_markdown;
+use crate::indicator_ranking::{IndicatorRanking, label as indicator_label};
 use crate::plot::{self, slug};
+use crate::rho_uncertainty::Resampling;
 use crate::schema::{
     CorrelationRow, CrossModelRow, EvalRow, IndicatorRow, JobRow, TptRow, TransferRelativeRow,
 };
 use crate::spearman::{MEAN, correlation_rows};
 use crate::store::{read_table, table_parts};
-use crate::transfer::{RANDOM_SOURCE, relative_map};
+use crate::transfer::RANDOM_SOURCE;
 use crate::writer::replace_table;
-pub use cross_task::{ModelTransfer, VsRandom};
+pub use cross_task::{CellSpread, ModelTransfer, VsRandom};
 pub use sweep::{derive_and_report, report_sweep};
 
 /// Writer name of the derived tables' parts.
@@ -38,6 +41,8 @@ const WRITER: &str = "report";
 pub struct ReportOptions {
     /// task → type (sentiment, nli, ...), e.g. from `promptgrid_common::catalog::Catalog`.
     pub task_types: BTreeMap<String, String>,
+    /// Bootstrap and permutation settings of the correlations' uncertainty.
+    pub resampling: Resampling,
 }
 
 impl ReportOptions {
@@ -51,6 +56,7 @@ impl ReportOptions {
     pub fn from_tasks<'a>(tasks: impl IntoIterator<Item = &'a TaskDef>) -> Self {
         Self {
             task_types: task_types(tasks),
+            resampling: Resampling::default(),
         }
     }
 }
@@ -72,11 +78,10 @@ pub struct Report {
     pub tpt_gated_out: usize,
     pub cross_model: Vec<CrossModelRow>,
     pub correlations: Vec<CorrelationRow>,
-    /// Per model, the indicator with the highest mean ρ over targets.
-    pub best_indicator: BTreeMap<String, (String, f64)>,
-    /// Per model, how many indicators (ON windows counted one by one) the best was picked from:
-    /// a maximum over many candidates is a selection, and the report says so.
-    pub indicator_candidates: BTreeMap<String, usize>,
+    /// Per model, the indicator with the highest mean ρ over targets, named best only when its
+    /// bootstrap interval lies above every other's. It counts the candidates (ON windows one by
+    /// one): a maximum over many candidates is a selection, and the report says so.
+    pub indicator_ranking: BTreeMap<String, IndicatorRanking>,
     /// Inputs that could not be analysed, each with its reason.
     pub gaps: Vec<String>,
     pub markdown_path: PathBuf,
@@ -133,17 +138,23 @@ impl Report {
             fmt(within),
             fmt(across)
         ));
-        match self
-            .best_indicator
-            .iter()
-            .max_by(|a, b| a.1.1.total_cmp(&b.1.1))
-        {
-            Some((model, (ind, rho))) => lines.push(format!(
-                "best indicator: {ind} (mean Spearman rho {rho:.3} on {model}; the highest of {} \
-                 candidates)",
-                self.indicator_candidates.values().sum::<usize>()
-            )),
-            None => lines.push("best indicator: n/a (no indicator correlations)".into()),
+        for (model, r) in &self.indicator_ranking {
+            let n = r.candidates;
+            lines.push(match (r.best(), r.interval) {
+                (Some((label, rho)), Some((lo, hi))) => format!(
+                    "best indicator: {label} (mean Spearman rho {rho:.3} [{lo:.3}, {hi:.3}] on \
+                     {model}; the highest of {n} candidates, its 95% interval above the others')"
+                ),
+                _ => format!(
+                    "best indicator: none on {model}: the {n} candidates cannot be told apart at \
+                     this size (the highest, {} at mean rho {:.3}, has a 95% interval overlapping \
+                     others')",
+                    r.leader, r.rho
+                ),
+            });
+        }
+        if self.indicator_ranking.is_empty() {
+            lines.push("best indicator: n/a (no indicator correlations)".into());
         }
         let speedups: Vec<f64> = self.tpt.iter().filter_map(|t| t.speedup).collect();
         let reached = speedups.len();
@@ -171,7 +182,8 @@ pub fn report_with(results_dir: &Path, opts: &ReportOptions) -> Result<Report> {
     if evals.is_empty() && indicators.is_empty() && !has_metrics {
         return Err(ResultsError::EmptyStudy(results_dir.to_path_buf()));
     }
-    let transfer = cross_task::analyse(&evals, &opts.task_types, &trained_tasks(&jobs));
+    let job_seeds: cross_task::JobSeeds = jobs.iter().map(|j| (j.job_id.clone(), j.seed)).collect();
+    let transfer = cross_task::analyse(&evals, &opts.task_types, &trained_tasks(&jobs), &job_seeds);
     let tpt::TptAnalysis {
         rows: tpt,
         mut gaps,
@@ -180,8 +192,7 @@ pub fn report_with(results_dir: &Path, opts: &ReportOptions) -> Result<Report> {
     let (cross_model, cross_gaps) = cross_model::analyse(&evals);
     gaps.extend(cross_gaps);
     let mut correlations = Vec::new();
-    let mut best = BTreeMap::new();
-    let mut candidates = BTreeMap::new();
+    let mut ranking = BTreeMap::new();
     let mut models: Vec<&str> = indicators.iter().map(|r| r.model.as_str()).collect();
     models.sort();
     models.dedup();
@@ -192,10 +203,9 @@ pub fn report_with(results_dir: &Path, opts: &ReportOptions) -> Result<Report> {
             ));
             continue;
         };
-        let rows = correlation_rows(model, &indicators, &relative_map(&t.cells));
-        if let Some(b) = best_indicator(&rows) {
-            best.insert(model.to_string(), b);
-            candidates.insert(model.to_string(), indicator_candidates(&rows));
+        let rows = correlation_rows(model, &indicators, &t.seeded_relative(), &opts.resampling);
+        if let Some(r) = IndicatorRanking::of(&rows) {
+            ranking.insert(model.to_string(), r);
         }
         correlations.extend(rows);
     }
@@ -236,25 +246,35 @@ pub fn report_with(results_dir: &Path, opts: &ReportOptions) -> Result<Report> {
             })
             .collect();
         let cols: Vec<String> = t.tasks.iter().map(label).collect();
-        for (kind, pick) in [("raw", 0usize), ("relative", 1)] {
-            let values: Vec<Vec<Option<f64>>> = sources
+        let grid = |f: &dyn Fn(&str, &str) -> Option<f64>| -> Vec<Vec<Option<f64>>> {
+            sources
                 .iter()
-                .map(|s| {
-                    t.tasks
-                        .iter()
-                        .map(|tg| {
-                            t.relative(s, tg)
-                                .map(|c| if pick == 0 { 100.0 * c.raw } else { c.relative })
-                        })
-                        .collect()
+                .map(|s| t.tasks.iter().map(|tg| f(s, tg)).collect())
+                .collect()
+        };
+        for (kind, pick) in [("raw", 0usize), ("relative", 1)] {
+            // Raw scores in percent, like relative transfer.
+            let values = grid(&|s, tg| {
+                t.relative(s, tg)
+                    .map(|c| if pick == 0 { 100.0 * c.raw } else { c.relative })
+            });
+            // Several seeds: each cell reads `mean ± sd`; one seed: the mean alone, as before.
+            let sds = t.seeded().then(|| {
+                grid(&|s, tg| {
+                    let c = t.spread(s, tg)?;
+                    if pick == 0 {
+                        c.raw.sd.map(|sd| 100.0 * sd)
+                    } else {
+                        c.relative.sd
+                    }
                 })
-                .collect();
+            });
             let path = fig_dir.join(format!("transfer_{kind}_{}.png", slug(&t.model)));
             let title = format!(
                 "{}: {kind} zero-shot transfer (rows: source, columns: target)",
                 t.model
             );
-            plot::heatmap(&path, &title, &rows, &cols, &values)?;
+            plot::heatmap(&path, &title, &rows, &cols, &values, sds.as_deref())?;
             figures.push(path);
         }
     }
@@ -263,23 +283,26 @@ pub fn report_with(results_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         by_model.entry(c.model.as_str()).or_default().push(c);
     }
     for (model, rows) in by_model {
-        let defined: Vec<_> = rows
-            .iter()
-            .filter_map(|c| {
-                c.spearman
-                    .map(|r| (indicator_label(&c.indicator, c.layers.as_deref()), r))
-            })
-            .collect();
+        let defined: Vec<&&CorrelationRow> = rows.iter().filter(|c| c.spearman.is_some()).collect();
         if defined.is_empty() {
             continue;
         }
         let path = fig_dir.join(format!("indicators_{}.png", slug(model)));
-        let (labels, values): (Vec<String>, Vec<f64>) = defined.into_iter().unzip();
+        let labels: Vec<String> = defined
+            .iter()
+            .map(|c| indicator_label(&c.indicator, c.layers.as_deref()))
+            .collect();
+        let values: Vec<f64> = defined.iter().filter_map(|c| c.spearman).collect();
+        let intervals: Vec<Option<(f64, f64)>> =
+            defined.iter().map(|c| c.rho_lo.zip(c.rho_hi)).collect();
         plot::bars(
             &path,
-            &format!("{model}: mean Spearman ρ with relative transfer"),
+            &format!(
+                "{model}: mean Spearman ρ with relative transfer (whiskers: 95% bootstrap interval)"
+            ),
             &labels,
             &values,
+            &intervals,
         )?;
         figures.push(path);
     }
@@ -292,14 +315,13 @@ pub fn report_with(results_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         tpt_gated_out,
         cross_model,
         correlations,
-        best_indicator: best,
-        indicator_candidates: candidates,
+        indicator_ranking: ranking,
         gaps,
         markdown_path,
         figures,
         curves,
     };
-    let md = markdown(results_dir, &report);
+    let md = markdown(results_dir, &report, &opts.resampling);
     std::fs::write(&report.markdown_path, md).map_err(io_at(&report.markdown_path))?;
     Ok(report)
 }
@@ -316,66 +338,15 @@ fn trained_tasks(jobs: &[JobRow]) -> BTreeMap<String, BTreeSet<String>> {
     out
 }
 
-/// "Each target is scored on its own split: test (a, b); dev (c)."
-fn splits_sentence(splits: &BTreeMap<String, String>) -> String {
-    let mut by_split: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (task, split) in splits {
-        by_split.entry(split).or_default().push(task);
-    }
-    let parts: Vec<String> = by_split
-        .iter()
-        .map(|(split, tasks)| format!("{split} ({})", tasks.join(", ")))
-        .collect();
-    format!(
-        "Each target is scored and normalised on its own split: {}.",
-        parts.join("; ")
-    )
-}
-
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".into(), |v| format!("{v:.digits$}"))
 }
 
-fn markdown(dir: &Path, r: &Report) -> String {
+fn markdown(dir: &Path, r: &Report, resampling: &Resampling) -> String {
     let rel = |p: &PathBuf| p.strip_prefix(dir).unwrap_or(p).display().to_string();
     let mut md = String::from("# promptgrid report\n\n");
     for t in &r.transfer {
-        let _ = writeln!(md, "## Cross-task zero-shot transfer: {}\n", t.model);
-        let _ = writeln!(md, "{}\n", splits_sentence(&t.splits));
-        let _ = writeln!(
-            md,
-            "Tasks by type: {}.\n",
-            t.tasks
-                .iter()
-                .map(|x| format!("{x} ({})", t.types[x]))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let mut sources = t.tasks.clone();
-        if t.cells.iter().any(|c| c.source == RANDOM_SOURCE) {
-            sources.push(RANDOM_SOURCE.into());
-        }
-        md.push_str("Relative performance (%), rows = source prompt, columns = target task:\n\n");
-        md.push_str(&matrix_markdown(&t.cells, &sources, &t.tasks));
-        let _ = writeln!(
-            md,
-            "\nMean relative performance: within a type {}%, across types {}%.\n",
-            opt(t.within_type, 1),
-            opt(t.across_types, 1)
-        );
-        md.push_str("| source type | target type | mean relative (%) |\n|---|---|---|\n");
-        for ((s, tt), m) in &t.by_type_pair {
-            let _ = writeln!(md, "| {s} | {tt} | {m:.1} |");
-        }
-        md.push_str("\nMargin over the random prompt (relative points, mean over targets):\n\n| source | margin | wins |\n|---|---|---|\n");
-        for v in &t.vs_random {
-            let _ = writeln!(
-                md,
-                "| {} | {:+.1} | {}/{} |",
-                v.source, v.mean_margin, v.wins, v.targets
-            );
-        }
-        md.push('\n');
+        md.push_str(&transfer_section::transfer_section(t));
     }
     if !r.tpt.is_empty() {
         md.push_str("## Transfer as initialization (TPT)\n\n| model | source | target | seed | vanilla best | steps vanilla | steps TPT | speedup | TPT best |\n|---|---|---|---|---|---|---|---|---|\n");
@@ -443,15 +414,9 @@ fn markdown(dir: &Path, r: &Report) -> String {
             md,
             "## Indicators: {model}\n\nSpearman's ρ with relative transfer (sources s ≠ t, random prompt left out):\n"
         );
-        md.push_str(&correlation_markdown(&rows));
-        if let Some((name, rho)) = r.best_indicator.get(model) {
-            let n = r.indicator_candidates.get(model).copied().unwrap_or(0);
-            let _ = writeln!(
-                md,
-                "\nBest predictor: **{name}** (mean ρ {rho:.3}), the highest of {n} candidates \
-                 (each ON window is one): a maximum over candidates is a selection, and \
-                 overstates how well it predicts."
-            );
+        md.push_str(&correlation_markdown(&rows, resampling));
+        if let Some(ranking) = r.indicator_ranking.get(model) {
+            let _ = writeln!(md, "\n{}", ranking.sentence());
         }
         md.push('\n');
     }
@@ -480,16 +445,4 @@ fn markdown(dir: &Path, r: &Report) -> String {
         }
     }
     md
-}
-
-/// How many indicators (each ON layer span one) have a mean ρ: what a best one is chosen from.
-fn indicator_candidates(correlations: &[CorrelationRow]) -> usize {
-    let mut seen = BTreeSet::new();
-    for c in correlations
-        .iter()
-        .filter(|c| c.target == MEAN && c.spearman.is_some())
-    {
-        seen.insert((c.indicator.as_str(), c.layers.as_deref()));
-    }
-    seen.len()
 }

@@ -5,6 +5,8 @@ mod python;
 mod reference;
 mod report;
 mod schema;
+mod seeds;
 mod splits;
 mod store;
+mod uncertainty;
 mod util;

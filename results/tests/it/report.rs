@@ -182,11 +182,12 @@ fn report_recovers_the_planted_answers() {
     let held: Vec<Option<bool>> = cross.iter().map(|c| c.held_out).collect();
     assert_eq!(held, [Some(false), Some(true)]);
 
-    let best = &r.best_indicator["m"];
+    let ranking = &r.indicator_ranking["m"];
+    let best = ranking.best().unwrap();
     assert_eq!(best.0, "X");
     assert_close(best.1, 1.0, 1e-12, "X mean ρ");
     // The best is a selection, and the report says over how many candidates (X and Y).
-    assert_eq!(r.indicator_candidates["m"], 2);
+    assert_eq!(ranking.candidates, 2);
     assert!(
         r.summary_lines().iter().any(
             |l| l.starts_with("best indicator: X") && l.contains("the highest of 2 candidates")

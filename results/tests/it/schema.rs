@@ -174,6 +174,12 @@ fn correlations() -> Vec<CorrelationRow> {
             target: s("sst2"),
             spearman: Some(-0.375),
             n: 12,
+            rho_lo: Some(-0.8),
+            rho_hi: Some(0.21),
+            n_boot: 1998,
+            p_value: Some(0.2249),
+            n_perm: 2000,
+            n_seeds: 3,
         },
         CorrelationRow {
             model: s("bert-base"),
@@ -182,6 +188,12 @@ fn correlations() -> Vec<CorrelationRow> {
             target: s("global"),
             spearman: None,
             n: 2,
+            rho_lo: None,
+            rho_hi: None,
+            n_boot: 0,
+            p_value: None,
+            n_perm: 2000,
+            n_seeds: 1,
         },
     ]
 }
@@ -230,6 +242,13 @@ fn transfer_relative() -> Vec<TransferRelativeRow> {
             src_type: some("sentiment"),
             tgt_type: some("sentiment2"),
             split: some("dev"),
+            n_seeds: 3,
+            raw_sd: Some(1.5),
+            own_sd: Some(0.5),
+            relative_sd: Some(1.7),
+            random_margin: Some(40.2),
+            random_margin_sd: Some(3.1),
+            beats_random: Some(true),
         },
         TransferRelativeRow {
             model: s("bert-base"),
@@ -242,6 +261,13 @@ fn transfer_relative() -> Vec<TransferRelativeRow> {
             src_type: None,
             tgt_type: None,
             split: None,
+            n_seeds: 1,
+            raw_sd: None,
+            own_sd: None,
+            relative_sd: None,
+            random_margin: None,
+            random_margin_sd: None,
+            beats_random: None,
         },
     ]
 }
@@ -418,6 +444,12 @@ fn table_schemas_are_the_committed_format() {
             ("target", UTF8, false),
             ("spearman", F64, true),
             ("n", I64, false),
+            ("rho_lo", F64, true),
+            ("rho_hi", F64, true),
+            ("n_boot", I64, false),
+            ("p_value", F64, true),
+            ("n_perm", I64, false),
+            ("n_seeds", I64, false),
         ])
     );
     assert_eq!(TptRow::NAME, "tpt");
@@ -451,6 +483,13 @@ fn table_schemas_are_the_committed_format() {
             ("src_type", UTF8, true),
             ("tgt_type", UTF8, true),
             ("split", UTF8, true),
+            ("n_seeds", I64, false),
+            ("raw_sd", F64, true),
+            ("own_sd", F64, true),
+            ("relative_sd", F64, true),
+            ("random_margin", F64, true),
+            ("random_margin_sd", F64, true),
+            ("beats_random", BOOL, true),
         ])
     );
     assert_eq!(CrossModelRow::NAME, "cross_model");
