@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Result, ResultsError, io_at};
 use crate::indicator_ranking::{IndicatorRanking, label};
-use crate::indicators::prompt_indicators;
+use crate::indicators::prompt_indicator_rows;
 use crate::plot::slug;
 use crate::prompts::load_prompt_dir;
 use crate::rho_uncertainty::Resampling;
@@ -64,19 +64,7 @@ pub fn run_indicators(
     let prompts = load_prompt_dir(prompts_dir)?;
     let model = model_name(prompts_dir);
     let tasks: Vec<String> = prompts.iter().map(|p| p.name.clone()).collect();
-    let mut indicators = Vec::new();
-    for pair in prompt_indicators(&prompts) {
-        for (name, value) in pair.values() {
-            indicators.push(IndicatorRow {
-                model: model.clone(),
-                task_a: pair.task_a.clone(),
-                task_b: pair.task_b.clone(),
-                indicator: name.to_string(),
-                layers: None,
-                value: Some(value),
-            });
-        }
-    }
+    let indicators = prompt_indicator_rows(&model, &prompts);
     let (mut relative, mut correlations) = (Vec::new(), Vec::new());
     if let Some(csv) = transfer_csv {
         let scores = read_transfer_csv(csv)?;

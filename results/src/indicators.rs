@@ -5,6 +5,7 @@
 //! the L·L·d work is done once per unordered pair, accumulated in f64.
 
 use crate::prompts::Prompt;
+use crate::schema::IndicatorRow;
 
 /// Indicator names as they appear in the `indicators` and `correlations` tables.
 pub const E_CONCAT: &str = "E_concat";
@@ -132,6 +133,24 @@ fn pair(a: &Summary, b: &Summary) -> PairIndicators {
             dot(&b.mean, &b.mean),
         ),
     }
+}
+
+/// [`prompt_indicators`] as `indicators` rows of `model` (prompt indicators span no layers).
+pub fn prompt_indicator_rows(model: &str, prompts: &[Prompt]) -> Vec<IndicatorRow> {
+    let mut rows = Vec::new();
+    for pair in prompt_indicators(prompts) {
+        for (name, value) in pair.values() {
+            rows.push(IndicatorRow {
+                model: model.to_string(),
+                task_a: pair.task_a.clone(),
+                task_b: pair.task_b.clone(),
+                indicator: name.to_string(),
+                layers: None,
+                value: Some(value),
+            });
+        }
+    }
+    rows
 }
 
 /// All five indicators for every ordered pair `(a, b)`, the diagonal included, in the order of

@@ -363,7 +363,7 @@ pub fn derive_indicators(
     on_windows: impl Into<crate::activation::OnWindows>,
 ) -> Result<usize> {
     let on_windows = on_windows.into();
-    use crate::indicators::prompt_indicators;
+    use crate::indicators::prompt_indicator_rows;
     use crate::schema::IndicatorRow;
     let jobs: Vec<JobRow> = if sweep_dir.join(JobRow::NAME).is_dir() {
         crate::store::read_table(sweep_dir)?
@@ -385,18 +385,7 @@ pub fn derive_indicators(
         if prompts.len() < 2 {
             continue;
         }
-        for pair in prompt_indicators(&prompts) {
-            for (name, value) in pair.values() {
-                rows.push(IndicatorRow {
-                    model: model.clone(),
-                    task_a: pair.task_a.clone(),
-                    task_b: pair.task_b.clone(),
-                    indicator: name.to_string(),
-                    layers: None,
-                    value: Some(value),
-                });
-            }
-        }
+        rows.extend(prompt_indicator_rows(&model, &prompts));
     }
     for (model, tasks) in first_seed_jobs(&jobs, "activations") {
         let mut masks = Vec::new();
