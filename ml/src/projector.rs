@@ -10,7 +10,7 @@
 //! label words, through the frozen target model, as model/crossPrompt.py:321 and
 //! dataset/crossDataset.py do).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
@@ -235,7 +235,7 @@ impl Projector {
                 "projector metadata: task name {t:?} holds a comma (train_tasks is a comma list)"
             )));
         }
-        let metadata: HashMap<String, String> = [
+        let metadata: BTreeMap<String, String> = [
             ("format", PROJECTOR_FORMAT.to_string()),
             ("prompt_len", self.prompt_len.to_string()),
             ("d_src", self.d_src.to_string()),
@@ -250,7 +250,7 @@ impl Projector {
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         let named: Vec<(&str, &Tensor)> = TENSORS.iter().copied().zip(self.tensors()).collect();
-        tensors_to_bytes(&named, Some(metadata), Path::new(BYTES_ORIGIN))
+        tensors_to_bytes(&named, Some(&metadata), Path::new(BYTES_ORIGIN))
     }
 
     /// Reads [`Self::to_bytes`]'s output, checking the metadata against the tensors.

@@ -1,10 +1,9 @@
 //! Prompt files: a safetensors file holding `prompt` [L, d] (float32) with string metadata
 //! (model, task, steps, score), and the export to a PEFT prompt-tuning adapter.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use safetensors::{Dtype, tensor::TensorView};
 use tch::{Device, Kind, Tensor};
 
 use super::error::{MlError, MlResult};
@@ -17,8 +16,9 @@ pub const PROMPT_KEY: &str = "prompt";
 pub struct PromptFile {
     /// [L, d], float32, on the CPU.
     pub prompt: Tensor,
-    /// `model`, `task`, `steps`, `score` and anything else worth keeping.
-    pub metadata: HashMap<String, String>,
+    /// `model`, `task`, `steps`, `score` and anything else worth keeping; sorted, so the
+    /// file's bytes do not depend on the order of insertion.
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl PromptFile {
@@ -29,7 +29,7 @@ impl PromptFile {
         steps: usize,
         score: Option<f64>,
     ) -> PromptFile {
-        let mut metadata = HashMap::new();
+        let mut metadata = BTreeMap::new();
         metadata.insert("model".into(), model.to_string());
         metadata.insert("task".into(), task.to_string());
         metadata.insert("steps".into(), steps.to_string());
@@ -43,11 +43,7 @@ impl PromptFile {
     }
 
     pub fn save(&self, path: &Path) -> MlResult<()> {
-        write_tensors(
-            path,
-            &[(PROMPT_KEY, &self.prompt)],
-            Some(self.metadata.clone()),
-        )
+        write_tensors(path, &[(PROMPT_KEY, &self.prompt)], Some(&self.metadata))
     }
 
     /// Reads a prompt file; `expected_width` (the model's hidden size) is checked when given.
@@ -144,44 +140,60 @@ pub fn random_baseline(len: usize, width: usize, seed: u64) -> Tensor {
 }
 
 /// Float32 copies of `tensors` as safetensors bytes; `origin` names them in errors.
+///
+/// The header is written here rather than by `safetensors::serialize`, which takes the metadata
+/// as a `HashMap` and so writes its keys in an order that changes from process to process: the
+/// same tensors and metadata must give the same bytes. Keys are sorted (`__metadata__` first
+/// for the lowercase names used here) and the data follows in the tensors' name order, the
+/// layout `safetensors::serialize` gives float32 tensors.
 pub(crate) fn tensors_to_bytes(
     tensors: &[(&str, &Tensor)],
-    metadata: Option<HashMap<String, String>>,
+    metadata: Option<&BTreeMap<String, String>>,
     origin: &Path,
 ) -> MlResult<Vec<u8>> {
-    let st_err = |e: safetensors::SafeTensorError| MlError::Safetensors {
-        path: origin.into(),
-        message: e.to_string(),
-    };
-    let mut buffers = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
+    let mut sorted: Vec<&(&str, &Tensor)> = tensors.iter().collect();
+    sorted.sort_by_key(|(name, _)| *name);
+    let mut header = BTreeMap::new();
+    if let Some(metadata) = metadata {
+        header.insert("__metadata__".to_string(), serde_json::json!(metadata));
+    }
+    let mut data = Vec::new();
+    for (name, t) in sorted {
         let t = t
             .detach()
             .to_device(Device::Cpu)
             .to_kind(Kind::Float)
             .contiguous();
-        let shape: Vec<usize> = t.size().iter().map(|&s| s as usize).collect();
         let values = Vec::<f32>::try_from(t.flatten(0, -1))?;
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        buffers.push((name.to_string(), shape, bytes));
+        let start = data.len();
+        data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        let entry = serde_json::json!({
+            "dtype": "F32",
+            "shape": t.size(),
+            "data_offsets": [start, data.len()],
+        });
+        if header.insert(name.to_string(), entry).is_some() {
+            return Err(MlError::Safetensors {
+                path: origin.into(),
+                message: format!("two tensors named {name:?}"),
+            });
+        }
     }
-    let views = buffers
-        .iter()
-        .map(|(name, shape, bytes)| {
-            Ok((
-                name.clone(),
-                TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(st_err)?,
-            ))
-        })
-        .collect::<MlResult<Vec<_>>>()?;
-    safetensors::serialize(views, metadata).map_err(st_err)
+    let mut header = serde_json::to_vec(&header).map_err(|e| MlError::Invalid(e.to_string()))?;
+    // safetensors aligns the data to 8 bytes by padding the header with spaces.
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + header.len() + data.len());
+    out.extend((header.len() as u64).to_le_bytes());
+    out.extend(header);
+    out.extend(data);
+    Ok(out)
 }
 
 /// Writes float32 copies of `tensors` to a safetensors file.
 pub(crate) fn write_tensors(
     path: &Path,
     tensors: &[(&str, &Tensor)],
-    metadata: Option<HashMap<String, String>>,
+    metadata: Option<&BTreeMap<String, String>>,
 ) -> MlResult<()> {
     let bytes = tensors_to_bytes(tensors, metadata, path)?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -196,14 +208,19 @@ pub(crate) fn write_tensors(
 /// Reads all tensors and the string metadata of a safetensors file.
 pub(crate) fn read_tensors(
     path: &Path,
-) -> MlResult<(HashMap<String, Tensor>, HashMap<String, String>)> {
+) -> MlResult<(HashMap<String, Tensor>, BTreeMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|e| MlError::io(path, e))?;
     let (_, meta) =
         safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| MlError::Safetensors {
             path: path.into(),
             message: e.to_string(),
         })?;
-    let metadata = meta.metadata().clone().unwrap_or_default();
+    let metadata = meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let tensors = Tensor::read_safetensors(path).map_err(|e| MlError::Safetensors {
         path: path.into(),
         message: e.to_string(),

@@ -2,7 +2,7 @@
 //! accumulation, periodic dev evaluation keeping the best prompt, checkpoints that resume
 //! exactly, and batched scoring of several prompts in one pass.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use promptgrid_common::catalog::Metric;
@@ -108,7 +108,7 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     pub fn save(&self, path: &Path) -> MlResult<()> {
-        let mut meta = HashMap::new();
+        let mut meta = BTreeMap::new();
         meta.insert("step".to_string(), self.step.to_string());
         meta.insert("seed".to_string(), self.seed.to_string());
         meta.insert("best_step".to_string(), self.best_step.to_string());
@@ -121,7 +121,7 @@ impl Checkpoint {
             ("adam_v", &self.adam_v),
             ("best_prompt", &self.best_prompt),
         ];
-        write_tensors(path, &tensors, Some(meta))
+        write_tensors(path, &tensors, Some(&meta))
     }
 
     pub fn load(path: &Path) -> MlResult<Checkpoint> {

@@ -4,6 +4,7 @@
 mod activations;
 mod data;
 mod demo_model;
+mod determinism;
 mod errors;
 mod official;
 mod parity;
