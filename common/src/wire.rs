@@ -97,6 +97,28 @@ pub struct JobOutput {
     /// Final metrics (the streamed ones went out in progress events).
     pub metrics: Vec<MetricRow>,
     pub evals: Vec<EvalRow>,
+    /// What ran the job; absent in messages from workers older than this field, and for jobs
+    /// that ran no model (synthetic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+}
+
+/// What produced a job's results, so that two result sets can be compared: scores and prompt
+/// bytes depend on the code, libtorch, the device, the precision and the thread count.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The promptgrid version (Cargo's package version).
+    pub version: String,
+    /// The git commit the worker was built from; `unknown` when built outside a git checkout.
+    pub commit: String,
+    /// The libtorch version it links (`2.13.0+cpu`), `unknown` when the build could not tell.
+    pub torch: String,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// `fp32` or `bf16`.
+    pub precision: String,
+    /// libtorch's intra-op threads.
+    pub threads: u32,
 }
 
 /// Why a job failed.
@@ -329,5 +351,27 @@ mod tests {
             lost_budget: 3,
         };
         assert!(msg.check_names().unwrap_err().contains("../../etc"));
+    }
+
+    /// A worker older than the provenance field sends outputs without it: they still decode.
+    #[test]
+    fn outputs_with_and_without_provenance_decode() {
+        let old: JobOutput =
+            serde_json::from_str(r#"{"artifacts":["prompt/x"],"metrics":[],"evals":[]}"#).unwrap();
+        assert_eq!(old.provenance, None);
+        assert_eq!(old.artifacts, ["prompt/x"]);
+        let new = JobOutput {
+            provenance: Some(Provenance {
+                version: "0.1.0".into(),
+                commit: "abc".into(),
+                torch: "2.13.0+cpu".into(),
+                device: "cuda:1".into(),
+                precision: "bf16".into(),
+                threads: 4,
+            }),
+            ..old
+        };
+        let back: JobOutput = serde_json::from_slice(&serde_json::to_vec(&new).unwrap()).unwrap();
+        assert_eq!(back, new);
     }
 }

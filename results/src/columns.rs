@@ -171,6 +171,13 @@ pub(crate) fn read<K: Kind, T: Cell<K>>(
     table: &'static str,
     name: &str,
 ) -> Result<Vec<T>> {
+    if T::NULLABLE && batch.column_by_name(name).is_none() {
+        // A part written before this nullable column was appended (the store lets only those
+        // be missing): null in every row.
+        return Ok((0..batch.num_rows())
+            .filter_map(|_| T::from_value(None))
+            .collect());
+    }
     let (got, want) = (lookup(batch, table, name)?.data_type(), K::data_type());
     if *got != want {
         return Err(table_err(

@@ -154,6 +154,19 @@ tables! {
         pub started_at: Option<i64> as TimestampMsUtc,
         pub finished_at: Option<i64> as TimestampMsUtc,
         pub duration_s: Option<f64> as Float64,
+        /// What produced the attempt, as its worker reported it; null for failed attempts and
+        /// workers older than these columns. The promptgrid version (package version).
+        pub promptgrid_version: Option<String> as Utf8,
+        /// The git commit the worker was built from, or `unknown`.
+        pub git_commit: Option<String> as Utf8,
+        /// The libtorch version the worker links (`2.13.0+cpu`), or `unknown`.
+        pub torch_version: Option<String> as Utf8,
+        /// `cpu` or `cuda:N`.
+        pub device: Option<String> as Utf8,
+        /// `fp32` or `bf16`: the precision of the models' matrix products.
+        pub precision: Option<String> as Utf8,
+        /// libtorch's intra-op threads.
+        pub threads: Option<i64> as Int64,
     }
 
     /// One logged value of a training or evaluation curve.

@@ -188,6 +188,7 @@ impl EventSink {
                 ..
             } => {
                 let names = spec.as_ref().map(names_of);
+                let prov = output.provenance.as_ref();
                 self.pending_jobs.push(JobRow {
                     job_id: job.0.clone(),
                     kind: names.as_ref().map_or("unknown", |n| n.kind).to_string(),
@@ -204,6 +205,12 @@ impl EventSink {
                     started_at: Some(*started_ms as i64),
                     finished_at: Some(*at_ms as i64),
                     duration_s: Some(at_ms.saturating_sub(*started_ms) as f64 / 1000.0),
+                    promptgrid_version: prov.map(|p| p.version.clone()),
+                    git_commit: prov.map(|p| p.commit.clone()),
+                    torch_version: prov.map(|p| p.torch.clone()),
+                    device: prov.map(|p| p.device.clone()),
+                    precision: prov.map(|p| p.precision.clone()),
+                    threads: prov.map(|p| i64::from(p.threads)),
                 });
                 for m in &output.metrics {
                     self.pending_metrics.push(metric_row(&job.0, *attempt, m));
@@ -238,6 +245,13 @@ impl EventSink {
                     started_at: None,
                     finished_at: Some(*at_ms as i64),
                     duration_s: None,
+                    // A failed attempt's event carries no provenance.
+                    promptgrid_version: None,
+                    git_commit: None,
+                    torch_version: None,
+                    device: None,
+                    precision: None,
+                    threads: None,
                 });
             }
         }

@@ -125,11 +125,14 @@ pub fn for_each_batch<T: Table>(
 
 /// The first column (in order) where a part's schema differs from the table's in name or type,
 /// said in words; `None` when they match. Names the column, so a researcher can fix the file.
+/// A part may lack nullable columns at the end: it was written before they were appended
+/// (the `jobs` provenance columns), and reads them as null.
 fn schema_difference(want: &Schema, got: &Schema) -> Option<String> {
     let (want, got) = (want.fields(), got.fields());
     let at = (0..want.len().max(got.len())).find(|&i| match (want.get(i), got.get(i)) {
         (Some(w), Some(g)) => w.name() != g.name() || w.data_type() != g.data_type(),
-        _ => true,
+        (Some(w), None) => !w.is_nullable(),
+        (None, _) => true,
     })?;
     let describe = |f: &FieldRef| format!("`{}` ({})", f.name(), f.data_type());
     Some(match (want.get(at), got.get(at)) {

@@ -173,6 +173,18 @@ fn a_t5_sweep_runs_train_transfer_tpt_and_activations() {
             _ => None,
         })
         .collect();
+    // Every job reports what ran it, for the `jobs` table's provenance columns.
+    for (key, output) in &finished {
+        let p = output.provenance.as_ref();
+        let p = p.unwrap_or_else(|| panic!("{key}: no provenance"));
+        assert_eq!(
+            (p.device.as_str(), p.precision.as_str()),
+            ("cpu", "fp32"),
+            "{key}"
+        );
+        assert_eq!(p.version, env!("CARGO_PKG_VERSION"), "{key}");
+        assert!(p.threads >= 1 && !p.torch.is_empty(), "{key}: {p:?}");
+    }
 
     let eval = |key: &str| {
         let output = finished

@@ -9,6 +9,7 @@
 pub mod cross_model;
 pub mod cross_task;
 pub mod curves;
+pub mod provenance;
 mod sweep;
 pub mod tpt;
 mod transfer_section;
@@ -32,6 +33,7 @@ use crate::store::{read_table, table_parts};
 use crate::transfer::RANDOM_SOURCE;
 use crate::writer::replace_table;
 pub use cross_task::{CellSpread, ModelTransfer, VsRandom};
+pub use provenance::Provenance;
 pub use sweep::{derive_and_report, report_sweep};
 
 /// Writer name of the derived tables' parts.
@@ -88,6 +90,8 @@ pub struct Report {
     pub figures: Vec<PathBuf>,
     /// Training-curve figures: (path, jobs shown, jobs of that model).
     pub curves: Vec<(PathBuf, usize, usize)>,
+    /// What produced the result set: the setups its done jobs ran on.
+    pub provenance: Provenance,
 }
 
 impl Report {
@@ -320,6 +324,7 @@ pub fn report_with(results_dir: &Path, opts: &ReportOptions) -> Result<Report> {
         markdown_path,
         figures,
         curves,
+        provenance: Provenance::of(&jobs),
     };
     let md = markdown(results_dir, &report, &opts.resampling);
     std::fs::write(&report.markdown_path, md).map_err(io_at(&report.markdown_path))?;
@@ -345,6 +350,7 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 fn markdown(dir: &Path, r: &Report, resampling: &Resampling) -> String {
     let rel = |p: &PathBuf| p.strip_prefix(dir).unwrap_or(p).display().to_string();
     let mut md = String::from("# promptgrid report\n\n");
+    md.push_str(&r.provenance.markdown());
     for t in &r.transfer {
         md.push_str(&transfer_section::transfer_section(t));
     }

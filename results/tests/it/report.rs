@@ -301,3 +301,50 @@ fn empty_study_is_an_error_and_gaps_are_marked() {
             .contains("## Gaps")
     );
 }
+
+/// The report states what produced the result set, and flags jobs that ran on different
+/// setups (here a bf16 GPU job among fp32 CPU ones, and one from a worker that recorded none).
+#[test]
+fn the_report_states_the_provenance_and_flags_mixed_setups() {
+    let dir = tempfile::tempdir().unwrap();
+    write_study(dir.path());
+    let r = report(dir.path()).unwrap();
+    assert!(!r.provenance.is_mixed());
+    assert_eq!(r.provenance.setups.values().sum::<usize>(), 4);
+    let md = std::fs::read_to_string(&r.markdown_path).unwrap();
+    assert!(
+        md.contains("| 0.1.0 | abc123 | 2.13.0+cpu | cpu | fp32 | 2 | 4 |"),
+        "{md}"
+    );
+    assert!(!md.contains("Mixed setups"), "{md}");
+
+    let gpu = JobRow {
+        device: Some("cuda:0".into()),
+        precision: Some("bf16".into()),
+        ..job("v-imdb", "train", "m", "imdb", None, 1)
+    };
+    let old = JobRow {
+        promptgrid_version: None,
+        device: None,
+        precision: None,
+        ..job("v-mnli", "train", "m", "mnli", None, 1)
+    };
+    TableWriter::<JobRow>::open(dir.path(), "other")
+        .unwrap()
+        .append(&[gpu, old])
+        .unwrap();
+    let r = report(dir.path()).unwrap();
+    assert!(r.provenance.is_mixed());
+    assert_eq!(r.provenance.differing(), ["device", "precision"]);
+    assert_eq!(r.provenance.unrecorded, 1);
+    let md = std::fs::read_to_string(&r.markdown_path).unwrap();
+    assert!(
+        md.contains("**Mixed setups** (device, precision, unrecorded): the jobs of this result set ran on 3 setups"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 0.1.0 | abc123 | 2.13.0+cpu | cuda:0 | bf16 | 2 | 1 |"),
+        "{md}"
+    );
+    assert!(md.contains("| (not recorded) | | | | | | 1 |"), "{md}");
+}

@@ -65,6 +65,12 @@ fn jobs() -> Vec<JobRow> {
             started_at: Some(1_700_000_000_123),
             finished_at: Some(1_700_000_060_456),
             duration_s: Some(60.333),
+            promptgrid_version: some("0.1.0"),
+            git_commit: some("8c256e7"),
+            torch_version: some("2.13.0+cpu"),
+            device: some("cuda:1"),
+            precision: some("bf16"),
+            threads: Some(4),
         },
         JobRow {
             job_id: s("job-b"),
@@ -82,6 +88,12 @@ fn jobs() -> Vec<JobRow> {
             started_at: None,
             finished_at: None,
             duration_s: None,
+            promptgrid_version: None,
+            git_commit: None,
+            torch_version: None,
+            device: None,
+            precision: None,
+            threads: None,
         },
     ]
 }
@@ -388,6 +400,12 @@ fn table_schemas_are_the_committed_format() {
             ("started_at", utc_ms(), true),
             ("finished_at", utc_ms(), true),
             ("duration_s", F64, true),
+            ("promptgrid_version", UTF8, true),
+            ("git_commit", UTF8, true),
+            ("torch_version", UTF8, true),
+            ("device", UTF8, true),
+            ("precision", UTF8, true),
+            ("threads", I64, true),
         ])
     );
     assert_eq!(MetricRow::NAME, "metrics");

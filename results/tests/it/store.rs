@@ -223,3 +223,42 @@ fn foreign_or_corrupt_files_in_a_table_are_errors() {
         "reserved writer name"
     );
 }
+
+/// A `jobs` part written before the provenance columns were appended still reads, with those
+/// columns null; a part missing a column that may not be null is still refused.
+#[test]
+fn a_part_without_the_appended_nullable_columns_reads_them_as_null() {
+    use promptgrid_results::schema::{JobRow, Table};
+    let dir = tempfile::tempdir().unwrap();
+    let row = crate::util::job("j", "train", "m", "t", None, 1);
+    let batch = JobRow::to_batch(std::slice::from_ref(&row)).unwrap();
+    // The 15 columns the table had before the provenance ones.
+    let old = batch.project(&(0..15).collect::<Vec<_>>()).unwrap();
+    let write = |batch: &arrow::array::RecordBatch| {
+        std::fs::create_dir_all(dir.path().join("jobs")).unwrap();
+        let file = std::fs::File::create(dir.path().join("jobs/part-old-000000.parquet")).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        w.write(batch).unwrap();
+        w.close().unwrap();
+    };
+    write(&old);
+    let back = read_table::<JobRow>(dir.path()).unwrap();
+    let want = JobRow {
+        promptgrid_version: None,
+        git_commit: None,
+        torch_version: None,
+        device: None,
+        precision: None,
+        threads: None,
+        ..row
+    };
+    assert_eq!(back, vec![want]);
+    // Without `status` (not nullable, not at the end): refused, naming the column.
+    let no_status = batch.project(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]).unwrap();
+    write(&no_status);
+    let err = read_table::<JobRow>(dir.path()).unwrap_err();
+    assert!(
+        err.to_string().contains("column `status` is missing"),
+        "{err}"
+    );
+}

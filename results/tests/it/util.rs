@@ -69,6 +69,12 @@ pub fn job(id: &str, kind: &str, model: &str, task: &str, src: Option<&str>, see
         started_at: Some(1_700_000_000_000),
         finished_at: Some(1_700_000_060_000),
         duration_s: Some(60.0),
+        promptgrid_version: Some("0.1.0".into()),
+        git_commit: Some("abc123".into()),
+        torch_version: Some("2.13.0+cpu".into()),
+        device: Some("cpu".into()),
+        precision: Some("fp32".into()),
+        threads: Some(2),
     }
 }
 

@@ -74,6 +74,7 @@ impl Executor for Synthetic {
             wall_s,
         };
         Ok(JobOutput {
+            provenance: None,
             artifacts,
             metrics: vec![
                 metric("start_step", start),

@@ -43,6 +43,7 @@ impl Run<'_> {
                 .put_artifact(&mask_artifact(&self.job.id), &mask.to_bytes()),
         )?;
         Ok(JobOutput {
+            provenance: None,
             artifacts: vec![artifact],
             metrics: self.final_metrics(0, &[("active_fraction", mask.active_fraction())]),
             evals: vec![],

@@ -180,6 +180,7 @@ impl Run<'_> {
                 .put_artifact(&projector_artifact(&self.job.id), &bytes),
         )?;
         Ok(JobOutput {
+            provenance: None,
             artifacts: vec![artifact],
             metrics: self.final_metrics(
                 outcome.steps,
@@ -212,6 +213,7 @@ impl Run<'_> {
         let settings = self.view.sweep.settings(tgt_model, task);
         let eval = self.score(model, &prompt, task, split, settings)?;
         Ok(JobOutput {
+            provenance: None,
             artifacts: vec![],
             metrics: vec![],
             evals: vec![EvalRow {

@@ -102,6 +102,7 @@ impl Run<'_> {
             return Ok(None);
         }
         Ok(Some(JobOutput {
+            provenance: None,
             artifacts: vec![],
             metrics: self.final_metrics(0, &[(GATED_OUT, 1.0), ("rank", rank as f64)]),
             evals: vec![],

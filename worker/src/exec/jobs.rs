@@ -361,6 +361,7 @@ impl Run<'_> {
         let value =
             span.in_scope(|| model.score(&outcome.best_prompt, &test, task.metric, EVAL_BATCH))?;
         Ok(JobOutput {
+            provenance: None,
             artifacts: vec![artifact],
             metrics: self.final_metrics(
                 outcome.steps,
@@ -412,6 +413,7 @@ impl Run<'_> {
         };
         let eval = self.score(model, &prompt, tgt, split, settings)?;
         Ok(JobOutput {
+            provenance: None,
             artifacts: vec![],
             metrics: vec![],
             evals: vec![EvalRow {

@@ -21,7 +21,7 @@ mod resolve;
 
 use std::sync::{Arc, Mutex};
 
-use promptgrid_common::wire::{JobMessage, JobOutput};
+use promptgrid_common::wire::{JobMessage, JobOutput, Provenance};
 use promptgrid_common::{JobGraph, JobId, JobSpec, Sweep};
 use promptgrid_runtime::jobloop::{Executor, JobContext, JobError, Synthetic};
 
@@ -40,6 +40,14 @@ pub fn device(spec: &str, threads: Option<i32>) -> Result<Device, MlError> {
 }
 
 use promptgrid_common::names::SWEEP_ARTIFACT;
+
+/// `cpu` or `cuda:N`, as `--device` spells it.
+pub fn device_name(device: Device) -> String {
+    match device {
+        Device::Cuda(n) => format!("cuda:{n}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
 
 /// The artifact name of the prompt a train or TPT job produced.
 pub fn prompt_artifact(job: &JobId) -> String {
@@ -141,6 +149,20 @@ impl MlExecutor {
     pub fn with_precision(mut self, precision: Precision) -> MlExecutor {
         self.precision = precision;
         self
+    }
+
+    /// What this worker runs jobs with, recorded in the `jobs` row of every job it finishes.
+    /// The threads are read per job: `--threads` or libtorch's default (the cores).
+    pub fn provenance(&self) -> Provenance {
+        Provenance {
+            version: env!("CARGO_PKG_VERSION").into(),
+            // Set by build.rs; absent when the build saw neither git nor PROMPTGRID_COMMIT.
+            commit: option_env!("PROMPTGRID_COMMIT").unwrap_or("unknown").into(),
+            torch: option_env!("PROMPTGRID_TORCH").unwrap_or("unknown").into(),
+            device: device_name(self.device),
+            precision: self.precision.to_string(),
+            threads: u32::try_from(tch::get_num_threads()).unwrap_or(0),
+        }
     }
 
     /// An executor that already knows its sweep (embedded mode: the same process read it).
@@ -266,6 +288,10 @@ impl Executor for MlExecutor {
                     JobSpec::Synthetic { .. } => Err(synthetic()),
                 },
             })
+        })
+        .map(|output| JobOutput {
+            provenance: Some(self.provenance()),
+            ..output
         })
         .map_err(JobError::from)
     }
