@@ -345,6 +345,30 @@ split = "test"
         )),
         "{stdout}"
     );
+    // Every done job records what produced it, and the report says so.
+    let jobs: Vec<JobRow> = read_table(&work.join("runs/tiny")).unwrap();
+    let done: Vec<&JobRow> = jobs.iter().filter(|j| j.status == "done").collect();
+    assert!(!done.is_empty());
+    for j in &done {
+        assert_eq!(
+            j.promptgrid_version.as_deref(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+        let commit = j.git_commit.as_deref().unwrap();
+        assert!(
+            commit == "unknown"
+                || (commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+            "{commit}"
+        );
+        let torch = j.torch_version.as_deref().unwrap();
+        assert!(torch.starts_with("2."), "{torch}");
+        assert_eq!(j.device.as_deref(), Some("cpu"));
+        assert_eq!(j.precision.as_deref(), Some("fp32"));
+        assert_eq!(j.threads, Some(2));
+    }
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(md.contains("## Provenance"), "{md}");
+    assert!(!md.contains("Mixed setups"), "{md}");
 
     // A one-job command started there finds the same task in the built-in catalog.
     let out = Command::new(env!("CARGO_BIN_EXE_promptgrid"))
@@ -379,4 +403,64 @@ split = "test"
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(work.join("p.safetensors").is_file());
+}
+
+/// The same `promptgrid tune` run twice with one seed writes byte-identical prompt files and
+/// PEFT adapters and prints the same scores. The safetensors metadata was once written from a
+/// `HashMap`, whose key order changes between processes: equal tensors, different bytes.
+#[test]
+fn tune_twice_with_one_seed_writes_identical_bytes() {
+    let assets = assets();
+    let dir = tempfile::tempdir().unwrap();
+    let tune = |name: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_promptgrid"))
+            .current_dir(dir.path())
+            .args([
+                "tune",
+                "--task",
+                "demo-movies",
+                "--head",
+                "tied",
+                "--threads",
+                "2",
+            ])
+            .args(["--length", "4", "--max-steps", "3", "--eval-every", "3"])
+            .args([
+                "--batch-size",
+                "4",
+                "--dev-examples",
+                "8",
+                "--max-text-tokens",
+                "32",
+            ])
+            .args(["--seed", "7", "--out"])
+            .arg(format!("{name}.safetensors"))
+            .arg("--peft")
+            .arg(name)
+            .arg("--model")
+            .arg(assets.join("models/minilm-l3"))
+            .arg("--data")
+            .arg(assets.join("data/demo-movies"))
+            .output()
+            .expect("run promptgrid tune");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let read = |p: &str| std::fs::read(dir.path().join(p)).unwrap();
+        (
+            (report["best_dev"].clone(), report["test_score"].clone()),
+            read(&format!("{name}.safetensors")),
+            read(&format!("{name}/adapter_config.json")),
+            read(&format!("{name}/adapter_model.safetensors")),
+        )
+    };
+    let (a, b) = (tune("a"), tune("b"));
+    assert!(a.0.1.is_f64(), "{:?}", a.0);
+    assert_eq!(a.0, b.0, "the scores differ");
+    assert!(a.1 == b.1, "the prompt files differ in bytes");
+    assert!(a.2 == b.2, "the PEFT configs differ in bytes");
+    assert!(a.3 == b.3, "the PEFT weights differ in bytes");
 }
