@@ -32,22 +32,20 @@ fn commit() -> Option<String> {
         return Some(commit);
     }
     // HEAD names the branch; the branch's ref file (or packed-refs) moves on a commit.
-    for (dir, file) in [("--git-dir", "HEAD"), ("--git-common-dir", "packed-refs")] {
-        if let Some(dir) = git(&["rev-parse", dir]) {
-            println!(
-                "cargo:rerun-if-changed={}",
-                Path::new(&dir).join(file).display()
-            );
+    let mut watch = Vec::new();
+    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
+        watch.push(Path::new(&dir).join("HEAD"));
+    }
+    if let Some(dir) = git(&["rev-parse", "--git-common-dir"]) {
+        watch.push(Path::new(&dir).join("packed-refs"));
+        if let Some(name) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            watch.push(Path::new(&dir).join(name));
         }
     }
-    if let (Some(dir), Some(name)) = (
-        git(&["rev-parse", "--git-common-dir"]),
-        git(&["symbolic-ref", "-q", "HEAD"]),
-    ) {
-        println!(
-            "cargo:rerun-if-changed={}",
-            Path::new(&dir).join(name).display()
-        );
+    // Cargo reruns a build script on every build while a watched path is missing (a clone
+    // without packed-refs, a branch only in packed-refs), which would relink every test binary.
+    for path in watch.iter().filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", path.display());
     }
     git(&["rev-parse", "HEAD"])
 }
