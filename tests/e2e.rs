@@ -371,8 +371,26 @@ split = "test"
     assert!(!md.contains("Mixed setups"), "{md}");
 
     // A one-job command started there finds the same task in the built-in catalog.
+    tune_tiny(
+        &work,
+        &[
+            "--max-steps",
+            "1",
+            "--eval-every",
+            "1",
+            "--out",
+            "p.safetensors",
+        ],
+    );
+    assert!(work.join("p.safetensors").is_file());
+}
+
+/// `promptgrid tune` of a 4-token prompt on minilm-l3 / demo-movies with `extra` flags, started
+/// in `cwd` with no `--catalog` (the built-in one); panics with its stderr when it fails.
+fn tune_tiny(cwd: &Path, extra: &[&str]) -> std::process::Output {
+    let assets = assets();
     let out = Command::new(env!("CARGO_BIN_EXE_promptgrid"))
-        .current_dir(&work)
+        .current_dir(cwd)
         .args([
             "tune",
             "--task",
@@ -382,15 +400,15 @@ split = "test"
             "--threads",
             "2",
         ])
-        .args(["--length", "4", "--max-steps", "1", "--eval-every", "1"])
         .args([
+            "--length",
+            "4",
             "--dev-examples",
             "8",
             "--max-text-tokens",
             "32",
-            "--out",
-            "p.safetensors",
         ])
+        .args(extra)
         .arg("--model")
         .arg(assets.join("models/minilm-l3"))
         .arg("--data")
@@ -402,7 +420,7 @@ split = "test"
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(work.join("p.safetensors").is_file());
+    out
 }
 
 /// The same `promptgrid tune` run twice with one seed writes byte-identical prompt files and
@@ -410,43 +428,25 @@ split = "test"
 /// `HashMap`, whose key order changes between processes: equal tensors, different bytes.
 #[test]
 fn tune_twice_with_one_seed_writes_identical_bytes() {
-    let assets = assets();
     let dir = tempfile::tempdir().unwrap();
     let tune = |name: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_promptgrid"))
-            .current_dir(dir.path())
-            .args([
-                "tune",
-                "--task",
-                "demo-movies",
-                "--head",
-                "tied",
-                "--threads",
-                "2",
-            ])
-            .args(["--length", "4", "--max-steps", "3", "--eval-every", "3"])
-            .args([
+        let out_file = format!("{name}.safetensors");
+        let out = tune_tiny(
+            dir.path(),
+            &[
+                "--max-steps",
+                "3",
+                "--eval-every",
+                "3",
                 "--batch-size",
                 "4",
-                "--dev-examples",
-                "8",
-                "--max-text-tokens",
-                "32",
-            ])
-            .args(["--seed", "7", "--out"])
-            .arg(format!("{name}.safetensors"))
-            .arg("--peft")
-            .arg(name)
-            .arg("--model")
-            .arg(assets.join("models/minilm-l3"))
-            .arg("--data")
-            .arg(assets.join("data/demo-movies"))
-            .output()
-            .expect("run promptgrid tune");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+                "--seed",
+                "7",
+                "--out",
+                &out_file,
+                "--peft",
+                name,
+            ],
         );
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let read = |p: &str| std::fs::read(dir.path().join(p)).unwrap();
