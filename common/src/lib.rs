@@ -9,6 +9,8 @@
 //! * [`mask`]: the activation-mask artifact (packed bits in safetensors) of the ON indicator;
 //! * [`overrides`]: `--set key=value` changes to a sweep file;
 //! * [`plan`]: what `promptgrid plan` reports about a graph;
+//! * [`rng`]: the seeded generator (SplitMix64) behind example orders, initial prompts and the
+//!   report's resampling;
 //! * [`error`]: errors that name the file, key and line.
 pub mod catalog;
 pub mod error;
@@ -18,6 +20,7 @@ pub mod mask;
 pub mod names;
 pub mod overrides;
 pub mod plan;
+pub mod rng;
 pub mod spec;
 pub mod wire;
 

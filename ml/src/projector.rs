@@ -21,7 +21,7 @@ use super::data::TaskData;
 use super::error::{MlError, MlResult};
 use super::model::EncoderModel;
 use super::prompt::tensors_to_bytes;
-use super::rng::{Sampler, SplitMix64};
+use super::rng::{Draws, Sampler, SplitMix64};
 use super::train::check_data;
 
 /// The `format` metadata value of projector files.

@@ -134,6 +134,7 @@ pub(crate) fn check_finite(t: &Tensor, path: &Path, name: &str) -> MlResult<()> 
 /// [0, 1) as the official `torch.rand(prompt_num, d)` (tools/init_tool.py:353-358), not the
 /// training init. Seeded, so a rerun scores the same prompt.
 pub fn random_baseline(len: usize, width: usize, seed: u64) -> Tensor {
+    use super::rng::Draws;
     let mut rng = super::rng::SplitMix64::new(seed ^ 0xBA5E_11E0_0000_0001);
     let values: Vec<f32> = (0..len * width).map(|_| rng.next_f32()).collect();
     Tensor::from_slice(&values).view([len as i64, width as i64])

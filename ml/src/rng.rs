@@ -2,47 +2,43 @@
 //! rather than using torch's global generator, makes a run a pure function of its seed and
 //! step, so that a resumed job replays exactly the batches an uninterrupted one would see.
 
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
+pub(crate) use promptgrid_common::rng::SplitMix64;
 
-impl SplitMix64 {
-    pub fn new(seed: u64) -> SplitMix64 {
-        SplitMix64(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
+/// The ML core's draws on [`SplitMix64`]: uniform floats, normals, indices and permutations.
+pub(crate) trait Draws {
     /// Uniform in [0, 1).
-    pub fn next_f64(&mut self) -> f64 {
+    fn next_f64(&mut self) -> f64;
+    /// Uniform in [0, 1) as float32: 24 random bits, so that rounding never gives 1.
+    fn next_f32(&mut self) -> f32;
+    /// Uniform in [0, n); `n` > 0.
+    fn below(&mut self, n: u64) -> u64;
+    /// Standard normal (Box-Muller).
+    fn normal(&mut self) -> f64;
+    /// A Fisher-Yates permutation of 0..n.
+    fn permutation(&mut self, n: usize) -> Vec<usize>;
+}
+
+impl Draws for SplitMix64 {
+    fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// Uniform in [0, 1) as float32: 24 random bits, so that rounding never gives 1.
-    pub fn next_f32(&mut self) -> f32 {
+    fn next_f32(&mut self) -> f32 {
         (self.next_u64() >> 40) as f32 / (1u32 << 24) as f32
     }
 
-    /// Uniform in [0, n); `n` > 0.
-    pub fn below(&mut self, n: u64) -> u64 {
+    fn below(&mut self, n: u64) -> u64 {
         // Modulo bias is below 2^-40 for the sizes used here (datasets, vocabularies).
         self.next_u64() % n.max(1)
     }
 
-    /// Standard normal (Box-Muller).
-    pub fn normal(&mut self) -> f64 {
+    fn normal(&mut self) -> f64 {
         let u1 = self.next_f64().max(f64::MIN_POSITIVE);
         let u2 = self.next_f64();
         (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
     }
 
-    /// A Fisher-Yates permutation of 0..n.
-    pub fn permutation(&mut self, n: usize) -> Vec<usize> {
+    fn permutation(&mut self, n: usize) -> Vec<usize> {
         let mut p: Vec<usize> = (0..n).collect();
         for i in (1..n).rev() {
             let j = self.below(i as u64 + 1) as usize;

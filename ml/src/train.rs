@@ -15,7 +15,7 @@ use promptgrid_common::spec::{Init, Layout};
 
 use super::model::{Encoded, EncoderModel};
 use super::prompt::{PromptFile, read_tensors, write_tensors};
-use super::rng::{Sampler, SplitMix64};
+use super::rng::{Draws, Sampler, SplitMix64};
 
 /// Settings of one prompt-tuning run.
 #[derive(Debug, Clone)]

@@ -21,7 +21,7 @@
 //! Every indicator starts from the same seeds, so indicators over the same pairs are resampled
 //! with the same draws, and their intervals differ by the indicators alone.
 
-use crate::resample::{SplitMix64, percentile};
+use crate::resample::{Resample, SplitMix64, percentile};
 use crate::spearman::{PairSet, TargetCorrelation, spearman};
 
 /// Bootstrap and permutation settings; [`Resampling::default`] is what the report uses.

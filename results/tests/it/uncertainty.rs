@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use promptgrid_results::indicator_ranking::IndicatorRanking;
-use promptgrid_results::resample::SplitMix64;
+use promptgrid_results::resample::{Resample, SplitMix64};
 use promptgrid_results::rho_uncertainty::Resampling;
 use promptgrid_results::schema::{CorrelationRow, IndicatorRow, TransferRelativeRow};
 use promptgrid_results::store::read_table;
