@@ -15,6 +15,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use promptgrid_common::catalog::{LabelValue, TaskDef, TaskKind};
 use serde_json::Value;
 
+use super::config::Family;
 use super::error::{MlError, MlResult};
 use super::model::{Encoded, EncoderModel};
 use super::template;
@@ -674,8 +675,9 @@ pub struct TaskData {
 }
 
 impl TaskData {
-    /// Encodes `examples` with the task's encoder template and verbalizer, leaving room for a
-    /// prompt of `prompt_len` tokens; `max_text_tokens` caps the text further.
+    /// Encodes `examples` with the task's encoder template and verbalizer (its BERT words for a
+    /// BERT checkpoint, where it has them), leaving room for a prompt of `prompt_len` tokens;
+    /// `max_text_tokens` caps the text further.
     pub fn encode(
         model: &EncoderModel,
         task: &TaskDef,
@@ -683,15 +685,15 @@ impl TaskData {
         prompt_len: usize,
         max_text_tokens: Option<usize>,
     ) -> MlResult<TaskData> {
-        let template =
-            task.template.encoder.as_deref().ok_or_else(|| {
-                MlError::Invalid(format!("task {}: no encoder template", task.name))
-            })?;
-        let words = &task
-            .verbalizer
-            .as_ref()
-            .ok_or_else(|| MlError::Invalid(format!("task {}: no verbalizer", task.name)))?
-            .encoder;
+        let template = task.template.encoder.as_deref().ok_or_else(|| {
+            MlError::Invalid(format!(
+                "task `{}` has no encoder template (T5 only)",
+                task.name
+            ))
+        })?;
+        let words = task
+            .encoder_words(model.family == Family::Bert)
+            .ok_or_else(|| MlError::Invalid(format!("task `{}` has no verbalizer", task.name)))?;
         Self::encode_with(
             model,
             template,

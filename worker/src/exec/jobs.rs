@@ -15,8 +15,8 @@ use super::{ExecError, MlExecutor, SweepView, prompt_artifact, resolve::Split};
 use promptgrid_ml::activations::{encoder_mask, t5_backbone_mask};
 use promptgrid_ml::t5data::default_max_target_tokens;
 use promptgrid_ml::{
-    Checkpoint, EncoderModel, Family, MlResult, PromptFile, PromptModel, T5Backbone, T5Data,
-    TaskData, TuneConfig, TuneObserver, data, random_baseline, tune,
+    Checkpoint, EncoderModel, MlResult, PromptFile, PromptModel, T5Backbone, T5Data, TaskData,
+    TuneConfig, TuneObserver, data, random_baseline, tune,
 };
 
 /// What the train, TPT, transfer and activations jobs need from the resident model besides
@@ -133,19 +133,8 @@ impl Run<'_> {
         if limit > 0 {
             examples.truncate(limit);
         }
-        let template = task.template.encoder.as_deref().ok_or_else(|| {
-            ExecError::Fatal(format!(
-                "task `{}` has no encoder template (T5 only)",
-                task.name
-            ))
-        })?;
-        let words = task
-            .encoder_words(model.family == Family::Bert)
-            .ok_or_else(|| ExecError::Fatal(format!("task `{}` has no verbalizer", task.name)))?;
         let cap = Some(settings.max_text_tokens as usize);
-        Ok(TaskData::encode_with(
-            model, template, words, &examples, prompt_len, cap,
-        )?)
+        Ok(TaskData::encode(model, task, &examples, prompt_len, cap)?)
     }
 
     /// The bytes of the artifact a finished job of the sweep stored under `name_of(its id)`.

@@ -8,8 +8,8 @@ use tch::{Device, Kind, Tensor};
 
 use promptgrid_ml::t5data::default_max_target_tokens;
 use promptgrid_ml::{
-    Encoded, EncoderModel, Family, MlError, MlResult, PromptModel, T5Backbone, T5Data, TaskData,
-    data, evaluate_prompts, metrics,
+    Encoded, EncoderModel, MlError, MlResult, PromptModel, T5Backbone, T5Data, TaskData, data,
+    evaluate_prompts, metrics,
 };
 
 use super::{Input, OneShotModel, Scores};
@@ -31,7 +31,7 @@ impl OneShotModel for EncoderModel {
         )
     }
 
-    /// The task's encoder template and verbalizer.
+    /// The task's encoder template and verbalizer ([`TaskData::encode`]).
     fn load_split(
         &self,
         task: &TaskDef,
@@ -45,20 +45,7 @@ impl OneShotModel for EncoderModel {
         if limit > 0 {
             examples.truncate(limit);
         }
-        let template = task.template.encoder.as_deref().ok_or_else(|| {
-            MlError::Invalid(format!("task {} has no encoder template", task.name))
-        })?;
-        let words = task
-            .encoder_words(self.family == Family::Bert)
-            .ok_or_else(|| MlError::Invalid(format!("task {} has no verbalizer", task.name)))?;
-        TaskData::encode_with(
-            self,
-            template,
-            words,
-            &examples,
-            prompt_len,
-            Some(max_text_tokens),
-        )
+        TaskData::encode(self, task, &examples, prompt_len, Some(max_text_tokens))
     }
 
     /// All prompts in one batched pass.
