@@ -22,6 +22,7 @@
 //! with the same draws, and their intervals differ by the indicators alone.
 
 use crate::resample::{Resample, SplitMix64, percentile};
+use crate::seeds::mean;
 use crate::spearman::{PairSet, TargetCorrelation, spearman};
 
 /// Bootstrap and permutation settings; [`Resampling::default`] is what the report uses.
@@ -63,7 +64,7 @@ const TIE: f64 = 1e-9;
 /// Per target, `mean` and `global`, the statistics in the order of [`PairSet::observed`].
 fn statistics(per_target: Vec<Option<f64>>, global: Option<f64>) -> Vec<Option<f64>> {
     let defined: Vec<f64> = per_target.iter().flatten().copied().collect();
-    let mean = (!defined.is_empty()).then(|| defined.iter().sum::<f64>() / defined.len() as f64);
+    let mean = mean(&defined);
     let mut out = per_target;
     out.push(mean);
     out.push(global);
@@ -80,7 +81,7 @@ fn bootstrap_replicate(set: &PairSet, rng: &mut SplitMix64) -> Vec<Option<f64>> 
                     .iter()
                     .filter_map(|&k| by_seed.get(k).copied().flatten())
                     .collect();
-                (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+                mean(&v)
             })
             .collect()
     } else {

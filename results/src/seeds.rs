@@ -4,6 +4,11 @@
 /// How many standard deviations of the paired margin the mean margin must exceed.
 pub const BEYOND_SPREAD_SDS: f64 = 2.0;
 
+/// The arithmetic mean; `None` for no values.
+pub fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
 /// Mean and sample standard deviation (divisor n − 1) of one quantity over seeds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Spread {
@@ -18,10 +23,7 @@ impl Spread {
     /// `None` for no values.
     pub fn of(values: &[f64]) -> Option<Spread> {
         let n = values.len();
-        if n == 0 {
-            return None;
-        }
-        let mean = values.iter().sum::<f64>() / n as f64;
+        let mean = mean(values)?;
         let sd = (n > 1).then(|| {
             let ss: f64 = values.iter().map(|v| (v - mean) * (v - mean)).sum();
             (ss / (n - 1) as f64).sqrt()

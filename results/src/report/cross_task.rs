@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::schema::{EvalRow, TransferRelativeRow};
-use crate::seeds::Spread;
+use crate::seeds::{Spread, mean};
 use crate::spearman::SeededValues;
 use crate::transfer::{RANDOM_SOURCE, RelativeCell, TransferScore, relative_matrix};
 
@@ -155,10 +155,6 @@ impl ModelTransfer {
             })
             .collect()
     }
-}
-
-fn mean(v: &[f64]) -> Option<f64> {
-    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
 /// The split each target is scored on, and a note for every eval left out because it is on

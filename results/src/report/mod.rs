@@ -28,6 +28,7 @@ use crate::rho_uncertainty::Resampling;
 use crate::schema::{
     CorrelationRow, CrossModelRow, EvalRow, IndicatorRow, JobRow, TptRow, TransferRelativeRow,
 };
+use crate::seeds::mean;
 use crate::spearman::{MEAN, correlation_rows};
 use crate::store::{read_table, table_parts};
 use crate::transfer::RANDOM_SOURCE;
@@ -128,15 +129,14 @@ impl Report {
             }
             _ => lines.push("transfer: no cross-task results".into()),
         }
-        let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
         let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |x| format!("{x:.1}%"));
-        let within = mean(self.transfer.iter().filter_map(|m| m.within_type).collect());
-        let across = mean(
-            self.transfer
-                .iter()
-                .filter_map(|m| m.across_types)
-                .collect(),
-        );
+        let within: Vec<f64> = self.transfer.iter().filter_map(|m| m.within_type).collect();
+        let across: Vec<f64> = self
+            .transfer
+            .iter()
+            .filter_map(|m| m.across_types)
+            .collect();
+        let (within, across) = (mean(&within), mean(&across));
         lines.push(format!(
             "mean relative transfer: {} within types, {} across types",
             fmt(within),
@@ -162,7 +162,7 @@ impl Report {
         }
         let speedups: Vec<f64> = self.tpt.iter().filter_map(|t| t.speedup).collect();
         let reached = speedups.len();
-        match mean(speedups) {
+        match mean(&speedups) {
             Some(s) => lines.push(format!(
                 "mean TPT speedup: {s:.2}x ({reached} of {} pairs reached the vanilla best)",
                 self.tpt.len()
