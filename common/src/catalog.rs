@@ -381,6 +381,15 @@ impl Catalog {
         self.tasks.get(name).map(|(p, _)| p.as_path())
     }
 
+    /// The message for a task `name` this catalog does not hold, listing the ones it does.
+    pub fn unknown_task(&self, name: &str) -> String {
+        let known: Vec<&str> = self.names().collect();
+        format!(
+            "unknown task `{name}`; the catalog has: {}",
+            known.join(", ")
+        )
+    }
+
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tasks.keys().map(String::as_str)
     }

@@ -38,14 +38,10 @@ impl TaskArgs {
         let name = &self.task;
         let catalog = CatalogSource::from_flag(self.catalog.as_deref()).load()?;
         catalog.get(name).cloned().ok_or_else(|| {
-            let known: Vec<&str> = catalog.names().collect();
             anyhow::Error::new(SpecError::Invalid {
                 location: Location::whole(Path::new("--task")),
                 key: "task".into(),
-                message: format!(
-                    "unknown task `{name}`; the catalog has: {}",
-                    known.join(", ")
-                ),
+                message: catalog.unknown_task(name),
             })
         })
     }

@@ -136,15 +136,7 @@ impl Sweep {
         for t in raw.tasks {
             let task_name = t.name.get_ref().clone();
             let Some(def) = catalog.get(&task_name) else {
-                let known: Vec<&str> = catalog.names().collect();
-                return Err(ctx.err(
-                    &t.name,
-                    "task.name",
-                    format!(
-                        "unknown task `{task_name}`; the catalog has: {}",
-                        known.join(", ")
-                    ),
-                ));
+                return Err(ctx.err(&t.name, "task.name", catalog.unknown_task(&task_name)));
             };
             if tasks.iter().any(|x| x.name() == task_name) {
                 return Err(ctx.err(
