@@ -322,7 +322,17 @@ impl JobGraph {
         if let Some(synthetic) = &sweep.synthetic {
             b.synthetic(synthetic);
         }
-        for &seed in &sweep.seeds {
+        // The sweep's seeds, then any that only a model runs: with one list for all, the
+        // graph is what it was before models could have their own.
+        let mut seeds = sweep.seeds.clone();
+        for m in &sweep.models {
+            for &s in sweep.seeds_of(m) {
+                if !seeds.contains(&s) {
+                    seeds.push(s);
+                }
+            }
+        }
+        for seed in seeds {
             b.seed(seed);
         }
         b.graph
@@ -478,7 +488,11 @@ impl Builder<'_> {
     fn seed(&mut self, seed: u64) {
         let sweep = self.sweep;
         let studies = &sweep.studies;
-        for model in &sweep.models {
+        for model in sweep
+            .models
+            .iter()
+            .filter(|m| sweep.seeds_of(m).contains(&seed))
+        {
             let tasks: Vec<&TaskSpec> = sweep.tasks_for(model).collect();
             if studies.train {
                 for t in &tasks {
@@ -506,6 +520,7 @@ impl Builder<'_> {
             }
             if let Some(tpt) = &studies.tpt
                 && tpt.models.as_ref().is_none_or(|m| m.contains(&model.name))
+                && tpt.seeds.as_ref().is_none_or(|s| s.contains(&seed))
             {
                 let pairs = tpt_pairs(&tpt.pairs, &tasks);
                 for (src, tgt) in &pairs {
@@ -557,6 +572,10 @@ impl Builder<'_> {
         let (Some(src), Some(tgt)) = (sweep.model(&pair.src), sweep.model(&pair.tgt)) else {
             return;
         };
+        // A projector learns from both models' prompts of one seed.
+        if !(sweep.seeds_of(src).contains(&seed) && sweep.seeds_of(tgt).contains(&seed)) {
+            return;
+        }
         // A task both models can run.
         let shared: Vec<String> = sweep
             .tasks_for(src)

@@ -143,6 +143,46 @@ fn id_of(text: &str, key: &str) -> String {
 }
 
 #[test]
+fn a_model_with_its_own_seeds_multiplies_only_its_jobs() {
+    // Model `m` runs the sweep's seed 1; `fast` runs seeds 1, 2 and 3, TPT at seed 1 only.
+    let text = SMALL.replacen(
+        "[[task]]",
+        "[[model]]\nname = \"fast\"\narch = \"bert\"\nhead = \"tied\"\n\
+         prompt = { seeds = [1, 2, 3] }\n\n[[task]]",
+        1,
+    );
+    let sweep = parse(&with_tpt_seeds(&text)).unwrap();
+    assert_eq!(sweep.seeds_of(sweep.model("m").unwrap()), [1]);
+    assert_eq!(sweep.seeds_of(sweep.model("fast").unwrap()), [1, 2, 3]);
+    let graph = JobGraph::build(&sweep);
+    // Per model and seed: 2 prompts, 2·3 transfers; TPT's 2 pairs at seed 1 only.
+    assert_eq!(count(&graph, JobKind::Train), 2 + 3 * 2);
+    assert_eq!(count(&graph, JobKind::Transfer), 6 + 3 * 6);
+    assert_eq!(count(&graph, JobKind::Tpt), 2 + 2);
+    for key in [
+        "train/demo-movies/fast/s3",
+        "transfer/random->demo-rt/fast/s2",
+        "tpt/demo-rt->demo-movies/fast/s1",
+    ] {
+        assert!(graph.by_key(key).is_some(), "{key}");
+    }
+    for key in ["train/demo-movies/m/s2", "tpt/demo-rt->demo-movies/fast/s2"] {
+        assert!(graph.by_key(key).is_none(), "{key}");
+    }
+    // Listing a model's seeds as the sweep's changes nothing: same jobs, same ids.
+    let same = SMALL.replace(
+        "head = \"tied\"",
+        "head = \"tied\"\nprompt = { seeds = [1] }",
+    );
+    assert_eq!(ids(&same), ids(SMALL));
+    assert_eq!(parse(&same).unwrap().models[0].seeds, None);
+}
+
+fn with_tpt_seeds(text: &str) -> String {
+    text.replace("pairs = \"all\"", "pairs = \"all\"\nseeds = [1]")
+}
+
+#[test]
 fn job_ids_are_stable_across_runs() {
     assert_eq!(ids(SMALL), ids(SMALL));
     // Stable across processes and builds too: a pinned value catches accidental changes to
@@ -566,13 +606,31 @@ fn bad_sweeps() -> Vec<Bad> {
         &["prompt.batch_size", "not 0"],
     );
     add(
-        "seeds on a model",
+        "duplicate seeds on a model",
         with(
             "head = \"tied\"",
-            "head = \"tied\"\nprompt = { seeds = [2] }",
+            "head = \"tied\"\nprompt = { seeds = [2, 2] }",
+        ),
+        "seeds = [2, 2]",
+        &["model.prompt.seeds", "seed 2 is listed twice"],
+    );
+    add(
+        "seeds on a task",
+        with(
+            "name = \"demo-rt\"",
+            "name = \"demo-rt\"\nprompt = { seeds = [2] }",
         ),
         "seeds = [2]",
-        &["model.prompt.seeds", "whole sweep"],
+        &["task.prompt.seeds", "for a model, not for a task"],
+    );
+    add(
+        "tpt seed no model runs",
+        with("pairs = \"all\"", "pairs = \"all\"\nseeds = [1, 5]"),
+        "seeds = [1, 5]",
+        &[
+            "studies.tpt.seeds",
+            "seed 5 is not a seed of any model TPT runs on",
+        ],
     );
     add(
         "generation task on an encoder",

@@ -105,6 +105,7 @@ pub struct Tpt {
     pub models: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub stop_when_matched: bool,
+    pub seeds: Option<Spanned<Vec<u64>>>,
 }
 
 #[derive(Deserialize)]

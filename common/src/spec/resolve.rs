@@ -7,7 +7,7 @@ use std::path::Path;
 use toml::Spanned;
 
 use super::raw;
-use super::validate::{Ctx, check_name, check_relative};
+use super::validate::{Ctx, check_name, check_relative, seed_list};
 use super::{Head, Layout, ModelSpec, PromptSettings, Sweep, TaskSpec};
 use crate::catalog::{Catalog, TaskKind};
 use crate::error::{SpecError, SpecResult};
@@ -36,22 +36,7 @@ impl Sweep {
         let base = PromptSettings::default();
         let sweep_prompt = raw.prompt.unwrap_or_default();
         let seeds = match &sweep_prompt.seeds {
-            Some(seeds) if seeds.get_ref().is_empty() => {
-                return Err(ctx.err(seeds, "prompt.seeds", "list at least one seed"));
-            }
-            Some(seeds) => {
-                let mut unique = BTreeSet::new();
-                for s in seeds.get_ref() {
-                    if !unique.insert(s) {
-                        return Err(ctx.err(
-                            seeds,
-                            "prompt.seeds",
-                            format!("seed {s} is listed twice"),
-                        ));
-                    }
-                }
-                seeds.get_ref().clone()
-            }
+            Some(seeds) => seed_list(&ctx, seeds, "prompt.seeds")?,
             None => vec![1],
         };
         let base = sweep_prompt.apply(&ctx, "prompt", base)?;
@@ -99,17 +84,13 @@ impl Sweep {
                     format!("model `{model_name}` is T5: head and layout are for encoders"),
                 ));
             }
+            // A model may run its own seeds (a slow model one, a fast one several).
+            let model_seeds = match m.prompt.as_ref().and_then(|p| p.seeds.as_ref()) {
+                Some(list) => Some(seed_list(&ctx, list, "model.prompt.seeds")?),
+                None => None,
+            };
             let settings = match m.prompt {
-                Some(p) => {
-                    if let Some(seeds) = &p.seeds {
-                        return Err(ctx.err(
-                            seeds,
-                            "model.prompt.seeds",
-                            "seeds are set for the whole sweep, in [prompt]",
-                        ));
-                    }
-                    p.apply(&ctx, "model.prompt", base.clone())?
-                }
+                Some(p) => p.apply(&ctx, "model.prompt", base.clone())?,
                 None => base.clone(),
             };
             model_prompts.insert(model_name.clone(), settings);
@@ -119,6 +100,7 @@ impl Sweep {
                 arch,
                 head: m.head.map_or(Head::Mlm, |h| *h.get_ref()),
                 layout: m.layout.map_or(Layout::Prefix, |l| *l.get_ref()),
+                seeds: model_seeds.filter(|own| *own != seeds),
             });
         }
 
@@ -180,7 +162,7 @@ impl Sweep {
                     return Err(ctx.err(
                         seeds,
                         "task.prompt.seeds",
-                        "seeds are set for the whole sweep, in [prompt]",
+                        "seeds are set for the sweep ([prompt]) or for a model, not for a task",
                     ));
                 }
                 task_prompts.insert(task_name.clone(), p);
@@ -234,7 +216,7 @@ impl Sweep {
         let task_names: BTreeSet<&str> = tasks.iter().map(|t| t.name()).collect();
         let studies = raw
             .studies
-            .map(|s| s.resolve(&ctx, &models, &task_names))
+            .map(|s| s.resolve(&ctx, &models, &seeds, &task_names))
             .transpose()?
             .unwrap_or_default();
         let synthetic = raw.synthetic.map(|s| s.resolve(&ctx)).transpose()?;

@@ -7,7 +7,7 @@ use super::types::{
     CrossModelPair, CrossTaskStudy, Indicator, IndicatorStudy, ModelSpec, ProjectorSettings,
     Studies, SyntheticSpec, TptPairs, TptStudy,
 };
-use super::validate::{Ctx, positive};
+use super::validate::{Ctx, positive, seed_list};
 use crate::error::{SpecError, SpecResult};
 
 impl raw::Synthetic {
@@ -57,6 +57,7 @@ impl raw::Studies {
         self,
         ctx: &Ctx,
         models: &[ModelSpec],
+        sweep_seeds: &[u64],
         tasks: &BTreeSet<&str>,
     ) -> SpecResult<Studies> {
         let known_task = |name: &str, at: &dyn Fn(String) -> SpecError| -> SpecResult<()> {
@@ -150,7 +151,7 @@ impl raw::Studies {
                         return Err(ctx.err(&by, "studies.tpt.by", "`by` needs top_k"));
                     }
                 };
-                let models = match t.models {
+                let models_of_tpt = match t.models {
                     Some(list) => {
                         for m in list.get_ref() {
                             if !models.iter().any(|x| &x.name == m) {
@@ -165,12 +166,35 @@ impl raw::Studies {
                     }
                     None => None,
                 };
+                let seeds = match &t.seeds {
+                    Some(list) => {
+                        let seeds = seed_list(ctx, list, "studies.tpt.seeds")?;
+                        let runs = |seed: &u64| {
+                            models
+                                .iter()
+                                .filter(|m| {
+                                    models_of_tpt.as_ref().is_none_or(|l| l.contains(&m.name))
+                                })
+                                .any(|m| m.seeds.as_deref().unwrap_or(sweep_seeds).contains(seed))
+                        };
+                        if let Some(seed) = seeds.iter().find(|s| !runs(s)) {
+                            return Err(ctx.err(
+                                list,
+                                "studies.tpt.seeds",
+                                format!("seed {seed} is not a seed of any model TPT runs on"),
+                            ));
+                        }
+                        Some(seeds)
+                    }
+                    None => None,
+                };
                 Some(TptStudy {
                     pairs,
                     top_k,
                     from_projected: t.from_projected,
-                    models,
+                    models: models_of_tpt,
                     stop_when_matched: t.stop_when_matched,
+                    seeds,
                 })
             }
             None => None,

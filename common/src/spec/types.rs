@@ -104,6 +104,10 @@ pub struct ModelSpec {
     pub arch: Arch,
     pub head: Head,
     pub layout: Layout,
+    /// This model's own seeds, when they differ from the sweep's (`Sweep::seeds_of`). Absent
+    /// from a stored sweep that has none, so such a sweep reads and resumes as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seeds: Option<Vec<u64>>,
 }
 
 /// A task of the sweep: its catalog definition with the sweep's overrides applied.
@@ -146,6 +150,9 @@ pub struct TptStudy {
     /// evaluation's prompt. Runs that never match use the whole budget.
     #[serde(default)]
     pub stop_when_matched: bool,
+    /// The seeds TPT runs at (of those its model has); all when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seeds: Option<Vec<u64>>,
 }
 
 /// How a projector learns.
@@ -287,6 +294,11 @@ pub struct Sweep {
 }
 
 impl Sweep {
+    /// The seeds a model runs: its own list, else the sweep's.
+    pub fn seeds_of<'a>(&'a self, model: &'a ModelSpec) -> &'a [u64] {
+        model.seeds.as_deref().unwrap_or(&self.seeds)
+    }
+
     pub fn model(&self, name: &str) -> Option<&ModelSpec> {
         self.models.iter().find(|m| m.name == name)
     }

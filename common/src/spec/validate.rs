@@ -58,6 +58,20 @@ pub(super) fn check_relative(ctx: &Ctx, path: &Spanned<String>, key: &str) -> Sp
     Ok(())
 }
 
+/// A list of seeds: at least one, none twice.
+pub(super) fn seed_list(ctx: &Ctx, seeds: &Spanned<Vec<u64>>, key: &str) -> SpecResult<Vec<u64>> {
+    let list = seeds.get_ref();
+    if list.is_empty() {
+        return Err(ctx.err(seeds, key, "list at least one seed"));
+    }
+    for (i, s) in list.iter().enumerate() {
+        if list[..i].contains(s) {
+            return Err(ctx.err(seeds, key, format!("seed {s} is listed twice")));
+        }
+    }
+    Ok(list.clone())
+}
+
 pub(super) fn positive(
     ctx: &Ctx,
     v: &Option<Spanned<i64>>,
