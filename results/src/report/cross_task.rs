@@ -60,6 +60,26 @@ impl CellSpread {
     }
 }
 
+/// Whether a target's own prompt beats the random prompt on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnVerdict {
+    /// With several seeds: beyond the seed spread ([`Spread::beyond_spread`]); with one: above.
+    Beats,
+    /// Above on average, within the seed spread.
+    WithinSpread,
+    /// At or below the random prompt.
+    DoesNotBeat,
+}
+
+/// A target's own prompt against the random prompt on the same split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnVsRandom {
+    pub target: String,
+    pub own: Spread,
+    pub random: Spread,
+    pub verdict: OwnVerdict,
+}
+
 /// The cross-task analysis of one model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelTransfer {
@@ -126,6 +146,31 @@ impl ModelTransfer {
                 .map(|(pair, c)| (pair.clone(), c.relative_by_seed.clone()))
                 .collect(),
         }
+    }
+
+    /// Each target's own prompt against the random prompt, for targets where both were scored:
+    /// the demo's first sanity check (a prompt that cannot beat a random one learned nothing).
+    pub fn own_vs_random(&self) -> Vec<OwnVsRandom> {
+        self.tasks
+            .iter()
+            .filter_map(|t| {
+                let own = self.spread(t, t)?;
+                let random = self.spread(RANDOM_SOURCE, t)?;
+                let margin = own.vs_random?;
+                let verdict = match margin.beyond_spread() {
+                    Some(true) => OwnVerdict::Beats,
+                    _ if margin.mean <= 0.0 => OwnVerdict::DoesNotBeat,
+                    Some(false) => OwnVerdict::WithinSpread,
+                    None => OwnVerdict::Beats,
+                };
+                Some(OwnVsRandom {
+                    target: t.clone(),
+                    own: own.raw,
+                    random: random.raw,
+                    verdict,
+                })
+            })
+            .collect()
     }
 
     /// Whether the matrix has several seeds: then its cells show `mean ± sd`.

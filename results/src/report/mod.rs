@@ -33,7 +33,7 @@ use crate::spearman::{MEAN, correlation_rows};
 use crate::store::{read_table, table_parts};
 use crate::transfer::RANDOM_SOURCE;
 use crate::writer::replace_table;
-pub use cross_task::{CellSpread, ModelTransfer, VsRandom};
+pub use cross_task::{CellSpread, ModelTransfer, OwnVerdict, OwnVsRandom, VsRandom};
 pub use provenance::Provenance;
 pub use sweep::{derive_and_report, report_sweep};
 
@@ -96,8 +96,9 @@ pub struct Report {
 }
 
 impl Report {
-    /// The study's answers in five lines: best and worst transfer pair, mean relative transfer
-    /// within and across types, the best indicator and its ρ, and the mean TPT speedup.
+    /// The study's answers in a few lines: best and worst transfer pair, mean relative transfer
+    /// within and across types, per model whether the own prompts beat the random prompt and
+    /// the best indicator with its ρ, and the mean TPT speedup.
     pub fn summary_lines(&self) -> Vec<String> {
         let off_diagonal = || {
             self.transfer.iter().flat_map(|m| {
@@ -142,6 +143,33 @@ impl Report {
             fmt(within),
             fmt(across)
         ));
+        for m in &self.transfer {
+            let verdicts = m.own_vs_random();
+            if verdicts.is_empty() {
+                continue;
+            }
+            let short: Vec<&str> = verdicts
+                .iter()
+                .filter(|v| v.verdict != OwnVerdict::Beats)
+                .map(|v| v.target.as_str())
+                .collect();
+            let beyond = if m.seeded() {
+                " beyond the seed spread"
+            } else {
+                ""
+            };
+            lines.push(format!(
+                "own prompt beats random{beyond} on {}: {} of {} targets{}",
+                m.model,
+                verdicts.len() - short.len(),
+                verdicts.len(),
+                if short.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (not on {})", short.join(", "))
+                }
+            ));
+        }
         for (model, r) in &self.indicator_ranking {
             let n = r.candidates;
             lines.push(match (r.best(), r.interval) {

@@ -9,7 +9,7 @@ use crate::external::matrix_markdown_with;
 use crate::seeds::BEYOND_SPREAD_SDS;
 use crate::transfer::RANDOM_SOURCE;
 
-use super::ModelTransfer;
+use super::{ModelTransfer, OwnVerdict};
 
 /// Marks a cell that beats the random prompt beyond the seed spread.
 pub const BEATS_RANDOM_MARK: &str = "†";
@@ -93,22 +93,7 @@ pub(super) fn transfer_section(t: &ModelTransfer) -> String {
     md.push_str(&matrix_markdown_with(&sources, &t.tasks, |s, tg| {
         relative_cell(t, s, tg)
     }));
-    md.push_str(
-        "\nOwn-prompt scores (the diagonal each column is normalised by):\n\n\
-         | target | split | metric | own score | seeds |\n|---|---|---|---|---|\n",
-    );
-    for task in &t.tasks {
-        if let (Some(c), Some(s)) = (t.relative(task, task), t.spread(task, task)) {
-            let _ = writeln!(
-                md,
-                "| {task} | {} | {} | {} | {} |",
-                t.splits.get(task).map_or("–", String::as_str),
-                c.metric,
-                s.raw.display(4),
-                s.raw.n
-            );
-        }
-    }
+    own_prompts(&mut md, t);
     let _ = writeln!(
         md,
         "\nMean relative performance: within a type {}%, across types {}%.\n",
@@ -121,6 +106,75 @@ pub(super) fn transfer_section(t: &ModelTransfer) -> String {
     }
     vs_random(&mut md, t);
     md
+}
+
+/// The own-prompt scores (the diagonal each column is normalised by) beside the random prompt's,
+/// and where the own prompt does not beat it, said in words.
+fn own_prompts(md: &mut String, t: &ModelTransfer) {
+    md.push_str(
+        "\nOwn-prompt scores (the diagonal each column is normalised by) and the random prompt's \
+         on the same split:\n\n\
+         | target | split | metric | own score | random prompt | own beats random | seeds |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    let verdicts = t.own_vs_random();
+    for task in &t.tasks {
+        let (Some(c), Some(s)) = (t.relative(task, task), t.spread(task, task)) else {
+            continue;
+        };
+        let v = verdicts.iter().find(|v| &v.target == task);
+        let _ = writeln!(
+            md,
+            "| {task} | {} | {} | {} | {} | {} | {} |",
+            t.splits.get(task).map_or("–", String::as_str),
+            c.metric,
+            s.raw.display(4),
+            v.map_or("–".into(), |v| v.random.display(4)),
+            v.map_or("–", |v| verdict_words(v.verdict, t.seeded())),
+            s.raw.n
+        );
+    }
+    let short: Vec<String> = verdicts
+        .iter()
+        .filter(|v| v.verdict != OwnVerdict::Beats)
+        .map(|v| {
+            format!(
+                "{} ({} against {})",
+                v.target,
+                v.own.display(4),
+                v.random.display(4)
+            )
+        })
+        .collect();
+    if !verdicts.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n{}",
+            if short.is_empty() {
+                "Every own prompt beats the random prompt on its target.".to_string()
+            } else {
+                format!(
+                    "The own prompt does not beat the random prompt{} on: {}. There the \
+                     prompt learned too little to tell transfer from noise.",
+                    if t.seeded() {
+                        " beyond the seed spread"
+                    } else {
+                        ""
+                    },
+                    short.join("; ")
+                )
+            }
+        );
+    }
+}
+
+fn verdict_words(v: OwnVerdict, seeded: bool) -> &'static str {
+    match (v, seeded) {
+        (OwnVerdict::Beats, true) => "yes, beyond the seed spread",
+        (OwnVerdict::Beats, false) => "yes (one seed)",
+        (OwnVerdict::WithinSpread, _) => "within the seed spread",
+        (OwnVerdict::DoesNotBeat, _) => "no",
+    }
 }
 
 /// The margin table, and with several seeds the transfers that beat random beyond the spread.

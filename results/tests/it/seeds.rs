@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use promptgrid_results::report;
+use promptgrid_results::report::OwnVerdict;
 use promptgrid_results::schema::{EvalRow, JobRow, TransferRelativeRow};
 use promptgrid_results::store::read_table;
 use promptgrid_results::writer::TableWriter;
@@ -151,7 +152,15 @@ fn three_seeds_give_mean_and_sd_per_cell_and_mark_transfers_beyond_the_spread() 
         "{md}"
     );
     assert!(
-        md.contains("| b | test | accuracy | 0.5667 ± 0.2082 | 3 |"),
+        md.contains(
+            "| b | test | accuracy | 0.5667 ± 0.2082 | 0.1333 ± 0.0577 | \
+             yes, beyond the seed spread | 3 |"
+        ),
+        "{md}"
+    );
+    // Own-prompt margins over random: a 75, 70, 80; b 80, 75, 75; c 50, 50, 50 (sd 0).
+    assert!(
+        md.contains("Every own prompt beats the random prompt on its target."),
         "{md}"
     );
     assert!(
@@ -183,4 +192,56 @@ fn one_seed_keeps_the_single_run_report() {
     let md = std::fs::read_to_string(&r.markdown_path).unwrap();
     assert!(!md.contains("±") && !md.contains("Seeds:"), "{md}");
     assert!(md.contains("| b | 50.0 | 100.0 | 75.0 |"), "{md}");
+    assert!(
+        md.contains("| c | test | accuracy | 0.6000 | 0.3000 | yes (one seed) | 1 |"),
+        "{md}"
+    );
+}
+
+#[test]
+fn own_prompts_that_do_not_beat_random_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut scores = planted();
+    for (s, t, v) in scores.iter_mut() {
+        match (*s, *t) {
+            // Relative 90, 50, 100 against own 100: margins 10, 50, 0, mean 20 ± 26.5.
+            ("random", "b") => *v = [Some(0.45), Some(0.2), Some(0.8)],
+            // Relative 100, 91.7, 108.3 against own 100: margins 0, 8.3, −8.3, mean 0.
+            ("random", "c") => *v = [Some(0.6), Some(0.55), Some(0.65)],
+            _ => {}
+        }
+    }
+    write_seeded_study(dir.path(), &scores);
+    let r = report(dir.path()).unwrap();
+    let verdicts: Vec<_> = r.transfer[0]
+        .own_vs_random()
+        .into_iter()
+        .map(|v| (v.target, v.verdict))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("a".to_string(), OwnVerdict::Beats),
+            ("b".to_string(), OwnVerdict::WithinSpread),
+            ("c".to_string(), OwnVerdict::DoesNotBeat),
+        ]
+    );
+    let md = std::fs::read_to_string(&r.markdown_path).unwrap();
+    assert!(
+        md.contains(
+            "The own prompt does not beat the random prompt beyond the seed spread on: \
+             b (0.5667 ± 0.2082 against 0.4833 ± 0.3014); c (0.6000 ± 0.0000 against \
+             0.6000 ± 0.0500)."
+        ),
+        "{md}"
+    );
+    assert!(md.contains("| c | test | accuracy | 0.6000 ± 0.0000 | 0.6000 ± 0.0500 | no | 3 |"));
+    assert!(
+        r.summary_lines().contains(
+            &"own prompt beats random beyond the seed spread on m: 1 of 3 targets (not on b, c)"
+                .to_string()
+        ),
+        "{:?}",
+        r.summary_lines()
+    );
 }
