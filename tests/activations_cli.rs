@@ -173,6 +173,28 @@ fn bf16_products_give_nearly_the_same_mask_and_a_wrong_precision_is_named() {
         assert!(on > 0.9, "{model}: ON between fp32 and bf16 masks {on}");
     }
 
+    // auto picks by the hardware and says so.
+    let out = dir.path().join("auto.safetensors");
+    let o = Command::new(env!("CARGO_BIN_EXE_promptgrid"))
+        .args(["activations", "--precision", "auto", "--model"])
+        .arg(data("tiny-bert"))
+        .arg("--prompt")
+        .arg(&prompt)
+        .arg("--out")
+        .arg(&out)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let native = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|i| i.contains(" avx512_bf16"));
+    let expected = if native {
+        "matrix products in bf16: --precision auto: this CPU has AVX512-BF16"
+    } else {
+        "matrix products in fp32: --precision auto: this device has no native bf16 products"
+    };
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(expected), "{err}");
+
     let out = dir.path().join("fp16.safetensors");
     let o = activations(&data("tiny-bert"), &prompt, &out, &["--precision", "fp16"]);
     assert_eq!(o.status.code(), Some(2), "bad input exits 2");

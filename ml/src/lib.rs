@@ -10,7 +10,8 @@
 //!   [`Layout::Official`] layout. The MLM head runs only at the mask and only for the label
 //!   words' decoder rows, and the last layer only for the mask row: the encoder's work is all
 //!   a step costs;
-//! * [`Precision`]: bf16 matrix products for GPUs (`--precision bf16`), float32 by default;
+//! * [`Precision`]: bf16 matrix products (`--precision bf16`, or `auto` where the device has them
+//!   natively), float32 by default;
 //! * [`activations`]: the FFN activations and binary masks a prompt induces (the ON indicator);
 //! * [`data`]: split files (JSONL, CSV/TSV, Parquet) to [`Example`]s, encoded as [`TaskData`];
 //! * [`tune`] / [`evaluate_prompts`] (train.rs) with [`TuneConfig`], [`TuneObserver`] and
@@ -64,7 +65,7 @@ pub use data::{Example, TaskData};
 pub use error::{MlError, MlResult};
 pub use limits::check_prompt_len;
 pub use model::{Batch, Encoded, EncoderModel, parse_device};
-pub use precision::Precision;
+pub use precision::{Precision, PrecisionRequest};
 pub use projector::{
     PROJECTOR_FORMAT, Projector, ProjectorConfig, ProjectorMeta, ProjectorOutcome, train_distance,
     train_task,

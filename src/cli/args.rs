@@ -71,8 +71,9 @@ pub struct DeviceArgs {
     /// Intra-op threads of libtorch (default: its own choice).
     #[arg(long)]
     pub threads: Option<i32>,
-    /// fp32, or bf16 for the frozen model's matrix products (autocast-style mixed precision,
-    /// for GPUs with bf16 support; the prompt and its optimizer stay float32).
+    /// fp32, bf16 or auto: the type of the frozen model's matrix products (bf16 is
+    /// autocast-style mixed precision: the prompt and its optimizer stay float32). auto picks
+    /// bf16 where the device runs it natively (a CPU with AVX512-BF16, a CUDA device), else fp32.
     #[arg(long, default_value = "fp32")]
     pub precision: String,
 }

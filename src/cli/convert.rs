@@ -8,7 +8,7 @@ use promptgrid_common::catalog::{CatalogSource, TaskDef};
 use promptgrid_common::error::Location;
 use promptgrid_common::plan::Roots;
 use promptgrid_common::{SpecError, Sweep};
-use promptgrid_ml::Precision;
+use promptgrid_ml::{Precision, PrecisionRequest};
 use promptgrid_runtime::{CoordinatorConfig, NatsConfig};
 use promptgrid_worker::{exec, oneshot};
 
@@ -22,12 +22,13 @@ impl SweepArgs {
 
 impl ModelArgs {
     pub fn oneshot(&self) -> anyhow::Result<oneshot::ModelArgs> {
+        let device = self.device.device()?;
         Ok(oneshot::ModelArgs {
             dir: self.dir.clone(),
             head: self.head,
             layout: self.layout,
-            device: self.device.device()?,
-            precision: self.device.precision()?,
+            device,
+            precision: self.device.precision(device)?,
         })
     }
 }
@@ -74,8 +75,20 @@ impl DeviceArgs {
         Ok(exec::device(&self.device, self.threads)?)
     }
 
-    pub fn precision(&self) -> anyhow::Result<Precision> {
+    /// `--precision` as given; checked before any device is opened.
+    pub fn precision_request(&self) -> anyhow::Result<PrecisionRequest> {
         Ok(self.precision.parse()?)
+    }
+
+    /// The precision `device` runs, logged with the reason (`auto` picks by the hardware).
+    pub fn precision(&self, device: exec::Device) -> anyhow::Result<Precision> {
+        let (precision, why) = self.precision_request()?.resolve(device);
+        tracing::info!(
+            device = %exec::device_name(device),
+            %precision,
+            "matrix products in {precision}: {why}"
+        );
+        Ok(precision)
     }
 }
 

@@ -11,7 +11,8 @@ use crate::cli::RunArgs;
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let sweep = args.sweep.load()?;
     let roots = args.roots.required()?;
-    let (device, precision) = (args.device.device()?, args.device.precision()?);
+    let device = args.device.device()?;
+    let precision = args.device.precision(device)?;
     let results = &args.results.results;
     let dir = results.join(&sweep.name);
     let mut config = parquet::coordinator_config(&sweep, NatsConfig::default(), &dir)?;

@@ -11,12 +11,13 @@ use crate::cli::{RootArgs, WorkerArgs};
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     // Refused here, not by every child `--gpus` would start and restart.
-    let precision = args.device.precision()?;
+    args.device.precision_request()?;
     if let Some(gpus) = &args.gpus {
         return supervise_gpus(gpus, &args.roots).await;
     }
     let roots = args.roots.required()?;
-    let executor = MlExecutor::new(roots, args.device.device()?).with_precision(precision);
+    let device = args.device.device()?;
+    let executor = MlExecutor::new(roots, device).with_precision(args.device.precision(device)?);
     let mut config = jobloop::WorkerConfig::new(args.nats.config(), args.sweep);
     if let Some(name) = args.name {
         config.name = name;
