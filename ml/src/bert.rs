@@ -171,8 +171,10 @@ impl BertSelfAttention {
     /// `self.dropout(attention_probs)`.
     fn forward(&self, queries: &Tensor, hidden: &Tensor, mask: &Tensor, p_dropout: f64) -> Tensor {
         let q = self.split(&self.query.forward(queries));
-        let k = self.split(&self.key.forward(hidden));
-        let v = self.split(&self.value.forward(hidden));
+        let kind = precision::attention_kind(q.kind(), q.device());
+        let q = q.to_kind(kind);
+        let k = self.split(&self.key.forward(hidden)).to_kind(kind);
+        let v = self.split(&self.value.forward(hidden)).to_kind(kind);
         let out = Tensor::scaled_dot_product_attention(
             &q,
             &k,
