@@ -1,6 +1,6 @@
 """Helper of scripts/bench-train (read its header for what each row measures).
 
-* `make SIZE DIR`: a random-weight checkpoint of SIZE (minilm, roberta-base) with a synthetic
+* `make SIZE DIR`: a random-weight checkpoint of SIZE (minilm, roberta-base, roberta-large) with a synthetic
   tokenizer.
 * `time IMPL SIZE DIR STEPS [--precision fp32|bf16] [--device D]`: times prompt-tuning steps of
   IMPL on it and prints one JSON line. IMPL `peft` is transformers + peft as PEFT users run it:
@@ -28,6 +28,8 @@ from transformers import AutoModelForMaskedLM, BertConfig, RobertaConfig
 SIZES = {
     "minilm": ("bert", dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536, max_position_embeddings=512)),
     "roberta-base": ("roberta", dict(vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1)),
+    # For scripts/gpu-check's memory row.
+    "roberta-large": ("roberta", dict(vocab_size=50265, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1)),
 }
 # The benchmark's shapes; the Rust driver gets the same numbers from scripts/bench-train.
 BATCH, TEXT, PROMPT = 16, 128, 100

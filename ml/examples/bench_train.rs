@@ -1,7 +1,7 @@
 //! Times promptgrid prompt-tuning steps on a model folder (random weights are fine) with
 //! synthetic inputs: `bench_train DIR [batch text_tokens prompt_tokens steps head precision
-//! device eval]` (defaults 16 128 100 5 mlm fp32 cpu; `eval` also times scoring 14 prompts).
-//! Prints one JSON line. Driven by
+//! device eval]` (defaults 16 128 100 5 mlm fp32 cpu; `eval` also times scoring 14 prompts, and
+//! 0 steps times scoring alone). Prints one JSON line. Driven by
 //! scripts/bench-train, which times the PyTorch baselines on the same folder.
 
 use std::time::Instant;
@@ -98,13 +98,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         last: Instant::now(),
         steps: Vec::new(),
     };
-    tune(&model, &data, None, &cfg, None, &mut timer)?;
+    // Zero steps times scoring alone (for its memory).
+    if steps > 0 {
+        tune(&model, &data, None, &cfg, None, &mut timer)?;
+    }
     // The first step warms allocators up; report the median of the rest.
-    let times = timer.steps[1..].to_vec();
+    let times = timer.steps.get(1..).unwrap_or_default().to_vec();
     let peak_train = peak_rss_mib();
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
-    let (median, min) = (sorted[sorted.len() / 2], sorted[0]);
+    let (median, min) = (
+        sorted.get(sorted.len() / 2).copied(),
+        sorted.first().copied(),
+    );
 
     let mut line = serde_json::json!({
         "impl": "promptgrid",
