@@ -225,7 +225,9 @@ def table(size, path):
         r = json.loads(line)
         if r["impl"] == "matmul peak":
             peak = r
-        else:
+        elif r["steps"]:
+            # One median for every row (the drivers' own differ for an even count).
+            r["step_s_median"], r["step_s_min"] = statistics.median(r["steps"]), min(r["steps"])
             rows[(r["impl"], r["precision"])] = r
     flops = step_flops(size)
     order = [("promptgrid", "fp32", "promptgrid fp32"), ("promptgrid", "bf16", "promptgrid bf16"),

@@ -10,6 +10,7 @@
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import threading
@@ -108,6 +109,7 @@ def table(d, device):
     size = open(f"{d}/train-size").read().strip()
     for prec in ("fp32", "bf16"):
         ours, ref = train[("promptgrid", prec)], train[("same-work", prec)]
+        ours["step_s_median"], ref["step_s_median"] = statistics.median(ours["steps"]), statistics.median(ref["steps"])
         ratio = ours["step_s_median"] / ref["step_s_median"]
         torch_name = "same-work torch" + (" autocast" if prec == "bf16" else "")
         row(f"{size} training step, {prec}", f"{ours['step_s_median'] * 1e3:.1f} ms", f"{ref['step_s_median'] * 1e3:.1f} ms ({torch_name})",
