@@ -1,8 +1,8 @@
 //! Mixed precision for the frozen model: bf16 matrix products, float32 everywhere else.
 //!
 //! This is what `torch.autocast(dtype=torch.bfloat16)` does to these models: linear layers and
-//! attention products run in bf16, normalisation, softmax, residual sums, the readout and the
-//! loss in float32. tch 0.26 reaches autocast only for float16, so the policy is explicit:
+//! attention products run in bf16 (attention only on CUDA: see [`attention_kind`]),
+//! normalisation, softmax, residual sums, the readout and the loss in float32. tch 0.26 reaches autocast only for float16, so the policy is explicit:
 //! the frozen linear weights are converted once (autocast would cast them on every call; they
 //! never change, so converting them in place is the same numbers for half the memory), and each
 //! product casts its input to its weight's type. The prompt, its gradient and the optimizer
@@ -21,7 +21,8 @@ pub enum Precision {
     /// Everything in float32 (what the parity tests check).
     #[default]
     F32,
-    /// bf16 products, float32 accumulation points: for GPUs with bf16 tensor cores.
+    /// bf16 products, float32 accumulation points: for devices with native bf16 (GPUs from
+    /// Ampere on, CPUs with AVX512-BF16).
     Bf16,
 }
 

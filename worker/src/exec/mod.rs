@@ -145,7 +145,7 @@ impl MlExecutor {
         }
     }
 
-    /// Runs the models' matrix products in `precision` (`--precision bf16` on GPUs).
+    /// Runs the models' matrix products in `precision` (`--precision`, resolved for the device).
     pub fn with_precision(mut self, precision: Precision) -> MlExecutor {
         self.precision = precision;
         self
