@@ -1,5 +1,7 @@
-//! Connecting to NATS the standard ways: user/password or token in the URL or flags, a
-//! credentials file, TLS with a CA and a client certificate. Environment variables
+//! Connecting to NATS the standard ways: one server or a comma-separated list of a cluster's
+//! (the client picks one and fails over to the others, and to those the cluster announces),
+//! user/password or token in the URL or flags, a credentials file, TLS with a CA and a client
+//! certificate. Environment variables
 //! (`NATS_URL`, `NATS_USER`, `NATS_PASSWORD`, `NATS_TOKEN`, `NATS_CREDS`, `NATS_CA`,
 //! `NATS_CERT`, `NATS_KEY`) fill whatever the flags leave unset.
 
@@ -11,7 +13,8 @@ use crate::error::{Error, Result};
 /// How to reach the NATS server.
 #[derive(Debug, Clone, Default)]
 pub struct NatsConfig {
-    /// `nats://[user:pass@]host:port`; `tls://` requires TLS.
+    /// `nats://[user:pass@]host:port`, or several separated by commas (the servers of one
+    /// cluster); `tls://` requires TLS.
     pub url: String,
     pub user: Option<String>,
     pub password: Option<String>,
@@ -60,9 +63,10 @@ impl NatsConfig {
     /// worker started together with it); bad credentials fail at once.
     pub async fn connect(&self) -> Result<async_nats::Client> {
         use async_nats::ConnectErrorKind as Kind;
+        let servers = server_list(&self.url)?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            match self.options().await?.connect(self.url.as_str()).await {
+            match self.options().await?.connect(servers.as_slice()).await {
                 Ok(client) => return Ok(client),
                 Err(e)
                     if matches!(e.kind(), Kind::Io | Kind::TimedOut | Kind::Dns)
@@ -105,7 +109,7 @@ impl NatsConfig {
             (None, None) => {}
             _ => return Err(Error::Config("--tls-cert and --tls-key go together".into())),
         }
-        if self.require_tls || self.url.starts_with("tls://") {
+        if self.require_tls || requires_tls(&self.url) {
             opts = opts.require_tls(true);
         }
         if let Some(n) = &self.name {
@@ -115,10 +119,78 @@ impl NatsConfig {
     }
 }
 
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_string(),
+/// The servers of `--nats` (or `NATS_URL`): one URL, or several separated by commas.
+pub fn server_list(urls: &str) -> Result<Vec<async_nats::ServerAddr>> {
+    let servers = urls
+        .split(',')
+        .map(str::trim)
+        .map(|url| {
+            if url.is_empty() {
+                return Err(Error::Config(format!(
+                    "--nats (NATS_URL): `{}` has an empty entry",
+                    redact(urls)
+                )));
+            }
+            url.parse::<async_nats::ServerAddr>().map_err(|e| {
+                Error::Config(format!(
+                    "--nats (NATS_URL): `{}` is not a NATS server address: {e}",
+                    redact(url)
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(servers)
+}
+
+/// Whether any server of the list is a `tls://` one.
+pub fn requires_tls(urls: &str) -> bool {
+    urls.split(',').any(|u| u.trim().starts_with("tls://"))
+}
+
+/// The URLs without their passwords, for messages.
+fn redact(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| match (url.find("://"), url.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+            _ => url.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_comma_separated_list_is_a_cluster_of_servers() {
+        let list = server_list("nats://a:4222,nats://b:4223, nats://u:p@c:4224").unwrap();
+        let hosts: Vec<(String, u16)> = list
+            .iter()
+            .map(|s| (s.host().to_string(), s.port()))
+            .collect();
+        assert_eq!(
+            hosts,
+            [("a".into(), 4222), ("b".into(), 4223), ("c".into(), 4224)]
+        );
+        assert_eq!(server_list("nats://h:4222").unwrap().len(), 1);
+        assert!(requires_tls("nats://a:1,tls://b:2"));
+        assert!(!requires_tls("nats://a:1,nats://b:2"));
+    }
+
+    #[test]
+    fn a_bad_entry_is_named_without_its_password() {
+        let err = server_list("nats://a:4222,nats://u:secret@b:x").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("--nats (NATS_URL): `nats://***@b:x` is not a NATS server address"),
+            "{msg}"
+        );
+        assert!(!msg.contains("secret"), "{msg}");
+        let err = server_list("nats://a:4222,").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--nats (NATS_URL): `nats://a:4222,` has an empty entry"
+        );
     }
 }
