@@ -212,6 +212,10 @@ pub enum JobState {
         lost: u32,
         #[serde(default)]
         requeued: bool,
+        /// Attempts handed back because NATS was unavailable: counted apart from job errors
+        /// and lost workers, and charged to neither budget.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        outages: u32,
     },
     /// A worker holds it; `attempt` counts starts, including redeliveries.
     Running {
@@ -223,6 +227,9 @@ pub enum JobState {
         lease_ms: u64,
         /// Stream sequence of the message it runs, to tell a redelivery from a duplicate.
         msg_seq: u64,
+        /// Carried from [`JobState::Pending`].
+        #[serde(default, skip_serializing_if = "is_zero")]
+        outages: u32,
     },
     Done {
         attempt: u32,
@@ -266,6 +273,15 @@ impl JobState {
             retries: 0,
             lost: 0,
             requeued: false,
+            outages: 0,
+        }
+    }
+
+    /// Attempts handed back because NATS was unavailable (0 once done, failed or dead).
+    pub fn outages(&self) -> u32 {
+        match *self {
+            JobState::Pending { outages, .. } | JobState::Running { outages, .. } => outages,
+            _ => 0,
         }
     }
 
@@ -309,6 +325,10 @@ impl JobState {
     }
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -330,8 +350,14 @@ mod tests {
             started_ms: 5,
             lease_ms: 30_000,
             msg_seq: 9,
+            outages: 3,
         };
         assert_eq!(JobState::from_bytes(&s.to_bytes()).unwrap(), s);
+        // A state written before outages were counted reads as none; none is not written.
+        let old = br#"{"state":"pending","attempts":1,"retries":0,"lost":0}"#;
+        assert_eq!(JobState::from_bytes(old).unwrap().outages(), 0);
+        let fresh = String::from_utf8(JobState::fresh().to_bytes()).unwrap();
+        assert!(!fresh.contains("outages"), "{fresh}");
     }
 
     #[test]

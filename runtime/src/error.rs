@@ -1,5 +1,7 @@
 //! Errors of the runtime. NATS errors keep their text (their kinds differ per call and are not
-//! matched on); the kinds callers act on are their own variants.
+//! matched on); the kinds callers act on are their own variants. One of them is
+//! [`Error::Unavailable`]: the server or the stream's leader could not be reached, which is an
+//! infrastructure fault to ride out, never a job's.
 
 use promptgrid_common::JobId;
 
@@ -11,6 +13,20 @@ pub enum Error {
     Connect { url: String, message: String },
     #[error("NATS: {0}")]
     Nats(String),
+    /// No server, no stream leader or no answer in time: a restart, a leader election or a
+    /// lost link. Worth retrying; never the job's fault.
+    #[error("NATS unavailable: {0}")]
+    Unavailable(String),
+    /// `--replicas` differs from what the sweep's streams were created with.
+    #[error(
+        "sweep `{sweep}` was created with {existing} replica(s) per stream; --replicas {asked} \
+         cannot change that (run it with --replicas {existing}, or under another sweep name)"
+    )]
+    Replicas {
+        sweep: String,
+        existing: usize,
+        asked: usize,
+    },
     #[error("the state of job {job} is unreadable: {source}")]
     BadState {
         job: JobId,
@@ -38,9 +54,20 @@ pub enum Error {
 }
 
 impl Error {
-    /// Wraps any NATS client error; the many async-nats error kinds are only ever reported.
+    /// Wraps any NATS client error; the many async-nats error kinds are only ever reported,
+    /// except that an outage ([`is_outage`]) becomes [`Error::Unavailable`].
     pub fn nats(e: impl std::fmt::Display) -> Error {
-        Error::Nats(e.to_string())
+        let text = e.to_string();
+        if is_outage(&text) {
+            Error::Unavailable(text)
+        } else {
+            Error::Nats(text)
+        }
+    }
+
+    /// Whether retrying later may succeed because the server side was only unreachable.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
     }
 
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
@@ -48,5 +75,65 @@ impl Error {
             context: context.into(),
             source,
         }
+    }
+}
+
+/// What async-nats says (through the kinds of every call, whose texts it nests) when the server,
+/// or the leader of a replicated stream, does not answer: a publish to a stream without a
+/// leader finds "no stream", a request times out or has no responders, the JetStream API
+/// answers 503, the connection breaks.
+const OUTAGE: &[&str] = &[
+    "no stream found for given subject",
+    "timed out",
+    "no responders",
+    "requested JetStream resource does not exist",
+    "temporarily unavailable",
+    "broken pipe",
+    "connection",
+    "disconnected",
+    "not connected",
+    "stream is offline",
+    "leader",
+];
+
+/// Whether a NATS error's text names an outage rather than a refusal.
+pub fn is_outage(text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    OUTAGE
+        .iter()
+        .any(|p| text.contains(&p.to_ascii_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::jetstream::context::{
+        PublishError, PublishErrorKind, RequestError, RequestErrorKind,
+    };
+
+    #[test]
+    fn outages_are_told_from_refusals_by_the_client_error_texts() {
+        for kind in [
+            PublishErrorKind::StreamNotFound,
+            PublishErrorKind::TimedOut,
+            PublishErrorKind::BrokenPipe,
+        ] {
+            let e = Error::nats(PublishError::new(kind));
+            assert!(e.is_unavailable(), "{e}");
+        }
+        for kind in [RequestErrorKind::TimedOut, RequestErrorKind::NoResponders] {
+            assert!(Error::nats(RequestError::new(kind)).is_unavailable());
+        }
+        for kind in [
+            PublishErrorKind::MaxPayloadExceeded,
+            PublishErrorKind::WrongLastSequence,
+        ] {
+            let e = Error::nats(PublishError::new(kind));
+            assert!(matches!(e, Error::Nats(_)), "{e}");
+        }
+        assert_eq!(
+            Error::nats(PublishError::new(PublishErrorKind::StreamNotFound)).to_string(),
+            "NATS unavailable: no stream found for given subject"
+        );
     }
 }

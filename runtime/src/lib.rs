@@ -5,6 +5,7 @@
 //! * [`connect`]: NATS connection options (user/password, token, credentials, TLS);
 //! * [`streams`]: a sweep's JetStream objects ([`streams::SweepStreams`]): streams, consumers, buckets;
 //! * [`objects`]: reading an artifact whole while it may be replaced;
+//! * [`retry`]: riding out outages and leader elections with bounded backoff;
 //! * [`state`]: job states in the KV bucket, changed only by compare-and-set;
 //! * [`scheduler`]: the coordinator ([`run`]);
 //! * [`status`]: `status` and `retry --failed`;
@@ -25,6 +26,7 @@ pub mod manifest;
 pub mod objects;
 pub mod parquet;
 mod progress;
+pub mod retry;
 pub mod scheduler;
 pub mod server;
 mod sinkrun;

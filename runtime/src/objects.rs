@@ -26,7 +26,7 @@ pub async fn read_object(store: &ObjectStore, name: &str) -> Result<Option<Vec<u
         let mut object = match store.get(name).await {
             Ok(o) => o,
             Err(e) if e.kind() == GetErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::Nats(format!("cannot read artifact {name}: {e}"))),
+            Err(e) => return Err(Error::nats(format!("cannot read artifact {name}: {e}"))),
         };
         let nuid = object.info().nuid.clone();
         let mut bytes = Vec::with_capacity(object.info().size);
@@ -57,7 +57,7 @@ pub async fn read_object(store: &ObjectStore, name: &str) -> Result<Option<Vec<u
             }
         };
         if !replaced {
-            return Err(Error::Nats(format!(
+            return Err(Error::Unavailable(format!(
                 "cannot read artifact {name}: no data from the server for {}s",
                 STALLED.as_secs()
             )));

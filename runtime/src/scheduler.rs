@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::events::{DoneSource, Sink};
 use crate::manifest::{self, GraphChanges};
 use crate::progress::Progress;
+use crate::retry;
 use crate::state;
 use crate::streams::{StreamOptions, SweepStreams};
 
@@ -251,6 +252,7 @@ impl Sched {
                         retries: retries + 1,
                         lost: *lost,
                         requeued: false,
+                        outages: 0,
                     })
                 } else {
                     None
@@ -374,7 +376,11 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
     );
     let (client, streams, changes) = async {
         let client = config.nats.connect().await?;
-        let streams = SweepStreams::setup(client.clone(), &config.sweep, &config.streams).await?;
+        // A cluster that is still electing its leaders answers "unavailable" for a while.
+        let streams = retry::through_outages("set up the sweep's streams", retry::PATIENCE, || {
+            SweepStreams::setup(client.clone(), &config.sweep, &config.streams)
+        })
+        .await?;
         let changes = manifest::update(&streams, &config.graph).await?;
         let span = tracing::Span::current();
         span.record("reused", changes.reused);
@@ -501,7 +507,7 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
         let limit = if stopped.is_some() {
             Duration::from_secs(10)
         } else {
-            crate::sinkrun::SINK_ACK_WAIT + Duration::from_secs(10)
+            crate::sinkrun::SINK_ACK_WAIT + Duration::from_secs(30)
         };
         let drained = crate::sinkrun::drained(&streams);
         let timed_out = tokio::time::timeout(limit, drained).await.is_err();
@@ -623,18 +629,8 @@ async fn decide(streams: &SweepStreams, sched: &Sched, d: Decision, budget: u32)
     };
     tracing::info!(job = %job.key, attempt, state = next.name(), "job failed");
     // A conflict means someone moved it first; the watcher brings that state.
-    let mut tries = 0;
-    loop {
-        match state::cas(&streams.state, &job.id, &next, sched.revision[d.index]).await {
-            Ok(_) => return Ok(()),
-            Err(e) if tries < 20 => {
-                tries += 1;
-                tracing::warn!(error = %e, "cannot write a job state; retrying");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    state::cas_persist(&streams.state, &job.id, &next, sched.revision[d.index]).await?;
+    Ok(())
 }
 
 /// Creates pending states and publishes job messages, many at a time, retrying through

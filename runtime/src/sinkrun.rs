@@ -7,6 +7,7 @@ use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::events::{Ack, Sink};
+use crate::retry::{PATIENCE, through_outages};
 use crate::streams::SweepStreams;
 use crate::telemetry;
 
@@ -34,7 +35,8 @@ async fn copy_artifacts(
 ) -> Result<()> {
     let wanted: Vec<&String> = names.iter().filter(|n| sink.wants_artifact(n)).collect();
     for name in wanted {
-        let Some(bytes) = crate::objects::read_object(&streams.artifacts, name).await? else {
+        let read = || crate::objects::read_object(&streams.artifacts, name);
+        let Some(bytes) = through_outages("copy an artifact", PATIENCE, read).await? else {
             tracing::warn!(artifact = %name, "artifact not in the store");
             continue;
         };
@@ -50,8 +52,10 @@ const SINK: &str = "sink";
 const IDLE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How long an event the sink took stays unacked before the server hands it out again: longer
-/// than a slow commit, short enough that a restarted sink soon gets what a killed one held.
-pub const SINK_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// than a slow commit (a batch commits within a few seconds of its first event), short enough
+/// that a restarted sink soon gets what a killed one held, and that events lost in flight when
+/// a server of a cluster dies come back soon.
+pub const SINK_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub async fn run(streams: SweepStreams, sink: Box<dyn Sink>) -> Result<()> {
     let r = follow(streams, sink).await;
@@ -84,7 +88,13 @@ async fn follow(streams: SweepStreams, mut sink: Box<dyn Sink>) -> Result<()> {
         .await
         .map_err(Error::nats)?;
     loop {
-        let mut messages = match consumer.messages().await {
+        // Heartbeats every second: a pull whose server died is noticed (a missed heartbeat
+        // ends the stream, and it is opened again) within seconds, not the default 30.
+        let pull = consumer
+            .stream()
+            .heartbeat(std::time::Duration::from_secs(1))
+            .expires(std::time::Duration::from_secs(5));
+        let mut messages = match pull.messages().await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "sink consumer failed; retrying");
@@ -103,6 +113,9 @@ async fn follow(streams: SweepStreams, mut sink: Box<dyn Sink>) -> Result<()> {
             };
             let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
             let (message, acker) = msg.split();
+            // A plain ack: one lost while a server of a cluster dies brings its event back after
+            // SINK_ACK_WAIT, and the writers skip the rows already committed. Waiting for each
+            // ack's confirmation would halve the sink's pace on a replicated stream.
             let ack = Ack(Box::new(move || {
                 Box::pin(async move { acker.ack().await.map_err(Error::nats) })
             }));

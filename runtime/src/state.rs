@@ -53,9 +53,59 @@ pub async fn cas(
     }
     match store.update(id.0.as_str(), value, revision).await {
         Ok(rev) => Ok(Some(rev)),
-        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision || is_conflict(&e) => Ok(None),
         Err(e) => Err(Error::nats(e)),
     }
+}
+
+/// Whether an update failed because the entry moved on. A clustered server says so with
+/// error code 10164, which async-nats 0.51 reports as an unknown publish error rather than
+/// `WrongLastRevision` (a lone server's 10071).
+fn is_conflict(e: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::{self, ErrorCode};
+    let mut source = Some(e);
+    while let Some(e) = source {
+        if let Some(js) = e.downcast_ref::<jetstream::Error>()
+            && [
+                ErrorCode::STREAM_WRONG_LAST_SEQUENCE,
+                ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT,
+            ]
+            .contains(&js.error_code())
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// [`cas`] retried through outages (see [`crate::retry::persist`]). A try whose answer was lost
+/// may still have been applied; the conflict its retry then meets is told apart from another
+/// writer's by reading the entry back: holding exactly this value, it is this write, and its
+/// revision is returned (a job state carries its worker and times, so two writers' values
+/// never coincide).
+pub async fn cas_persist(
+    store: &kv::Store,
+    id: &JobId,
+    state: &JobState,
+    revision: u64,
+) -> Result<Option<u64>> {
+    let mut uncertain = false;
+    crate::retry::persist("write a job state", || {
+        let was_uncertain = uncertain;
+        uncertain = true;
+        async move {
+            match cas(store, id, state, revision).await? {
+                Some(rev) => Ok(Some(rev)),
+                None if was_uncertain => Ok(read(store, id)
+                    .await?
+                    .filter(|v| v.state == *state)
+                    .map(|v| v.revision)),
+                None => Ok(None),
+            }
+        }
+    })
+    .await
 }
 
 /// How many values the bucket holds now (`Store::status` answers from a cached stream info).

@@ -191,6 +191,7 @@ pub async fn retry_failed(nats: &NatsConfig, sweep: &str, graph: &JobGraph) -> R
                 retries: 0,
                 lost: 0,
                 requeued: false,
+                outages: 0,
             };
             if state::cas(&streams.state, &job.id, &next, v.revision)
                 .await?

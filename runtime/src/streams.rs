@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, kv, object_store, stream};
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::{self, ErrorCode, consumer, kv, object_store, stream};
 use futures::TryStreamExt;
 use promptgrid_common::names::SweepNames;
 
@@ -18,6 +19,9 @@ pub struct StreamOptions {
     /// How long a `Nats-Msg-Id` is remembered: re-publishing a job or an event within it is a
     /// no-op, which is what makes coordinator restarts and retried publishes exact.
     pub dedup_window: Duration,
+    /// Copies of every stream, bucket and store kept by a JetStream cluster (1, 3 or 5); fixed
+    /// when the sweep is created.
+    pub replicas: usize,
 }
 
 impl Default for StreamOptions {
@@ -25,6 +29,7 @@ impl Default for StreamOptions {
         StreamOptions {
             lease: Duration::from_secs(30),
             dedup_window: Duration::from_secs(6 * 3600),
+            replicas: 1,
         }
     }
 }
@@ -50,6 +55,68 @@ async fn allow_artifact_readers(js: &jetstream::Context, bucket: &str) -> Result
     Ok(())
 }
 
+/// The names of the JetStream streams behind a sweep's queue, events, bucket and store.
+fn stream_names(names: &SweepNames) -> [String; 4] {
+    [
+        names.jobs_stream(),
+        names.events_stream(),
+        format!("KV_{}", names.state_bucket()),
+        format!("OBJ_{}", names.artifact_bucket()),
+    ]
+}
+
+/// Replicas of the sweep's streams that exist, by stream name.
+pub async fn existing_replicas(
+    js: &jetstream::Context,
+    names: &SweepNames,
+) -> Result<Vec<(String, usize)>> {
+    let mut out = Vec::new();
+    for name in stream_names(names) {
+        match js.get_stream(&name).await {
+            Ok(stream) => out.push((name, stream.cached_info().config.num_replicas.max(1))),
+            Err(e)
+                if matches!(e.kind(), GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == ErrorCode::STREAM_NOT_FOUND) => {}
+            Err(e) => return Err(Error::nats(e)),
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses `asked` replicas for a sweep whose streams were created with another count.
+async fn check_replicas(js: &jetstream::Context, names: &SweepNames, asked: usize) -> Result<()> {
+    if let Some((_, existing)) = existing_replicas(js, names)
+        .await?
+        .into_iter()
+        .find(|(_, n)| *n != asked)
+    {
+        return Err(Error::Replicas {
+            sweep: names.sweep.clone(),
+            existing,
+            asked,
+        });
+    }
+    // A server that runs alone would keep one copy without a word.
+    if asked > 1 && js.client().server_info().cluster.is_none() {
+        return Err(Error::Config(format!(
+            "--replicas {asked} needs a JetStream cluster of at least {asked} servers; this \
+             NATS server runs alone (use --replicas 1, or list a cluster's servers in --nats)"
+        )));
+    }
+    Ok(())
+}
+
+/// A stream that cannot be created: with more than one replica, say what that needs.
+fn create_error(e: impl std::fmt::Display, replicas: usize) -> Error {
+    match Error::nats(e) {
+        Error::Nats(text) if replicas > 1 => Error::Nats(format!(
+            "{text} (--replicas {replicas} needs a JetStream cluster of at least {replicas} \
+             servers)"
+        )),
+        other => other,
+    }
+}
+
 /// Handles on a sweep's streams and buckets.
 #[derive(Clone)]
 pub struct SweepStreams {
@@ -69,6 +136,9 @@ impl SweepStreams {
     ) -> Result<SweepStreams> {
         let names = SweepNames::new(sweep);
         let js = jetstream::new(client);
+        // Before anything is created: a mismatch must leave the server as it was.
+        check_replicas(&js, &names, opts.replicas).await?;
+        let replicas = opts.replicas;
         let jobs = js
             .get_or_create_stream(stream::Config {
                 name: names.jobs_stream(),
@@ -76,39 +146,43 @@ impl SweepStreams {
                 retention: stream::RetentionPolicy::WorkQueue,
                 storage: stream::StorageType::File,
                 duplicate_window: opts.dedup_window,
+                num_replicas: replicas,
                 ..Default::default()
             })
             .await
-            .map_err(Error::nats)?;
+            .map_err(|e| create_error(e, replicas))?;
         js.get_or_create_stream(stream::Config {
             name: names.events_stream(),
             subjects: vec![names.events_wildcard()],
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
             duplicate_window: opts.dedup_window,
+            num_replicas: replicas,
             ..Default::default()
         })
         .await
-        .map_err(Error::nats)?;
+        .map_err(|e| create_error(e, replicas))?;
         let state = js
             .create_key_value(kv::Config {
                 bucket: names.state_bucket(),
                 history: 1,
                 storage: stream::StorageType::File,
+                num_replicas: replicas,
                 ..Default::default()
             })
             .await
-            .map_err(Error::nats)?;
+            .map_err(|e| create_error(e, replicas))?;
         let artifacts = match js.get_object_store(names.artifact_bucket()).await {
             Ok(store) => store,
             Err(_) => js
                 .create_object_store(object_store::Config {
                     bucket: names.artifact_bucket(),
                     storage: stream::StorageType::File,
+                    num_replicas: replicas,
                     ..Default::default()
                 })
                 .await
-                .map_err(Error::nats)?,
+                .map_err(|e| create_error(e, replicas))?,
         };
         allow_artifact_readers(&js, &names.artifact_bucket()).await?;
         Ok(SweepStreams {
@@ -124,19 +198,23 @@ impl SweepStreams {
     pub async fn open(client: async_nats::Client, sweep: &str) -> Result<SweepStreams> {
         let names = SweepNames::new(sweep);
         let js = jetstream::new(client);
-        let missing = || Error::NoSweep(sweep.to_string());
+        // An outage is not a missing sweep: the caller retries the one, skips the other.
+        let missing = |e: &dyn std::fmt::Display| match Error::nats(e) {
+            e @ Error::Unavailable(_) => e,
+            _ => Error::NoSweep(sweep.to_string()),
+        };
         let jobs = js
             .get_stream(names.jobs_stream())
             .await
-            .map_err(|_| missing())?;
+            .map_err(|e| missing(&e))?;
         let state = js
             .get_key_value(names.state_bucket())
             .await
-            .map_err(|_| missing())?;
+            .map_err(|e| missing(&e))?;
         let artifacts = js
             .get_object_store(names.artifact_bucket())
             .await
-            .map_err(|_| missing())?;
+            .map_err(|e| missing(&e))?;
         Ok(SweepStreams {
             names,
             js,

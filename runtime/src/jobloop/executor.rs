@@ -2,7 +2,7 @@
 //! it gets (metrics, artifacts, checkpoints, cancellation).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use promptgrid_common::JobId;
 use promptgrid_common::names::is_plain_name;
@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::events;
+use crate::retry::through_outages;
 use crate::streams::SweepStreams;
 use crate::telemetry::Phase;
 
@@ -26,6 +27,21 @@ pub enum JobError {
     /// The worker is shutting down; the executor has saved its checkpoint.
     #[error("cancelled")]
     Cancelled,
+    /// NATS stayed unavailable longer than the worker's patience: an infrastructure fault,
+    /// never charged to the job. The attempt goes back to the queue and is counted apart.
+    #[error("NATS unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl JobError {
+    /// A NATS failure as a job error: an outage is [`JobError::Unavailable`], anything else
+    /// (a refused write) [`JobError::Retryable`].
+    fn from_nats(context: &str, e: crate::Error) -> JobError {
+        match e {
+            crate::Error::Unavailable(m) => JobError::Unavailable(format!("{context}{m}")),
+            e => JobError::Retryable(format!("{context}{e}")),
+        }
+    }
 }
 
 /// Runs jobs. The ML executors of `promptgrid-worker` implement it; [`super::Synthetic`] is
@@ -54,6 +70,8 @@ pub struct JobContext {
     pub(crate) seq: AtomicU64,
     /// The attempt's `execute` span: the parent of its phase spans.
     pub(crate) span: tracing::Span,
+    /// How long a call on NATS retries through an outage before the attempt is given back.
+    pub(crate) patience: Duration,
 }
 
 impl JobContext {
@@ -97,9 +115,11 @@ impl JobContext {
             attempt: self.attempt,
             metrics,
         };
-        events::publish(&self.streams.js, &self.streams.names, &event, seq)
-            .await
-            .map_err(|e| JobError::Retryable(e.to_string()))
+        through_outages("publish metrics", self.patience, || {
+            events::publish(&self.streams.js, &self.streams.names, &event, seq)
+        })
+        .await
+        .map_err(|e| JobError::from_nats("", e))
     }
 
     /// Stores an artifact under a plain name (never a path) and returns that name.
@@ -109,12 +129,16 @@ impl JobContext {
                 "artifact name `{name}` is not a plain name"
             )));
         }
-        let mut reader = bytes;
-        self.streams
-            .artifacts
-            .put(name, &mut reader)
-            .await
-            .map_err(|e| JobError::Retryable(format!("cannot store artifact {name}: {e}")))?;
+        through_outages("store an artifact", self.patience, || async {
+            let mut reader = bytes;
+            self.streams
+                .artifacts
+                .put(name, &mut reader)
+                .await
+                .map_err(crate::Error::nats)
+        })
+        .await
+        .map_err(|e| JobError::from_nats(&format!("cannot store artifact {name}: "), e))?;
         Ok(name.to_string())
     }
 
@@ -125,9 +149,11 @@ impl JobContext {
                 "artifact name `{name}` is not a plain name"
             )));
         }
-        crate::objects::read_object(&self.streams.artifacts, name)
-            .await
-            .map_err(|e| JobError::Retryable(e.to_string()))
+        through_outages("read an artifact", self.patience, || {
+            crate::objects::read_object(&self.streams.artifacts, name)
+        })
+        .await
+        .map_err(|e| JobError::from_nats("", e))
     }
 
     fn checkpoint_name(&self) -> String {

@@ -25,6 +25,7 @@ pub use synthetic::{Synthetic, synthetic_graph};
 use crate::connect::NatsConfig;
 use crate::error::{Error, Result};
 use crate::events;
+use crate::retry::{self, persist};
 use crate::scheduler::Shutdown;
 use crate::state::{self, Versioned};
 use crate::streams::{SweepStreams, sweeps_on_server};
@@ -41,6 +42,9 @@ pub struct WorkerConfig {
     pub shutdown: Option<Shutdown>,
     /// Progress acks keep the lease; off only in tests that simulate a stalled worker.
     pub heartbeats: bool,
+    /// How long a running job's calls on NATS (metrics, artifacts, checkpoints) retry through
+    /// an outage before the attempt is handed back to the queue as an outage.
+    pub patience: Duration,
 }
 
 impl WorkerConfig {
@@ -52,6 +56,7 @@ impl WorkerConfig {
             name: format!("{host}-{}", std::process::id()),
             shutdown: None,
             heartbeats: true,
+            patience: retry::PATIENCE,
         }
     }
 }
@@ -63,6 +68,8 @@ pub struct WorkerStats {
     pub failed: usize,
     /// Messages dropped: duplicates, jobs already done, malformed ones.
     pub dropped: usize,
+    /// Attempts handed back because NATS was unavailable (not job errors).
+    pub outages: usize,
 }
 
 /// A source of jobs: one model's consumer of one sweep.
@@ -143,6 +150,7 @@ pub async fn run<E: Executor>(config: WorkerConfig, executor: E) -> Result<Worke
             Ok(Handled::Done) => stats.done += 1,
             Ok(Handled::Failed) => stats.failed += 1,
             Ok(Handled::Dropped) => stats.dropped += 1,
+            Ok(Handled::Outage) => stats.outages += 1,
             Ok(Handled::HandedBack) => break,
             Err(e) => span.in_scope(
                 || tracing::warn!(error = %e, "job handling failed; the lease will bring it back"),
@@ -231,27 +239,8 @@ enum Handled {
     Failed,
     Dropped,
     HandedBack,
-}
-
-/// Retries an operation on the server through short outages (a restart, a leader change).
-async fn persist<T, F, Fut>(what: &str, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T>>,
-{
-    let mut delay = Duration::from_millis(50);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() < deadline && !matches!(e, Error::BadState { .. }) => {
-                tracing::debug!(error = %e, "{what} failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    /// Given back to the queue because NATS was unavailable.
+    Outage,
 }
 
 async fn handle<E: Executor>(
@@ -295,9 +284,10 @@ async fn handle<E: Executor>(
     span.record("kind", job.spec.kind().name());
 
     // Take the job: a compare-and-set from the state we read, so two workers never both run it.
-    let (attempt, revision, retries, lost) = loop {
+    let (attempt, revision, counts) = loop {
         let current = persist("read state", || state::read(&streams.state, &id)).await?;
-        let (rev, next) = match current {
+        let outages = current.as_ref().map_or(0, |v| v.state.outages());
+        let (rev, mut next) = match current {
             None => (0, running(config, src, 1, job.retry, 0, seq)),
             Some(Versioned {
                 state:
@@ -371,14 +361,20 @@ async fn handle<E: Executor>(
                 return Ok(Handled::Dropped);
             }
         };
-        let attempt = next.counters().0;
-        let (_, retries, lost) = next.counters();
-        if let Some(rev) = persist("write state", || {
-            state::cas(&streams.state, &id, &next, rev)
-        })
-        .await?
-        {
-            break (attempt, rev, retries, lost);
+        if let JobState::Running { outages: o, .. } = &mut next {
+            *o = outages;
+        }
+        let (attempt, retries, lost) = next.counters();
+        if let Some(rev) = state::cas_persist(&streams.state, &id, &next, rev).await? {
+            break (
+                attempt,
+                rev,
+                Counts {
+                    retries,
+                    lost,
+                    outages,
+                },
+            );
         }
     };
     span.record("attempt", attempt);
@@ -426,6 +422,7 @@ async fn handle<E: Executor>(
         started: Instant::now(),
         seq: AtomicU64::new(0),
         span: execute.clone(),
+        patience: config.patience,
     };
     let resident = executor.resident_model();
     let result = executor.run(&job, &ctx).instrument(execute.clone()).await;
@@ -446,7 +443,7 @@ async fn handle<E: Executor>(
         &ctx,
         &job,
         result,
-        (revision, retries, lost),
+        (revision, counts),
         started_ms,
     )
     .instrument(commit.clone())
@@ -457,6 +454,7 @@ async fn handle<E: Executor>(
             Handled::Failed => "failed",
             Handled::Dropped => "discarded",
             Handled::HandedBack => "handed back",
+            Handled::Outage => "handed back (NATS unavailable)",
         };
         commit.record("outcome", outcome);
         if matches!(handled, Handled::Done) {
@@ -472,9 +470,14 @@ async fn finish(
     ctx: &JobContext,
     job: &JobMessage,
     result: Result<promptgrid_common::wire::JobOutput, JobError>,
-    (revision, retries, lost): (u64, u32, u32),
+    (revision, counts): (u64, Counts),
     started_ms: u64,
 ) -> Result<Handled> {
+    let Counts {
+        retries,
+        lost,
+        outages,
+    } = counts;
     let streams = &ctx.streams;
     let id = &ctx.job;
     let attempt = ctx.attempt;
@@ -489,7 +492,7 @@ async fn finish(
                 finished_ms,
                 output,
             };
-            if persist("commit", || state::cas(&streams.state, id, &done, revision))
+            if state::cas_persist(&streams.state, id, &done, revision)
                 .await?
                 .is_none()
             {
@@ -501,24 +504,29 @@ async fn finish(
             Ok(Handled::Done)
         }
         Err(JobError::Cancelled) => {
-            let back = JobState::Pending {
-                attempts: attempt,
-                retries,
-                lost,
-                requeued: true,
-            };
-            if persist("hand back", || {
-                state::cas(&streams.state, id, &back, revision)
-            })
-            .await?
-            .is_some()
-            {
-                msg.ack_with(AckKind::Nak(None))
-                    .await
-                    .map_err(Error::nats)?;
-            }
+            hand_back(streams, msg, id, attempt, counts, revision, None).await?;
             tracing::info!(target: JOB_LOG, "job handed back on shutdown");
             Ok(Handled::HandedBack)
+        }
+        Err(JobError::Unavailable(reason)) => {
+            // Not the job's fault: back to the queue, counted apart, after a pause that lets
+            // the cluster settle.
+            let outage = Counts {
+                outages: outages + 1,
+                ..counts
+            };
+            hand_back(
+                streams,
+                msg,
+                id,
+                attempt,
+                outage,
+                revision,
+                Some(OUTAGE_PAUSE),
+            )
+            .await?;
+            tracing::warn!(target: JOB_LOG, %reason, "job handed back: NATS unavailable");
+            Ok(Handled::Outage)
         }
         Err(e) => {
             let failure = Failure {
@@ -546,6 +554,47 @@ async fn finish(
     }
 }
 
+/// How long a job given back for an outage waits before it is delivered again.
+const OUTAGE_PAUSE: Duration = Duration::from_secs(1);
+
+/// The counters an attempt carries from its taking to its end.
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    retries: u32,
+    lost: u32,
+    outages: u32,
+}
+
+/// Puts the job back to pending, `requeued` (its message stays in the queue, so the
+/// coordinator publishes none), then naks the message for redelivery after `delay`. Nothing is
+/// nak'd if another writer moved the job first.
+async fn hand_back(
+    streams: &SweepStreams,
+    msg: &jetstream::Message,
+    id: &JobId,
+    attempts: u32,
+    c: Counts,
+    revision: u64,
+    delay: Option<Duration>,
+) -> Result<()> {
+    let back = JobState::Pending {
+        attempts,
+        retries: c.retries,
+        lost: c.lost,
+        requeued: true,
+        outages: c.outages,
+    };
+    if state::cas_persist(&streams.state, id, &back, revision)
+        .await?
+        .is_some()
+    {
+        msg.ack_with(AckKind::Nak(delay))
+            .await
+            .map_err(Error::nats)?;
+    }
+    Ok(())
+}
+
 fn running(
     config: &WorkerConfig,
     src: &Source,
@@ -562,6 +611,7 @@ fn running(
         started_ms: now_ms(),
         lease_ms: src.lease.as_millis() as u64,
         msg_seq,
+        outages: 0,
     }
 }
 
@@ -670,11 +720,9 @@ async fn commit_failure(
         failure: f.failure.clone(),
         at_ms: now_ms(),
     };
-    if persist("commit failure", || {
-        state::cas(&streams.state, f.id, &failed, revision)
-    })
-    .await?
-    .is_none()
+    if state::cas_persist(&streams.state, f.id, &failed, revision)
+        .await?
+        .is_none()
     {
         return Ok(false);
     }

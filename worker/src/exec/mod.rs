@@ -74,6 +74,9 @@ pub enum ExecError {
     Retryable(String),
     #[error("cancelled")]
     Cancelled,
+    /// NATS could not be reached: handed back, not charged to the job.
+    #[error("NATS unavailable: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Ml(#[from] MlError),
 }
@@ -84,6 +87,7 @@ impl From<ExecError> for JobError {
             ExecError::Fatal(m) => JobError::Fatal(m),
             ExecError::Retryable(m) => JobError::Retryable(m),
             ExecError::Cancelled => JobError::Cancelled,
+            ExecError::Unavailable(m) => JobError::Unavailable(m),
             // Bad data, NaN, shapes: the same input fails the same way again. Only I/O may pass.
             ExecError::Ml(e) if e.is_bad_input() || matches!(e, MlError::NanLoss { .. }) => {
                 JobError::Fatal(format!("{e:#}"))
@@ -99,6 +103,7 @@ impl From<JobError> for ExecError {
             JobError::Fatal(m) => ExecError::Fatal(m),
             JobError::Retryable(m) => ExecError::Retryable(m),
             JobError::Cancelled => ExecError::Cancelled,
+            JobError::Unavailable(m) => ExecError::Unavailable(m),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! pg-runtime-test coordinator --nats URL --sweep NAME --count N [--fan-in F] [--duration-ms LO HI]
 //!                 [--fail-probability P] [--payload-bytes B] [--lease-ms L] [--error-retries R]
 //!                 [--results DIR]   (a Parquet sink under DIR/NAME, and the done set read back)
+//!                 [--replicas R]    (copies of each stream on a JetStream cluster)
 //! pg-runtime-test worker --nats URL --sweep NAME [--name W] [--step-ms S] [--workers K]
 //! pg-runtime-test bench [--count 10000] [--workers 32] [--processes 4] [--fan-in 2]
 //! ```
@@ -89,6 +90,7 @@ fn main() {
                 let mut config = CoordinatorConfig::new(nats, &sweep, synthetic_graph(&sweep, spec));
                 config.streams.lease = Duration::from_millis(num("lease-ms", 30_000.0) as u64);
                 config.error_retries = num("error-retries", 2.0) as u32;
+                config.streams.replicas = num("replicas", 1.0) as usize;
                 config.progress = false;
                 config.shutdown = Some(shutdown_on_signals());
                 if let Some(results) = get("results") {
