@@ -2,6 +2,8 @@
 //! killed, and readers of the final state and of the events stream.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,6 +16,14 @@ use promptgrid_common::wire::{Event, JobState};
 use promptgrid_runtime::server::NatsServer;
 use promptgrid_runtime::streams::SweepStreams;
 use promptgrid_runtime::{NatsConfig, state};
+
+/// Log lines of the runtime under test (`RUST_LOG=promptgrid_runtime=debug` shows every retry).
+pub fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
 
 /// A server with a file store in a temporary folder; fails loudly without the binary.
 pub fn server(args: &[&str]) -> (tempfile::TempDir, NatsServer) {
@@ -122,37 +132,50 @@ pub async fn count_done(url: &str, sweep: &str) -> usize {
         .count()
 }
 
-/// Every event in the stream, with its `Nats-Msg-Id`.
+/// Every event in the stream, with its `Nats-Msg-Id`. Read again from the start if the read
+/// fails (a cluster may still be placing the reading consumer).
 pub async fn events(url: &str, sweep: &str) -> Vec<(String, Event)> {
-    let client = NatsConfig::new(url).connect().await.unwrap();
+    let mut tries = 0;
+    loop {
+        match try_events(url, sweep).await {
+            Ok(evs) => return evs,
+            Err(e) if tries < 10 => {
+                tries += 1;
+                eprintln!("reading the events failed ({e}); reading them again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("cannot read the events: {e}"),
+        }
+    }
+}
+
+async fn try_events(url: &str, sweep: &str) -> Result<Vec<(String, Event)>, async_nats::Error> {
+    let client = NatsConfig::new(url).connect().await?;
     let js = jetstream::new(client);
     let names = promptgrid_common::names::SweepNames::new(sweep);
-    let mut stream = js.get_stream(names.events_stream()).await.unwrap();
-    let total = stream.info().await.unwrap().state.messages;
+    let mut stream = js.get_stream(names.events_stream()).await?;
+    let total = stream.info().await?.state.messages;
     let c = stream
         .create_consumer(consumer::pull::Config {
             ack_policy: consumer::AckPolicy::None,
             ..Default::default()
         })
-        .await
-        .unwrap();
+        .await?;
     let mut out = Vec::new();
-    let mut msgs = c.messages().await.unwrap();
+    let mut msgs = c.messages().await?;
     while (out.len() as u64) < total {
         let m = tokio::time::timeout(Duration::from_secs(5), msgs.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+            .await?
+            .ok_or("the events ended early")??;
         let id = m
             .headers
             .as_ref()
             .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
             .map(|v| v.to_string())
             .unwrap_or_default();
-        out.push((id, serde_json::from_slice(&m.payload).unwrap()));
+        out.push((id, serde_json::from_slice(&m.payload)?));
     }
-    out
+    Ok(out)
 }
 
 /// Asserts the invariants of a finished sweep: every job done once, exactly one finished
