@@ -64,6 +64,8 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
                 .is_some_and(|r| r.is_bad_input())
             || e.downcast_ref::<GpuError>()
                 .is_some_and(|g| g.is_bad_input())
+            || e.downcast_ref::<promptgrid_runtime::Error>()
+                .is_some_and(|r| r.is_bad_input())
     })
 }
 

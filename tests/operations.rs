@@ -569,3 +569,46 @@ fn deployment_recipes_are_well_formed_and_pass_only_flags_the_cli_has() {
     let limits = &docs[0]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"];
     assert_eq!(limits["nvidia.com/gpu"].as_u64(), Some(1));
 }
+
+/// `--replicas` other than 1, 3 or 5, a malformed entry of a `--nats` server list, and three
+/// replicas asked of a lone server are bad input (exit status 2) named in the message; the
+/// list itself is accepted.
+#[test]
+fn replicas_and_server_lists_are_checked_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = nats(dir.path());
+    let sweep = repo().join("sweeps/smoke.toml");
+    let results = dir.path().join("runs");
+    let run = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("coordinator")
+            .arg(&sweep)
+            .arg("--results")
+            .arg(&results)
+            .args(extra)
+            .env_remove("NATS_URL")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) = run(&["--replicas", "2"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("`2` is not 1, 3 or 5"), "{err}");
+    let (code, err) = run(&["--nats", "nats://a:4222,nats://b:x"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("`nats://b:x` is not a NATS server address"),
+        "{err}"
+    );
+    // A dead server first in the list: the client goes on to the live one, which runs alone.
+    let list = format!("nats://127.0.0.1:1,{}", srv.url());
+    let (code, err) = run(&["--nats", list.as_str(), "--replicas", "3"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--replicas 3 needs a JetStream cluster of at least 3 servers"),
+        "{err}"
+    );
+}

@@ -65,6 +65,11 @@ impl Error {
         }
     }
 
+    /// Whether the user's input (a flag, an address) is at fault: exit status 2.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, Error::Replicas { .. } | Error::Config(_))
+    }
+
     /// Whether retrying later may succeed because the server side was only unreachable.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Error::Unavailable(_))

@@ -90,8 +90,14 @@ pub struct FailureArgs {
 
 #[derive(Args)]
 pub struct NatsArgs {
-    /// nats://[user:pass@]host:port (or NATS_URL).
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    /// nats://[user:pass@]host:port, or a cluster's servers separated by commas
+    /// (nats://a:4222,nats://b:4222,nats://c:4222) (or NATS_URL).
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        value_parser = server_list
+    )]
     pub nats: String,
     #[arg(long, env = "NATS_USER")]
     pub nats_user: Option<String>,
@@ -109,4 +115,21 @@ pub struct NatsArgs {
     pub tls_cert: Option<PathBuf>,
     #[arg(long, env = "NATS_KEY")]
     pub tls_key: Option<PathBuf>,
+}
+
+/// `--nats`: one server URL or a comma-separated list, each entry a valid address.
+fn server_list(urls: &str) -> Result<String, String> {
+    promptgrid_runtime::connect::server_list(urls)
+        .map(|_| urls.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// `--replicas`: copies of each stream a JetStream cluster keeps, an odd count up to 5.
+pub fn replicas(n: &str) -> Result<usize, String> {
+    match n.parse::<usize>() {
+        Ok(r @ (1 | 3 | 5)) => Ok(r),
+        _ => Err(format!(
+            "`{n}` is not 1, 3 or 5 (a JetStream cluster keeps an odd number of copies)"
+        )),
+    }
 }

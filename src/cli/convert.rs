@@ -111,7 +111,7 @@ impl NatsArgs {
             tls_ca: self.tls_ca.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
-            require_tls: self.nats.starts_with("tls://"),
+            require_tls: promptgrid_runtime::connect::requires_tls(&self.nats),
             name: None,
         }
     }

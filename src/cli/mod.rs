@@ -123,6 +123,10 @@ pub struct CoordinatorArgs {
     /// first created.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub lease_secs: u64,
+    /// Copies a JetStream cluster keeps of the sweep's streams, bucket and store: 1, or 3 or 5
+    /// on a cluster of at least that many servers. Fixed when the sweep is created.
+    #[arg(long, default_value = "1", value_name = "1|3|5", value_parser = args::replicas)]
+    pub replicas: usize,
     #[command(flatten)]
     pub results: ResultsArgs,
     #[command(flatten)]

@@ -14,6 +14,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     let mut config = parquet::coordinator_config(&sweep, args.nats.config(), &dir)?;
     args.failures.apply(&mut config);
     config.streams.lease = Duration::from_secs(args.lease_secs.max(1));
+    config.streams.replicas = args.replicas;
     config.shutdown = Some(shutdown_on_signals());
     let outcome = promptgrid_runtime::run(config).await?;
     Ok(finish(&outcome, &sweep, &dir))
