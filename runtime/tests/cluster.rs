@@ -26,6 +26,12 @@ const JOBS: u32 = 3_000;
 /// Workers per server.
 const PER_SERVER: usize = 4;
 
+async fn bounded<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(LIMIT, f)
+        .await
+        .expect("test ran past its time limit")
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Victim {
     /// The server that leads the work-queue stream.
@@ -222,9 +228,7 @@ async fn sweep_outlives_a_killed_server(victim: Victim) -> Measured {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_queue_leader_killed_and_restarted_every_job_done_exactly_once() {
-    let m = tokio::time::timeout(LIMIT, sweep_outlives_a_killed_server(Victim::Leader))
-        .await
-        .expect("test ran past its time limit");
+    let m = bounded(sweep_outlives_a_killed_server(Victim::Leader)).await;
     eprintln!("leader killed: {m}");
     // NATS's election timeouts are 4-9 s.
     assert!(
@@ -235,9 +239,7 @@ async fn work_queue_leader_killed_and_restarted_every_job_done_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_leader_killed_and_restarted_every_job_done_exactly_once() {
-    let m = tokio::time::timeout(LIMIT, sweep_outlives_a_killed_server(Victim::Follower))
-        .await
-        .expect("test ran past its time limit");
+    let m = bounded(sweep_outlives_a_killed_server(Victim::Follower)).await;
     eprintln!("non-leader killed: {m}");
 }
 
@@ -253,12 +255,14 @@ async fn replicas_of_an_existing_sweep_are_kept_and_a_lone_server_refuses_three(
         replicas: 3,
         ..StreamOptions::default()
     };
-    let err = SweepStreams::setup(client.clone(), "rep", &three)
-        .await
-        .err()
-        .unwrap();
+    let refused = || async {
+        let e = SweepStreams::setup(client.clone(), "rep", &three)
+            .await
+            .err();
+        e.expect("three replicas refused").to_string()
+    };
     assert_eq!(
-        err.to_string(),
+        refused().await,
         "--replicas 3 needs a JetStream cluster of at least 3 servers; this NATS server runs \
          alone (use --replicas 1, or list a cluster's servers in --nats)"
     );
@@ -267,12 +271,8 @@ async fn replicas_of_an_existing_sweep_are_kept_and_a_lone_server_refuses_three(
     SweepStreams::setup(client.clone(), "rep", &StreamOptions::default())
         .await
         .unwrap();
-    let err = SweepStreams::setup(client.clone(), "rep", &three)
-        .await
-        .err()
-        .unwrap();
     assert_eq!(
-        err.to_string(),
+        refused().await,
         "sweep `rep` was created with 1 replica(s) per stream; --replicas 3 cannot change that \
          (run it with --replicas 1, or under another sweep name)"
     );
@@ -367,7 +367,5 @@ async fn one_replica_store_lost_hands_jobs_back_without_a_job_error() {
             retry::retries()
         );
     };
-    tokio::time::timeout(LIMIT, run)
-        .await
-        .expect("test ran past its time limit");
+    bounded(run).await;
 }
