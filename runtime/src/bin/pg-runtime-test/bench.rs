@@ -1,8 +1,11 @@
 //! `pg-runtime-test bench`: the runtime benchmark of `scripts/bench-runtime`. It starts a
-//! private nats-server, a coordinator process (whose peak RSS it reads from /proc) and worker
-//! processes, then reads the events stream back for latencies, and measures a resume.
+//! private nats-server, a coordinator process with its Parquet sink (whose peak RSS it reads
+//! from /proc) and worker processes, then reads the events stream back for latencies, and
+//! measures a resume. Jobs are counted as done in the Parquet `jobs` table, as a reader of the
+//! results would count them; a run that is cut short says so.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,6 +14,8 @@ use futures::StreamExt;
 use promptgrid_common::JobId;
 use promptgrid_common::spec::SyntheticSpec;
 use promptgrid_common::wire::Event;
+use promptgrid_results::schema::JobRow;
+use promptgrid_results::store::read_table;
 use promptgrid_runtime::NatsConfig;
 use promptgrid_runtime::jobloop::synthetic_graph;
 use promptgrid_runtime::server::NatsServer;
@@ -26,9 +31,11 @@ fn me() -> std::path::PathBuf {
     std::env::current_exe().unwrap_or_else(|_| "pg-runtime-test".into())
 }
 
-fn coordinator(url: &str, sweep: &str, a: &BenchArgs) -> std::io::Result<Child> {
+fn coordinator(url: &str, sweep: &str, results: &Path, a: &BenchArgs) -> std::io::Result<Child> {
     Command::new(me())
         .args(["coordinator", "--nats", url, "--sweep", sweep])
+        .arg("--results")
+        .arg(results)
         .args([
             "--count",
             &a.count.to_string(),
@@ -87,6 +94,17 @@ fn wait(child: &mut Child, peak: &mut f64) -> std::io::Result<(bool, String)> {
     }
 }
 
+/// Distinct jobs with a `done` row in the sweep's Parquet `jobs` table, and all its rows.
+fn parquet_done(results: &Path, sweep: &str) -> Result<(usize, usize), String> {
+    let rows: Vec<JobRow> = read_table(&results.join(sweep)).map_err(|e| e.to_string())?;
+    let done: HashSet<&str> = rows
+        .iter()
+        .filter(|r| r.status == "done")
+        .map(|r| r.job_id.as_str())
+        .collect();
+    Ok((done.len(), rows.len()))
+}
+
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -134,13 +152,14 @@ async fn events(url: &str, sweep: &str) -> Result<Vec<Event>, String> {
 
 pub fn run(a: BenchArgs) -> Result<(), String> {
     let dir = tempfile_dir()?;
+    let results = dir.join("results");
     let srv = NatsServer::start(&dir.join("store"), &[]).map_err(|e| e.to_string())?;
     let url = srv.url();
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
 
     // 1. Throughput, latency, memory.
     let t0 = Instant::now();
-    let mut coord = coordinator(&url, "bench", &a).map_err(|e| e.to_string())?;
+    let mut coord = coordinator(&url, "bench", &results, &a).map_err(|e| e.to_string())?;
     let mut ws = workers(&url, "bench", &a).map_err(|e| e.to_string())?;
     let mut peak = 0.0;
     let (ok, out) = wait(&mut coord, &mut peak).map_err(|e| e.to_string())?;
@@ -152,6 +171,7 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
     if !ok {
         return Err(format!("coordinator failed: {out}"));
     }
+    let (done, rows) = parquet_done(&results, "bench")?;
     let evs = rt.block_on(events(&url, "bench"))?;
     let graph = synthetic_graph(
         "bench",
@@ -197,11 +217,13 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
     let (p50, p99) = (percentile(&mut lat, 0.5), percentile(&mut lat, 0.99));
 
     // 2. Resume: kill the coordinator at 50%, time the restart until it has reconciled.
-    let mut coord = coordinator(&url, "resume", &a).map_err(|e| e.to_string())?;
+    let mut coord = coordinator(&url, "resume", &results, &a).map_err(|e| e.to_string())?;
     let mut ws = workers(&url, "resume", &a).map_err(|e| e.to_string())?;
+    // The kill is triggered from the events stream (two events per job: started, finished),
+    // which is cheap to poll; the Parquet table is the count that the table reports.
     let half = u64::from(a.count / 2);
     let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
+    let killed_at = loop {
         let done = rt.block_on(async {
             let client = NatsConfig::new(&url).connect().await.ok()?;
             let mut s = jetstream::new(client)
@@ -211,15 +233,17 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
             let info = s.info().await.ok()?;
             Some(info.state.messages / 2)
         });
-        if done.unwrap_or(0) >= half || Instant::now() > deadline {
-            break;
+        let done = done.unwrap_or(0);
+        if done >= half || Instant::now() > deadline {
+            break done;
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
     let _ = coord.kill();
     let _ = coord.wait();
+    let before_kill = parquet_done(&results, "resume")?.0;
     let t1 = Instant::now();
-    let mut coord = coordinator(&url, "resume", &a).map_err(|e| e.to_string())?;
+    let mut coord = coordinator(&url, "resume", &results, &a).map_err(|e| e.to_string())?;
     let mut peak2 = 0.0;
     let (ok2, out2) = wait(&mut coord, &mut peak2).map_err(|e| e.to_string())?;
     let total2 = t1.elapsed().as_secs_f64();
@@ -239,15 +263,37 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         a.count, a.fan_in, a.workers, a.processes
     );
     println!("| metric | value |\n|---|---|");
+    println!(
+        "| jobs done (Parquet `jobs` table) | {done} of {} ({rows} rows) |",
+        a.count
+    );
     println!("| end-to-end wall time | {wall:.2} s |");
-    println!("| throughput | {:.0} jobs/s |", f64::from(a.count) / wall);
+    println!(
+        "| throughput | {:.0} jobs/s (done jobs ÷ wall time) |",
+        done as f64 / wall
+    );
     println!("| ready -> start latency p50 | {p50:.0} ms (over {n} jobs with dependencies) |");
     println!("| ready -> start latency p99 | {p99:.0} ms |");
     println!("| coordinator peak RSS | {peak:.1} MiB |");
     println!(
         "| resume after a kill at 50%: reconciled after | {reconciled_ms:.0} ms (process start to first publish, incl. connect) |"
     );
+    println!(
+        "| resume: killed at | {killed_at} of {} jobs by the events stream, {before_kill} in Parquet |",
+        a.count
+    );
     println!("| resume: rest of the sweep | {total2:.2} s (complete: {ok2}) |");
+    let (done2, rows2) = parquet_done(&results, "resume")?;
+    println!(
+        "| resume: jobs done (Parquet `jobs` table) | {done2} of {} ({rows2} rows) |",
+        a.count
+    );
+    if killed_at < half {
+        println!("cut short: the first coordinator reached {killed_at} of {half} jobs in 600 s");
+    }
+    if done < a.count as usize || done2 < a.count as usize || !ok2 {
+        println!("incomplete: not every job is done in the Parquet tables (see the rows above)");
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
