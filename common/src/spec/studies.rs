@@ -175,7 +175,7 @@ impl raw::Studies {
                                 .filter(|m| {
                                     models_of_tpt.as_ref().is_none_or(|l| l.contains(&m.name))
                                 })
-                                .any(|m| m.seeds.as_deref().unwrap_or(sweep_seeds).contains(seed))
+                                .any(|m| m.seeds_or(sweep_seeds).contains(seed))
                         };
                         if let Some(seed) = seeds.iter().find(|s| !runs(s)) {
                             return Err(ctx.err(

@@ -110,6 +110,14 @@ pub struct ModelSpec {
     pub seeds: Option<Vec<u64>>,
 }
 
+impl ModelSpec {
+    /// The seeds this model runs in a sweep whose own list is `sweep_seeds`
+    /// ([`Sweep::seeds_of`], and the sweep's validation before the `Sweep` exists).
+    pub fn seeds_or<'a>(&'a self, sweep_seeds: &'a [u64]) -> &'a [u64] {
+        self.seeds.as_deref().unwrap_or(sweep_seeds)
+    }
+}
+
 /// A task of the sweep: its catalog definition with the sweep's overrides applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskSpec {
@@ -296,7 +304,7 @@ pub struct Sweep {
 impl Sweep {
     /// The seeds a model runs: its own list, else the sweep's.
     pub fn seeds_of<'a>(&'a self, model: &'a ModelSpec) -> &'a [u64] {
-        model.seeds.as_deref().unwrap_or(&self.seeds)
+        model.seeds_or(&self.seeds)
     }
 
     pub fn model(&self, name: &str) -> Option<&ModelSpec> {
