@@ -17,6 +17,8 @@ use cli::{Cli, Command, LogFormat};
 const BAD_INPUT: u8 = 2;
 
 fn main() -> ExitCode {
+    // Before any tensor is allocated: see heap.rs (page faults were 12% of an evaluation).
+    promptgrid_ml::heap::retain_freed_memory();
     let cli = Cli::parse();
     // Before the async runtime: the OTLP exporter's HTTP client must not start inside it.
     let telemetry = match telemetry::init(&log_options(&cli)) {

@@ -45,6 +45,8 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the promptgrid binary does at start (bench_train.py sets the same for PyTorch).
+    promptgrid_ml::heap::retain_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let dir = args
         .get(1)

@@ -20,6 +20,7 @@
 //! * [`PromptFile`]: prompt safetensors with metadata, and the PEFT adapter export;
 //! * [`Projector`] (projector.rs): the cross-model prompt projector and its two training
 //!   objectives, [`train_distance`] and [`train_task`];
+//! * [`heap::retain_freed_memory`]: malloc settings that keep activation memory mapped;
 //! * [`metrics`], [`parse_device`], and [`MlError`] for everything that can go wrong
 //!   ([`MlError::is_bad_input`] tells the caller's exit code).
 //!
@@ -45,6 +46,7 @@ mod bert;
 mod config;
 pub mod data;
 mod error;
+pub mod heap;
 mod limits;
 pub mod metrics;
 mod model;
