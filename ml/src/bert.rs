@@ -7,7 +7,9 @@
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
+use super::attention;
 use super::config::{EncoderConfig, Family};
+use super::packing::Packing;
 use super::precision;
 
 /// `nn.Linear`: weight [out, in], bias [out].
@@ -166,28 +168,54 @@ impl BertSelfAttention {
         x.view([n, s, self.heads, d / self.heads]).transpose(1, 2)
     }
 
-    /// `queries` [N, Q, d] attend over `hidden` [N, S, d]; `mask` [N, 1, 1, S] is true where a
-    /// key may be attended. `p_dropout` drops attention probabilities, as HF's
+    /// `queries` attend over `hidden`; `mask` [N, 1, 1, S] is true where a key may be attended.
+    /// `rows` says which of the two are packed (see [`Packing`]): the products run on the rows
+    /// given, attention on the padded [N, S] layout, and the output comes back in the queries'
+    /// layout. `p_dropout` drops attention probabilities, as HF's
     /// `self.dropout(attention_probs)`.
-    fn forward(&self, queries: &Tensor, hidden: &Tensor, mask: &Tensor, p_dropout: f64) -> Tensor {
-        let q = self.split(&self.query.forward(queries));
-        let kind = precision::attention_kind(q.kind(), q.device());
-        let q = q.to_kind(kind);
-        let k = self.split(&self.key.forward(hidden)).to_kind(kind);
-        let v = self.split(&self.value.forward(hidden)).to_kind(kind);
-        let out = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            Some(mask),
-            p_dropout,
-            false,
-            None,
-            false,
-        );
+    fn forward(
+        &self,
+        queries: &Tensor,
+        hidden: &Tensor,
+        rows: RowLayout,
+        mask: &Tensor,
+        p_dropout: f64,
+    ) -> Tensor {
+        let padded = |x: Tensor, packed: bool| match rows.packing {
+            Some(packing) if packed => packing.pad(&x),
+            _ => x,
+        };
+        let q = self.split(&padded(self.query.forward(queries), rows.queries_packed));
+        let k = self.split(&padded(self.key.forward(hidden), true));
+        let v = self.split(&padded(self.value.forward(hidden), true));
+        // The prompt's gradient flows through the keys and values of every position.
+        let backward = q.requires_grad() || k.requires_grad();
+        let out = attention::attend(&q, &k, &v, mask, p_dropout, backward);
         let (n, _, qn, _) = out.size4().unwrap_or((1, 1, 1, 1));
-        out.transpose(1, 2).contiguous().view([n, qn, -1])
+        let out = out.transpose(1, 2).contiguous().view([n, qn, -1]);
+        match rows.packing {
+            Some(packing) if rows.queries_packed => packing.pack(&out),
+            _ => out,
+        }
     }
+}
+
+/// Sees each layer's FFN activation: (layer index, activation).
+pub(crate) type ObserveActivation<'a> = &'a mut dyn FnMut(usize, &Tensor);
+
+/// How a layer's inputs are laid out: `hidden` is packed when a packing is given, and the
+/// queries too unless they are the last layer's readout rows, [N, 1, d].
+#[derive(Clone, Copy)]
+struct RowLayout<'a> {
+    packing: Option<&'a Packing>,
+    queries_packed: bool,
+}
+
+impl RowLayout<'_> {
+    const PADDED: RowLayout<'static> = RowLayout {
+        packing: None,
+        queries_packed: false,
+    };
 }
 
 /// `BertSelfOutput`: projection, residual, LayerNorm.
@@ -281,26 +309,30 @@ impl BertLayer {
     }
 
     /// Runs the layer for `queries` (all positions, or only the readout rows in the last layer:
-    /// everything after attention is per position, so the other rows are never needed).
-    /// `on_activation` sees the FFN activation (for activation-overlap indicators).
+    /// everything after attention is per position, so the other rows are never needed), laid
+    /// out as `rows` says. `on_activation` sees the FFN activation (for activation-overlap
+    /// indicators), in the queries' layout.
     fn forward(
         &self,
         queries: &Tensor,
         hidden: &Tensor,
+        rows: RowLayout,
         mask: &Tensor,
         drop: Dropout,
-        on_activation: &mut dyn FnMut(&Tensor),
+        on_activation: Option<&mut dyn FnMut(&Tensor)>,
     ) -> Tensor {
-        let attn = self
-            .attention
-            .attention_self
-            .forward(queries, hidden, mask, drop.attention);
+        let attn =
+            self.attention
+                .attention_self
+                .forward(queries, hidden, rows, mask, drop.attention);
         let attn = self.attention.output.forward(&attn, queries, drop.hidden);
         let inter = activation(
             &self.intermediate.act,
             &self.intermediate.dense.forward(&attn),
         );
-        on_activation(&inter);
+        if let Some(observe) = on_activation {
+            observe(&inter);
+        }
         let out = dropout(self.output.dense.forward(&inter), drop.hidden);
         self.output.layer_norm.forward(&(out + attn))
     }
@@ -400,7 +432,10 @@ impl Encoder {
     }
 
     /// Hidden states at the rows `readout` [N] of the last layer, shape [N, d]. The last layer
-    /// computes only those rows (with dropout, the others' masks would not matter either).
+    /// computes only those rows (with dropout, the others' masks would not matter either), and
+    /// the layers before it only the real positions of a padded batch ([`Packing`]), unless
+    /// `on_activation` watches them: it sees every layer's FFN activation padded, [N, S, I]
+    /// ([N, 1, I] in the last layer).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward_readout(
         &self,
@@ -410,9 +445,9 @@ impl Encoder {
         attention_mask: &Tensor,
         readout: &Tensor,
         drop: Dropout,
-        on_activation: &mut dyn FnMut(usize, &Tensor),
+        mut on_activation: Option<ObserveActivation<'_>>,
     ) -> Tensor {
-        let mut hidden =
+        let hidden =
             self.embeddings
                 .forward(inputs_embeds, position_ids, position_keep, drop.embeddings);
         let mask = attention_mask.to_kind(Kind::Bool).unsqueeze(1).unsqueeze(1);
@@ -428,12 +463,40 @@ impl Encoder {
         if n_layers == 0 {
             return gather(&hidden).squeeze_dim(1);
         }
+        let packing = on_activation
+            .is_none()
+            .then(|| Packing::of(attention_mask))
+            .flatten();
+        let (mut hidden, rows) = match &packing {
+            Some(p) => (
+                p.pack(&hidden),
+                RowLayout {
+                    packing: Some(p),
+                    queries_packed: true,
+                },
+            ),
+            None => (hidden, RowLayout::PADDED),
+        };
         for (i, layer) in self.encoder.layer.iter().enumerate() {
-            let mut act = |t: &Tensor| on_activation(i, t);
+            let observing = on_activation.is_some();
+            let mut act = |t: &Tensor| {
+                if let Some(observe) = on_activation.as_mut() {
+                    observe(i, t);
+                }
+            };
+            let act: Option<&mut dyn FnMut(&Tensor)> = observing.then_some(&mut act);
             hidden = if i + 1 == n_layers {
-                layer.forward(&gather(&hidden), &hidden, &mask, drop, &mut act)
+                let padded = match &packing {
+                    Some(p) => p.pad(&hidden),
+                    None => hidden.shallow_clone(),
+                };
+                let last = RowLayout {
+                    queries_packed: false,
+                    ..rows
+                };
+                layer.forward(&gather(&padded), &hidden, last, &mask, drop, act)
             } else {
-                layer.forward(&hidden, &hidden, &mask, drop, &mut act)
+                layer.forward(&hidden, &hidden, rows, &mask, drop, act)
             };
         }
         hidden.squeeze_dim(1)
@@ -453,7 +516,14 @@ impl Encoder {
             .forward(inputs_embeds, position_ids, position_keep, 0.0);
         let mask = attention_mask.to_kind(Kind::Bool).unsqueeze(1).unsqueeze(1);
         for layer in &self.encoder.layer {
-            hidden = layer.forward(&hidden, &hidden, &mask, Dropout::default(), &mut |_| {});
+            hidden = layer.forward(
+                &hidden,
+                &hidden,
+                RowLayout::PADDED,
+                &mask,
+                Dropout::default(),
+                None,
+            );
         }
         hidden
     }

@@ -42,6 +42,7 @@
 //! ```
 
 pub mod activations;
+mod attention;
 mod bert;
 mod config;
 pub mod data;
@@ -50,6 +51,7 @@ pub mod heap;
 mod limits;
 pub mod metrics;
 mod model;
+mod packing;
 mod precision;
 pub mod projector;
 mod prompt;

@@ -8,7 +8,7 @@ use promptgrid_common::spec::{Head, Layout};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use super::bert::{Dropout, Encoder, Rows};
+use super::bert::{Dropout, Encoder, ObserveActivation, Rows};
 use super::config::{EncoderConfig, Family};
 use super::error::{MlError, MlResult};
 use super::precision::Precision;
@@ -314,7 +314,7 @@ impl EncoderModel {
 
     /// The last layer's hidden state at the readout position, [N, d].
     pub fn readout_hidden(&self, prompt: &Tensor, batch: &Batch) -> MlResult<Tensor> {
-        self.readout_hidden_with(prompt, batch, &mut |_, _| {})
+        self.readout_hidden_dropout(prompt, batch, 0.0, None)
     }
 
     /// [`Self::readout_hidden`], handing every layer's FFN activation to `observe` (layer
@@ -325,7 +325,7 @@ impl EncoderModel {
         batch: &Batch,
         observe: &mut dyn FnMut(usize, &Tensor),
     ) -> MlResult<Tensor> {
-        self.readout_hidden_dropout(prompt, batch, 0.0, observe)
+        self.readout_hidden_dropout(prompt, batch, 0.0, Some(observe))
     }
 
     /// The readout hidden state with dropout `p` inside the frozen model, as PyTorch's
@@ -337,7 +337,7 @@ impl EncoderModel {
         prompt: &Tensor,
         batch: &Batch,
         p: f64,
-        observe: &mut dyn FnMut(usize, &Tensor),
+        observe: Option<ObserveActivation<'_>>,
     ) -> MlResult<Tensor> {
         if !(0.0..1.0).contains(&p) {
             return Err(MlError::Invalid(format!(
@@ -431,7 +431,7 @@ impl EncoderModel {
         label_ids: &Tensor,
         p: f64,
     ) -> MlResult<Tensor> {
-        let h = self.readout_hidden_dropout(prompt, batch, p, &mut |_, _| {})?;
+        let h = self.readout_hidden_dropout(prompt, batch, p, None)?;
         self.readout(&h, Rows::Only(label_ids))
     }
 
