@@ -11,6 +11,7 @@ use promptgrid_runtime::jobloop::JobContext;
 use promptgrid_runtime::telemetry::Phase;
 use tch::Tensor;
 
+use super::data_cache::DataKey;
 use super::{ExecError, MlExecutor, SweepView, prompt_artifact, resolve::Split};
 use promptgrid_ml::activations::{encoder_mask, t5_backbone_mask};
 use promptgrid_ml::t5data::default_max_target_tokens;
@@ -129,12 +130,18 @@ impl Run<'_> {
         limit: usize,
     ) -> Result<TaskData, ExecError> {
         let path = self.exec.roots.split(task, split)?;
-        let mut examples = data::load_split(&path, task)?;
-        if limit > 0 {
-            examples.truncate(limit);
-        }
         let cap = Some(settings.max_text_tokens as usize);
-        Ok(TaskData::encode(model, task, &examples, prompt_len, cap)?)
+        // The job's model is the resident one, under its name in the sweep.
+        let name = self.job.spec.model().unwrap_or(&model.name);
+        let key = DataKey::new(name, &task.name, &path, prompt_len, cap, limit);
+        let data = self.exec.data.get_or_encode(key, || {
+            let mut examples = data::load_split(&path, task)?;
+            if limit > 0 {
+                examples.truncate(limit);
+            }
+            Ok(TaskData::encode(model, task, &examples, prompt_len, cap)?)
+        })?;
+        Ok(TaskData::clone(&data))
     }
 
     /// The bytes of the artifact a finished job of the sweep stored under `name_of(its id)`.

@@ -4,8 +4,8 @@
 //! A worker learns the sweep (models, tasks, resolved settings) from the `manifest/sweep.json`
 //! artifact the coordinator stores, rebuilds the same job graph from it (ids are content
 //! hashes, so both sides agree), and finds a dependency's prompt under the artifact name
-//! `prompt/<job id>`. It keeps the last model it loaded resident: the job loop fetches that
-//! model's jobs first. The resident model is an encoder or a T5 (with its tokenizer); train,
+//! `prompt/<job id>`. It keeps the last model it loaded resident (the job loop fetches that
+//! model's jobs first) and the splits it encoded (data_cache.rs). The resident model is an encoder or a T5 (with its tokenizer); train,
 //! TPT, transfer and activations jobs run on both through `JobModel` (jobs.rs), for
 //! classification and (T5 only) generation tasks. Projector and cross-model jobs need an
 //! encoder target.
@@ -15,6 +15,7 @@
 
 mod activations;
 mod cross_model;
+mod data_cache;
 mod gate;
 mod jobs;
 mod resolve;
@@ -134,6 +135,8 @@ pub struct MlExecutor {
     precision: Precision,
     sweep: Mutex<Option<Arc<SweepView>>>,
     resident: Mutex<Option<Resident>>,
+    /// Encoded splits, reused by the jobs that read them again.
+    data: data_cache::DataCache,
     /// Runtime test jobs run through the same worker.
     synthetic: Synthetic,
 }
@@ -146,6 +149,7 @@ impl MlExecutor {
             precision: Precision::F32,
             sweep: Mutex::new(None),
             resident: Mutex::new(None),
+            data: data_cache::DataCache::new(data_cache::DATA_CACHE_BYTES),
             synthetic: Synthetic::default(),
         }
     }
