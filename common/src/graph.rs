@@ -23,6 +23,11 @@ pub const RANDOM: &str = "random";
 /// results must not be reused for it).
 pub const RANDOM_PROMPT: &str = "uniform[0,1)";
 
+/// The split a train job scores its prompt on when it ends (`dev` for a task without one). A
+/// cross-task study scored on it plans no task→same-task transfer: the train job's eval is
+/// that cell, computed once.
+pub const SCORED_SPLIT: &str = "test";
+
 /// A content hash, hex, 128 bits: collisions are not a concern at grid sizes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -503,6 +508,11 @@ impl Builder<'_> {
                 for tgt in &tasks {
                     let sources = tasks.iter().map(|t| t.name()).chain([RANDOM]);
                     for src in sources {
+                        // A task's own prompt on the scored split is what its train job scores
+                        // last; the matrix takes its diagonal from that eval.
+                        if src == tgt.name() && ct.split == SCORED_SPLIT {
+                            continue;
+                        }
                         let mut deps = vec![];
                         if src != RANDOM {
                             deps.push(self.train_job(src, &model.name, seed));

@@ -31,15 +31,16 @@ fn paper_roberta_plans_the_full_grid() {
     let sweep = Sweep::load(&sweeps_dir().join("paper-roberta.toml")).unwrap();
     let graph = JobGraph::build(&sweep);
     let n = 13;
-    // Per model: n prompts, n·(n+1) transfers (n sources + random per target), n·(n-1) TPT
-    // pairs, n+1 activation masks (the random prompt too).
+    // Per model: n prompts, n·n transfers (the n-1 other sources and random per target; the
+    // diagonal is the train job's own eval), n·(n-1) TPT pairs, n+1 activation masks (the
+    // random prompt too).
     assert_eq!(count(&graph, JobKind::Train), 2 * n);
-    assert_eq!(count(&graph, JobKind::Transfer), 2 * n * (n + 1));
+    assert_eq!(count(&graph, JobKind::Transfer), 2 * n * n);
     assert_eq!(count(&graph, JobKind::Tpt), 2 * n * (n - 1));
     assert_eq!(count(&graph, JobKind::Activations), 2 * (n + 1));
     assert_eq!(count(&graph, JobKind::Projector), 2);
     assert_eq!(count(&graph, JobKind::CrossModel), 2 * n);
-    assert_eq!(graph.len(), 26 + 364 + 312 + 28 + 2 + 26);
+    assert_eq!(graph.len(), 26 + 338 + 312 + 28 + 2 + 26);
     // train -> projector -> cross_model is the longest chain.
     assert_eq!(graph.depth(), 3);
 }
@@ -51,7 +52,7 @@ fn paper_t5_plans_seventeen_tasks() {
     let n = 17;
     assert_eq!(sweep.tasks.len(), n);
     assert_eq!(count(&graph, JobKind::Train), n);
-    assert_eq!(count(&graph, JobKind::Transfer), n * (n + 1));
+    assert_eq!(count(&graph, JobKind::Transfer), n * n);
     assert_eq!(count(&graph, JobKind::Tpt), n * (n - 1));
     assert_eq!(count(&graph, JobKind::Activations), n + 1);
     assert_eq!(graph.depth(), 2);
@@ -132,6 +133,32 @@ fn ids(text: &str) -> Vec<(String, String)> {
     v
 }
 
+/// A task's own prompt scored on the test split is its train job's last eval: no transfer job
+/// repeats it. Scored on dev, the diagonal is a transfer job like any other cell.
+#[test]
+fn the_diagonal_on_the_scored_split_is_the_train_jobs_eval() {
+    let on_test = JobGraph::build(&parse(SMALL).unwrap());
+    assert!(on_test.by_key("transfer/demo-rt->demo-rt/m/s1").is_none());
+    assert!(
+        on_test
+            .by_key("transfer/demo-movies->demo-rt/m/s1")
+            .is_some()
+    );
+    assert!(on_test.by_key("transfer/random->demo-rt/m/s1").is_some());
+    assert_eq!(count(&on_test, JobKind::Transfer), 4);
+    let dev = SMALL.replace(
+        "[studies.cross_task]",
+        "[studies.cross_task]\nsplit = \"dev\"",
+    );
+    let on_dev = JobGraph::build(&parse(&dev).unwrap());
+    let diagonal = on_dev.by_key("transfer/demo-rt->demo-rt/m/s1").unwrap();
+    assert_eq!(
+        diagonal.deps,
+        vec![on_dev.by_key("train/demo-rt/m/s1").unwrap().id.clone()]
+    );
+    assert_eq!(count(&on_dev, JobKind::Transfer), 6);
+}
+
 fn id_of(text: &str, key: &str) -> String {
     let graph = JobGraph::build(&parse(text).unwrap());
     graph
@@ -155,9 +182,10 @@ fn a_model_with_its_own_seeds_multiplies_only_its_jobs() {
     assert_eq!(sweep.seeds_of(sweep.model("m").unwrap()), [1]);
     assert_eq!(sweep.seeds_of(sweep.model("fast").unwrap()), [1, 2, 3]);
     let graph = JobGraph::build(&sweep);
-    // Per model and seed: 2 prompts, 2·3 transfers; TPT's 2 pairs at seed 1 only.
+    // Per model and seed: 2 prompts, 2·2 transfers (the other task and random per target);
+    // TPT's 2 pairs at seed 1 only.
     assert_eq!(count(&graph, JobKind::Train), 2 + 3 * 2);
-    assert_eq!(count(&graph, JobKind::Transfer), 6 + 3 * 6);
+    assert_eq!(count(&graph, JobKind::Transfer), 4 + 3 * 4);
     assert_eq!(count(&graph, JobKind::Tpt), 2 + 2);
     for key in [
         "train/demo-movies/fast/s3",
@@ -343,9 +371,8 @@ fn plan_lists_jobs_whose_inputs_are_missing() {
         .iter()
         .find(|m| m.what == "train split of `demo-rt`")
         .unwrap();
-    // train(demo-rt), tpt(demo-rt->movies), tpt(movies->demo-rt), transfer(rt->movies),
-    // transfer(rt->rt)
-    assert_eq!(train.blocked_jobs, 5);
+    // train(demo-rt), tpt(demo-rt->movies), tpt(movies->demo-rt), transfer(rt->movies)
+    assert_eq!(train.blocked_jobs, 4);
     assert_eq!(train.job, "train/demo-rt/m/s1");
 }
 

@@ -8,8 +8,9 @@
 //!   scores ([`Head::Mlm`] / [`Head::Tied`]) or the full vocabulary's logits at the mask
 //!   ([`EncoderModel::full_logits`], for `promptgrid inspect`), in the [`Layout::Prefix`] or
 //!   [`Layout::Official`] layout. The MLM head runs only at the mask and only for the label
-//!   words' decoder rows, and the last layer only for the mask row: the encoder's work is all
-//!   a step costs;
+//!   words' decoder rows, the last layer only for the mask row, and the layers before it only
+//!   for a padded batch's real positions (packing.rs; attention.rs picks attention's kernel):
+//!   the encoder's work is all a step costs;
 //! * [`Precision`]: bf16 matrix products (`--precision bf16`, or `auto` where the device has them
 //!   natively), float32 by default;
 //! * [`activations`]: the FFN activations and binary masks a prompt induces (the ON indicator);
