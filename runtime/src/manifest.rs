@@ -67,7 +67,7 @@ pub async fn update(streams: &SweepStreams, graph: &JobGraph) -> Result<GraphCha
     let new: BTreeMap<String, String> = graph
         .jobs()
         .iter()
-        .map(|j| (j.key.clone(), j.id.0.clone()))
+        .map(|j| (j.key.clone(), j.id.0.to_string()))
         .collect();
     let mut changes = GraphChanges {
         previous: old.is_some(),

@@ -135,7 +135,7 @@ impl DoneSource for ParquetDoneSource {
         Ok(done_jobs(&self.sweep_dir)
             .map_err(results_error)?
             .into_iter()
-            .map(JobId)
+            .map(JobId::new)
             .collect())
     }
 

@@ -456,7 +456,7 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
                 };
                 let caught_up = entry.seen_current || entry.delta == 0;
                 reconciling.seen();
-                if let Some(i) = sched.index.get(&JobId(entry.key.clone())).copied()
+                if let Some(i) = sched.index.get(entry.key.as_str()).copied()
                     && matches!(entry.operation, async_nats::jetstream::kv::Operation::Put)
                 {
                     match JobState::from_bytes(&entry.value) {

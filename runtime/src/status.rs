@@ -147,7 +147,7 @@ pub async fn status(nats: &NatsConfig, sweep: &str, graph: &JobGraph) -> Result<
                 });
                 let why = match blocker {
                     Some(d) => {
-                        let key = graph.get(d).map_or(d.0.clone(), |j| j.key.clone());
+                        let key = graph.get(d).map_or(d.0.to_string(), |j| j.key.clone());
                         let st = states.get(d).map_or("waiting", |v| v.state.name());
                         format!("dependency {key} is {st}")
                     }
