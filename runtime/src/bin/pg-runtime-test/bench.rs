@@ -270,8 +270,9 @@ struct Row {
     /// From the restarted coordinator's `run` (after its graph is planned) until its replay of
     /// the state bucket was over.
     reconciled_s: f64,
-    /// One `status` of the resumed sweep while its coordinator runs, the way `promptgrid
-    /// status` answers: from the coordinator's summary, else from every job's state.
+    /// One `status` of the resumed sweep while its restarted coordinator runs (once it has
+    /// written its first summary), the way `promptgrid status` answers: from the
+    /// coordinator's summary, else from every job's state.
     status_s: f64,
     /// The same by reading every job's state (what `status` does without a coordinator).
     status_full_s: f64,
@@ -426,8 +427,25 @@ fn size(count: u32, a: &BenchArgs) -> Result<Row, String> {
     let mut peak2 = 0.0f64;
     let status_graph = synthetic_graph("resume", spec);
     let (mut status_s, mut status_full_s) = (f64::NAN, f64::NAN);
+    let restarted_ms = promptgrid_common::wire::now_ms();
     let mut measure_status = || {
         let nats = NatsConfig::new(&url);
+        // Once the restarted coordinator has written its own summary, so that the status reads
+        // do not compete with its replay (nor read the killed one's summary).
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while Instant::now() < deadline {
+            let now = promptgrid_common::wire::now_ms();
+            let fresh = rt
+                .block_on(promptgrid_runtime::status::quick(&nats, "resume"))
+                .ok()
+                .flatten()
+                .and_then(|r| r.summary_age_ms)
+                .is_some_and(|age| now.saturating_sub(age) > restarted_ms);
+            if fresh {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
         // As `promptgrid status` answers: the coordinator's summary, else every state.
         let t = Instant::now();
         let r = match rt.block_on(promptgrid_runtime::status::quick(&nats, "resume")) {
@@ -447,10 +465,7 @@ fn size(count: u32, a: &BenchArgs) -> Result<Row, String> {
             (status_s, status_full_s) = (f64::NAN, f64::NAN);
         }
     };
-    // Once the restarted coordinator has surely reconciled (the killed one's summary goes
-    // stale meanwhile): 1 s, and 5 s more per million jobs.
-    let after = Duration::from_secs_f64(1.0 + f64::from(count) / 200_000.0);
-    let during: (Duration, &mut dyn FnMut()) = (after, &mut measure_status);
+    let during: (Duration, &mut dyn FnMut()) = (Duration::from_secs(1), &mut measure_status);
     let (ok2, out2) = wait(&mut coord, &mut peak2, Some(during))?;
     stop(&mut ws);
     if !ok2 {
