@@ -5,14 +5,17 @@
 //! depends on (so an upstream change ripples down). The sweep's name, worker counts and other
 //! run-time choices are not part of it, so an edited sweep reuses every job it did not change.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::spec::{
-    CrossModelPair, Indicator, ModelSpec, Objective, ProjectorSettings, PromptSettings, Sweep,
-    SyntheticSpec, TaskSpec, TptPairs,
+    CrossModelPair, Indicator, Objective, ProjectorSettings, PromptSettings, Sweep, SyntheticSpec,
+    TaskSpec, TptPairs,
 };
 
 /// The name of the random-prompt source in transfer and activations jobs.
@@ -28,10 +31,41 @@ pub const RANDOM_PROMPT: &str = "uniform[0,1)";
 /// that cell, computed once.
 pub const SCORED_SPLIT: &str = "test";
 
-/// A content hash, hex, 128 bits: collisions are not a concern at grid sizes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct JobId(pub String);
+/// A content hash, hex, 128 bits: collisions are not a concern at grid sizes. Shared, not
+/// copied: a job's id, its dependents' edges and the graph's index hold one allocation, which
+/// at a million jobs is hundreds of MB less than a `String` each. Serialized as the plain string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(pub Arc<str>);
+
+impl JobId {
+    pub fn new(id: impl Into<Arc<str>>) -> JobId {
+        JobId(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for JobId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for JobId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<JobId, D::Error> {
+        String::deserialize(d).map(JobId::new)
+    }
+}
+
+/// Lets a map keyed by id be searched with a `&str` (a bucket key) without an allocation; the
+/// derived `Hash` and `Eq` are the string's.
+impl std::borrow::Borrow<str> for JobId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
 
 impl std::fmt::Display for JobId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -98,7 +132,9 @@ pub enum JobSpec {
         task: String,
         model: String,
         seed: u64,
-        settings: PromptSettings,
+        /// Boxed, as in `Tpt`: inline, the settings made every job of every kind as large as
+        /// the largest, which a million-job graph pays a million times.
+        settings: Box<PromptSettings>,
     },
     /// Zero-shot: the prompt of `src` (a task, or [`RANDOM`]) on `tgt`'s template and split.
     Transfer {
@@ -114,7 +150,7 @@ pub enum JobSpec {
         tgt: String,
         model: String,
         seed: u64,
-        settings: PromptSettings,
+        settings: Box<PromptSettings>,
         /// Stop once a dev evaluation matches the vanilla run's best ([`TptStudy`]); left out
         /// of the wire form when false, so that the ids of existing sweeps stay the same.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -264,11 +300,35 @@ impl Job {
     }
 }
 
+/// Hashes job ids and names for the graph's maps: a multiply-and-rotate over 8 bytes at a
+/// time (the scheme of rustc's FxHash). Ids are already uniform (hex of a SHA-256), and SipHash
+/// was a sixth of the time to plan a million jobs. Not for keys an attacker chooses.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by job id (or name) with [`IdHasher`].
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
 /// All jobs of a sweep in a topological order (every job after its dependencies).
 #[derive(Debug, Clone, Default)]
 pub struct JobGraph {
     jobs: Vec<Job>,
-    index: HashMap<JobId, usize>,
+    index: IdMap<JobId, usize>,
 }
 
 impl JobGraph {
@@ -278,6 +338,16 @@ impl JobGraph {
 
     pub fn get(&self, id: &JobId) -> Option<&Job> {
         self.index.get(id).map(|&i| &self.jobs[i])
+    }
+
+    /// The job's place in [`Self::jobs`].
+    pub fn position(&self, id: &JobId) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    /// [`Self::position`] of an id given as text (a bucket key).
+    pub fn position_of(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
     }
 
     pub fn by_key(&self, key: &str) -> Option<&Job> {
@@ -319,11 +389,23 @@ impl JobGraph {
 
     /// Expands a validated sweep.
     pub fn build(sweep: &Sweep) -> JobGraph {
+        let json = |v: &dyn erased::Json| v.json();
         let mut b = Builder {
             sweep,
             graph: JobGraph::default(),
-            train: HashMap::new(),
+            train: IdMap::default(),
+            model_json: IdMap::default(),
+            task_json: IdMap::default(),
+            buf: Vec::new(),
         };
+        for m in &sweep.models {
+            b.model_json
+                .entry(m.name.as_str())
+                .or_insert_with(|| json(m));
+        }
+        for t in &sweep.tasks {
+            b.task_json.entry(t.name()).or_insert_with(|| json(t));
+        }
         if let Some(synthetic) = &sweep.synthetic {
             b.synthetic(synthetic);
         }
@@ -344,13 +426,28 @@ impl JobGraph {
     }
 
     fn push(&mut self, job: Job) -> JobId {
-        if let Some(&i) = self.index.get(&job.id) {
-            return self.jobs[i].id.clone();
+        match self.index.entry(job.id.clone()) {
+            Entry::Occupied(e) => self.jobs[*e.get()].id.clone(),
+            Entry::Vacant(e) => {
+                e.insert(self.jobs.len());
+                let id = job.id.clone();
+                self.jobs.push(job);
+                id
+            }
         }
-        let id = job.id.clone();
-        self.index.insert(id.clone(), self.jobs.len());
-        self.jobs.push(job);
-        id
+    }
+}
+
+/// Serializing a model or task definition once, for [`Builder::content_id`].
+mod erased {
+    pub trait Json {
+        fn json(&self) -> Vec<u8>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> Vec<u8> {
+            serde_json::to_vec(self).unwrap_or_default()
+        }
     }
 }
 
@@ -358,10 +455,18 @@ impl JobGraph {
 struct Builder<'a> {
     sweep: &'a Sweep,
     graph: JobGraph,
-    train: HashMap<(String, String, u64), JobId>,
+    /// seed -> model -> task -> train job: looked up by `&str` without building a key.
+    train: IdMap<u64, IdMap<String, IdMap<String, JobId>>>,
+    /// The JSON of each model and task definition, part of the hashed content of every job
+    /// that names it: serialized once rather than once per job (a task definition is most of
+    /// the bytes a planned job hashes).
+    model_json: IdMap<&'a str, Vec<u8>>,
+    task_json: IdMap<&'a str, Vec<u8>>,
+    /// The content being hashed, reused from job to job.
+    buf: Vec<u8>,
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
     fn add(&mut self, spec: JobSpec, deps: Vec<JobId>, gate: Option<(u32, Indicator)>) -> JobId {
         let id = self.content_id(&spec, &deps);
         let key = spec.key();
@@ -374,74 +479,48 @@ impl Builder<'_> {
         })
     }
 
-    /// Hash of the spec, the definitions it names and its dependencies' ids.
-    fn content_id(&self, spec: &JobSpec, deps: &[JobId]) -> JobId {
-        #[derive(Serialize)]
-        struct Content<'a> {
-            v: u32,
-            spec: &'a JobSpec,
-            models: Vec<&'a ModelSpec>,
-            tasks: Vec<&'a TaskSpec>,
-            deps: Vec<&'a JobId>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            random: Option<&'static str>,
-        }
-        let uses_random = match spec {
-            JobSpec::Transfer { src, .. } => src == RANDOM,
-            JobSpec::Activations { task, .. } => task == RANDOM,
-            _ => false,
-        };
-        let (models, tasks) = self.names_in(spec);
+    /// Hash of the spec, the definitions it names and its dependencies' ids: the bytes
+    /// `serde_json` writes for [`Content`], put together from the definitions' JSON made once.
+    fn content_id(&mut self, spec: &JobSpec, deps: &[JobId]) -> JobId {
+        let uses_random = uses_random(spec);
+        let (models, tasks) = names_of(spec);
         let mut deps: Vec<&JobId> = deps.iter().collect();
         deps.sort();
-        let content = Content {
-            v: 1,
-            spec,
-            models,
-            tasks,
-            deps,
-            random: uses_random.then_some(RANDOM_PROMPT),
-        };
-        // serde_json writes struct fields in declaration order and maps sorted (BTreeMap), so
-        // the bytes are canonical for a given content.
-        let bytes = serde_json::to_vec(&content).unwrap_or_default();
-        let digest = Sha256::digest(&bytes);
-        JobId(hex::encode(&digest[..16]))
+        let buf = &mut self.buf;
+        buf.clear();
+        buf.extend_from_slice(b"{\"v\":1,\"spec\":");
+        let _ = serde_json::to_writer(&mut *buf, spec);
+        for (field, names, json) in [
+            ("models", models, &self.model_json),
+            ("tasks", tasks, &self.task_json),
+        ] {
+            buf.extend_from_slice(b",\"");
+            buf.extend_from_slice(field.as_bytes());
+            buf.extend_from_slice(b"\":[");
+            let mut first = true;
+            for j in names.iter().filter_map(|n| json.get(n)) {
+                if !first {
+                    buf.push(b',');
+                }
+                first = false;
+                buf.extend_from_slice(j);
+            }
+            buf.push(b']');
+        }
+        buf.extend_from_slice(b",\"deps\":");
+        let _ = serde_json::to_writer(&mut *buf, &deps);
+        if uses_random {
+            buf.extend_from_slice(b",\"random\":");
+            let _ = serde_json::to_writer(&mut *buf, RANDOM_PROMPT);
+        }
+        buf.push(b'}');
+        let digest = Sha256::digest(&buf[..]);
+        JobId::new(hex::encode(&digest[..16]))
     }
 
-    fn names_in(&self, spec: &JobSpec) -> (Vec<&ModelSpec>, Vec<&TaskSpec>) {
-        let (models, tasks): (Vec<&str>, Vec<&str>) = match spec {
-            JobSpec::Train { task, model, .. } | JobSpec::Activations { task, model, .. } => {
-                (vec![model], vec![task])
-            }
-            JobSpec::Transfer {
-                src, tgt, model, ..
-            } => (vec![model], vec![src, tgt]),
-            JobSpec::Tpt {
-                source, tgt, model, ..
-            } => match source {
-                TptSource::Task { task } => (vec![model], vec![task, tgt]),
-                TptSource::Projected {
-                    task, model: src, ..
-                } => (vec![src, model], vec![task, tgt]),
-            },
-            JobSpec::Projector {
-                src_model,
-                tgt_model,
-                train_tasks,
-                ..
-            } => (
-                vec![src_model, tgt_model],
-                train_tasks.iter().map(String::as_str).collect(),
-            ),
-            JobSpec::CrossModel {
-                task,
-                src_model,
-                tgt_model,
-                ..
-            } => (vec![src_model, tgt_model], vec![task]),
-            JobSpec::Synthetic { .. } => (vec![], vec![]),
-        };
+    #[cfg(test)]
+    fn names_in(&self, spec: &JobSpec) -> (Vec<&crate::spec::ModelSpec>, Vec<&TaskSpec>) {
+        let (models, tasks) = names_of(spec);
         (
             models
                 .into_iter()
@@ -454,13 +533,13 @@ impl Builder<'_> {
         )
     }
 
-    fn settings(&self, model: &str, task: &str) -> PromptSettings {
-        self.sweep.settings(model, task).clone()
+    fn settings(&self, model: &str, task: &str) -> Box<PromptSettings> {
+        Box::new(self.sweep.settings(model, task).clone())
     }
 
     fn train_job(&mut self, task: &str, model: &str, seed: u64) -> JobId {
-        let k = (task.to_string(), model.to_string(), seed);
-        if let Some(id) = self.train.get(&k) {
+        let known = self.train.get(&seed).and_then(|m| m.get(model));
+        if let Some(id) = known.and_then(|t| t.get(task)) {
             return id.clone();
         }
         let settings = self.settings(model, task);
@@ -471,7 +550,12 @@ impl Builder<'_> {
             settings,
         };
         let id = self.add(spec, vec![], None);
-        self.train.insert(k, id.clone());
+        self.train
+            .entry(seed)
+            .or_default()
+            .entry(model.to_string())
+            .or_default()
+            .insert(task.to_string(), id.clone());
         id
     }
 
@@ -683,6 +767,51 @@ impl Builder<'_> {
     }
 }
 
+/// Whether a job uses the random prompt, which is then part of its content.
+fn uses_random(spec: &JobSpec) -> bool {
+    match spec {
+        JobSpec::Transfer { src, .. } => src == RANDOM,
+        JobSpec::Activations { task, .. } => task == RANDOM,
+        _ => false,
+    }
+}
+
+/// The models and tasks a job names, in the order its content lists their definitions.
+fn names_of(spec: &JobSpec) -> (Vec<&str>, Vec<&str>) {
+    match spec {
+        JobSpec::Train { task, model, .. } | JobSpec::Activations { task, model, .. } => {
+            (vec![model], vec![task])
+        }
+        JobSpec::Transfer {
+            src, tgt, model, ..
+        } => (vec![model], vec![src, tgt]),
+        JobSpec::Tpt {
+            source, tgt, model, ..
+        } => match source {
+            TptSource::Task { task } => (vec![model], vec![task, tgt]),
+            TptSource::Projected {
+                task, model: src, ..
+            } => (vec![src, model], vec![task, tgt]),
+        },
+        JobSpec::Projector {
+            src_model,
+            tgt_model,
+            train_tasks,
+            ..
+        } => (
+            vec![src_model, tgt_model],
+            train_tasks.iter().map(String::as_str).collect(),
+        ),
+        JobSpec::CrossModel {
+            task,
+            src_model,
+            tgt_model,
+            ..
+        } => (vec![src_model, tgt_model], vec![task]),
+        JobSpec::Synthetic { .. } => (vec![], vec![]),
+    }
+}
+
 /// The (source, target) task pairs of a TPT study, among the tasks a model runs.
 fn tpt_pairs(pairs: &TptPairs, tasks: &[&TaskSpec]) -> Vec<(String, String)> {
     let runs = |name: &str| tasks.iter().any(|t| t.name() == name);
@@ -704,6 +833,55 @@ fn tpt_pairs(pairs: &TptPairs, tasks: &[&TaskSpec]) -> Vec<(String, String)> {
                 }
             }
             out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The content hash put together from cached definitions hashes exactly the bytes that
+    /// `serde_json` writes for the content struct, so that no job id changes.
+    #[test]
+    fn assembled_content_hashes_as_the_serialized_struct() {
+        #[derive(Serialize)]
+        struct Content<'a> {
+            v: u32,
+            spec: &'a JobSpec,
+            models: Vec<&'a crate::spec::ModelSpec>,
+            tasks: Vec<&'a TaskSpec>,
+            deps: Vec<&'a JobId>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            random: Option<&'static str>,
+        }
+        let source = include_str!("../../sweeps/demo.toml");
+        let catalog = crate::catalog::Catalog::builtin().unwrap();
+        let sweep = Sweep::parse(std::path::Path::new("demo.toml"), source, &catalog).unwrap();
+        let graph = JobGraph::build(&sweep);
+        assert!(graph.len() > 100);
+        let b = Builder {
+            sweep: &sweep,
+            graph: JobGraph::default(),
+            train: IdMap::default(),
+            model_json: IdMap::default(),
+            task_json: IdMap::default(),
+            buf: Vec::new(),
+        };
+        for job in graph.jobs() {
+            let (models, tasks) = b.names_in(&job.spec);
+            let mut deps: Vec<&JobId> = job.deps.iter().collect();
+            deps.sort();
+            let content = Content {
+                v: 1,
+                spec: &job.spec,
+                models,
+                tasks,
+                deps,
+                random: uses_random(&job.spec).then_some(RANDOM_PROMPT),
+            };
+            let digest = Sha256::digest(serde_json::to_vec(&content).unwrap());
+            assert_eq!(job.id.as_str(), hex::encode(&digest[..16]), "{}", job.key);
         }
     }
 }

@@ -87,7 +87,7 @@ impl SweepNames {
     pub fn job_id_of_subject(&self, subject: &str) -> Option<JobId> {
         let rest = subject.strip_prefix(&format!("pg.{}.jobs.", self.sweep))?;
         let id = rest.rsplit('.').next()?;
-        (rest.split('.').count() == 3 && is_job_id(id)).then(|| JobId(id.to_string()))
+        (rest.split('.').count() == 3 && is_job_id(id)).then(|| JobId::new(id))
     }
 }
 
@@ -135,7 +135,7 @@ mod tests {
     #[test]
     fn subjects_round_trip_the_job_id() {
         let n = SweepNames::new("demo");
-        let id = JobId("0123abcd".into());
+        let id = JobId::new("0123abcd");
         let s = n.job_subject(Some("roberta.base"), JobKind::Train, &id);
         assert_eq!(s, "pg.demo.jobs.roberta_base.train.0123abcd");
         assert_eq!(n.job_id_of_subject(&s), Some(id));

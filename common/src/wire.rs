@@ -370,7 +370,7 @@ mod tests {
             split: "test".into(),
         };
         let msg = JobMessage {
-            id: JobId("ab".into()),
+            id: JobId::new("ab"),
             key: "k".into(),
             spec,
             retry: 0,

@@ -127,7 +127,7 @@ fn ids(text: &str) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = graph
         .jobs()
         .iter()
-        .map(|j| (j.key.clone(), j.id.0.clone()))
+        .map(|j| (j.key.clone(), j.id.0.to_string()))
         .collect();
     v.sort();
     v
@@ -166,7 +166,7 @@ fn id_of(text: &str, key: &str) -> String {
         .unwrap_or_else(|| panic!("no job {key}"))
         .id
         .0
-        .clone()
+        .to_string()
 }
 
 #[test]

@@ -190,7 +190,7 @@ impl EventSink {
                 let names = spec.as_ref().map(names_of);
                 let prov = output.provenance.as_ref();
                 self.pending_jobs.push(JobRow {
-                    job_id: job.0.clone(),
+                    job_id: job.0.to_string(),
                     kind: names.as_ref().map_or("unknown", |n| n.kind).to_string(),
                     model: names.as_ref().map_or(String::new(), |n| n.model.clone()),
                     task: names.as_ref().and_then(|n| n.task.clone()),
@@ -230,7 +230,7 @@ impl EventSink {
                 ..
             } => {
                 self.pending_jobs.push(JobRow {
-                    job_id: job.0.clone(),
+                    job_id: job.0.to_string(),
                     kind: "unknown".into(),
                     model: String::new(),
                     task: None,

@@ -96,7 +96,7 @@ impl DoneSource for FileDoneSource {
                 .lines()
                 .map(str::trim)
                 .filter(|l| promptgrid_common::names::is_job_id(l))
-                .map(|l| JobId(l.to_string()))
+                .map(JobId::new)
                 .collect()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashSet::new()),
             Err(e) => Err(Error::io(format!("cannot read {}", self.path.display()), e)),

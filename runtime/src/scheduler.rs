@@ -5,16 +5,17 @@
 //! through a watcher that first replays every current state (that replay is the reconcile on
 //! restart) and then streams changes, so it can die at any moment and pick up where it was.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::StreamExt;
 use promptgrid_common::names::SWEEP_ARTIFACT;
-use promptgrid_common::names::{SweepNames, model_token};
+use promptgrid_common::names::model_token;
 use promptgrid_common::wire::{JobMessage, JobState, now_ms};
-use promptgrid_common::{JobGraph, JobId, Sweep};
+use promptgrid_common::{JobGraph, JobId, JobKind, Sweep};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -26,6 +27,7 @@ use crate::manifest::{self, GraphChanges};
 use crate::progress::Progress;
 use crate::retry;
 use crate::state;
+use crate::status::{SUMMARY_ARTIFACT, Summary};
 use crate::streams::{StreamOptions, SweepStreams};
 
 /// Resolves to true when the caller wants the process to stop (Ctrl-C, SIGTERM, tests).
@@ -104,6 +106,9 @@ pub struct Outcome {
     /// From the start of this run until its view of the state bucket was complete (the
     /// reconcile after a restart) and the first ready jobs were handed to the publisher.
     pub reconciled_after: Duration,
+    /// When the first message the stream had not seen before was stored (a re-publish of a
+    /// job already queued is a duplicate and does not count): the end of a resume.
+    pub first_new_publish: Option<Instant>,
 }
 
 impl Outcome {
@@ -128,9 +133,13 @@ enum Local {
 }
 
 struct Sched {
-    graph: JobGraph,
-    index: HashMap<JobId, usize>,
-    dependents: Vec<Vec<usize>>,
+    /// Shared with the publisher, which builds each message from it when it sends it.
+    graph: Arc<JobGraph>,
+    /// Dependents of job `i`: `dependents[first_dependent[i]..first_dependent[i + 1]]`. One
+    /// flat list rather than a `Vec` per job: at a million jobs the per-job heap blocks alone
+    /// would weigh more than the rest of the scheduler.
+    first_dependent: Vec<u32>,
+    dependents: Vec<u32>,
     /// Dependencies not yet done.
     remaining: Vec<u32>,
     local: Vec<Local>,
@@ -141,49 +150,131 @@ struct Sched {
     revision: Vec<u64>,
     /// The replay of current states is over: absent jobs really are absent.
     reconciled: bool,
-    done: usize,
-    dead: usize,
+    /// Jobs per class, moved with every change of a job's state or of its dependencies, so
+    /// that the progress line and the end test do not scan every job on each tick.
+    tally: Counts,
+    /// The same per kind (by place in [`JobKind::ALL`]), for the status summary.
+    by_kind: [Counts; JobKind::ALL.len()],
+    /// Each job's kind's place in [`JobKind::ALL`].
+    kinds: Vec<u8>,
+    /// Running jobs: (worker, attempt, started at ms), for the status summary.
+    running: HashMap<u32, (String, u32, u64)>,
+    /// The newest job errors: (at ms, job, reason), at most [`SUMMARY_ERRORS`].
+    errors: Vec<(u64, u32, String)>,
     publish_count: usize,
     reconciled_at: Option<Instant>,
-    names: SweepNames,
-    lost_budget: u32,
 }
 
-/// One publish for the publisher task.
+/// Job errors the status summary lists.
+const SUMMARY_ERRORS: usize = 10;
+
+/// How often the coordinator writes its status summary.
+const SUMMARY_EVERY: Duration = Duration::from_secs(1);
+
+/// One publish for the publisher task: which job and which counters; the publisher builds the
+/// message from the graph when it sends it, so a queue of a million ready jobs stays small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Publish {
-    id: JobId,
-    key: String,
+    index: u32,
+    attempts: u32,
     /// Job-error retries before this message (0 for the first).
     retries: u32,
-    subject: String,
-    msg_id: String,
-    payload: Bytes,
     /// No entry yet: create the pending state first (and skip if someone else did).
     create: bool,
 }
 
+/// Ready jobs handed to the publisher at once; the rest wait in the scheduler's own queue of
+/// [`Publish`] records (16 bytes each) until the publisher takes them.
+const PUBLISH_QUEUE: usize = 1024;
+
+/// Publishes in flight at once.
+const PUBLISH_CONCURRENCY: usize = 256;
+
+/// The class a job counts in for progress and for the end of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Done,
+    Running,
+    Queued,
+    Waiting,
+    Failed,
+    Dead,
+}
+
+impl Counts {
+    fn slot(&mut self, c: Class) -> &mut usize {
+        match c {
+            Class::Done => &mut self.done,
+            Class::Running => &mut self.running,
+            Class::Queued => &mut self.queued,
+            Class::Waiting => &mut self.waiting,
+            Class::Failed => &mut self.failed,
+            Class::Dead => &mut self.dead,
+        }
+    }
+
+    fn shift(&mut self, from: Class, to: Class) {
+        if from != to {
+            *self.slot(from) -= 1;
+            *self.slot(to) += 1;
+        }
+    }
+
+    /// Jobs that can still move: running, failed-undecided, or ready and queued.
+    fn active(&self) -> usize {
+        self.running + self.failed + self.queued
+    }
+}
+
 impl Sched {
-    fn new(graph: JobGraph, names: SweepNames, lost_budget: u32) -> Sched {
+    fn new(graph: Arc<JobGraph>) -> Sched {
         let n = graph.len();
-        let index: HashMap<JobId, usize> = graph
+        // The edges (dependency place per job, in job order) with one lookup each, then a
+        // counting sort of them into the flat dependents list.
+        let mut remaining = vec![0u32; n];
+        let mut edges: Vec<u32> = Vec::new();
+        let mut first_dependent = vec![0u32; n + 1];
+        for (i, j) in graph.jobs().iter().enumerate() {
+            for k in j.deps.iter().filter_map(|d| graph.position(d)) {
+                edges.push(k as u32);
+                first_dependent[k + 1] += 1;
+                remaining[i] += 1;
+            }
+        }
+        for k in 0..n {
+            first_dependent[k + 1] += first_dependent[k];
+        }
+        let mut fill: Vec<u32> = first_dependent[..n].to_vec();
+        let mut dependents = vec![0u32; edges.len()];
+        let mut edge = edges.iter();
+        for (i, &r) in remaining.iter().enumerate() {
+            for &k in edge.by_ref().take(r as usize) {
+                dependents[fill[k as usize] as usize] = i as u32;
+                fill[k as usize] += 1;
+            }
+        }
+        let queued = remaining.iter().filter(|&&r| r == 0).count();
+        let kinds: Vec<u8> = graph
             .jobs()
             .iter()
-            .enumerate()
-            .map(|(i, j)| (j.id.clone(), i))
+            .map(|j| {
+                JobKind::ALL
+                    .iter()
+                    .position(|&k| k == j.kind())
+                    .unwrap_or(0) as u8
+            })
             .collect();
-        let mut dependents = vec![Vec::new(); n];
-        let mut remaining = vec![0; n];
-        for (i, j) in graph.jobs().iter().enumerate() {
-            for d in &j.deps {
-                if let Some(&k) = index.get(d) {
-                    dependents[k].push(i);
-                    remaining[i] += 1;
-                }
-            }
+        let mut by_kind = [Counts::default(); JobKind::ALL.len()];
+        for (i, &k) in kinds.iter().enumerate() {
+            *by_kind[k as usize].slot(if remaining[i] == 0 {
+                Class::Queued
+            } else {
+                Class::Waiting
+            }) += 1;
         }
         Sched {
             graph,
-            index,
+            first_dependent,
             dependents,
             remaining,
             local: vec![Local::Absent; n],
@@ -191,13 +282,57 @@ impl Sched {
             counters: vec![(0, 0, 0); n],
             revision: vec![0; n],
             reconciled: false,
-            done: 0,
-            dead: 0,
+            tally: Counts {
+                queued,
+                waiting: n - queued,
+                ..Counts::default()
+            },
+            by_kind,
+            kinds,
+            running: HashMap::new(),
+            errors: Vec::new(),
             publish_count: 0,
             reconciled_at: None,
-            names,
-            lost_budget,
         }
+    }
+
+    fn class(&self, i: usize) -> Class {
+        match self.local[i] {
+            Local::Done => Class::Done,
+            Local::Running => Class::Running,
+            Local::Failed => Class::Failed,
+            Local::Dead => Class::Dead,
+            Local::Absent | Local::Pending { .. } if self.remaining[i] == 0 => Class::Queued,
+            Local::Absent | Local::Pending { .. } => Class::Waiting,
+        }
+    }
+
+    fn set_local(&mut self, i: usize, new: Local) {
+        let before = self.class(i);
+        self.local[i] = new;
+        self.shift(i, before);
+    }
+
+    /// Moves job `i` from class `before` to its class now in the counts.
+    fn shift(&mut self, i: usize, before: Class) {
+        let after = self.class(i);
+        self.tally.shift(before, after);
+        self.by_kind[self.kinds[i] as usize].shift(before, after);
+    }
+
+    /// One more (`up`) or one fewer dependency of `i` not done.
+    fn move_remaining(&mut self, i: usize, up: bool) {
+        let before = self.class(i);
+        if up {
+            self.remaining[i] += 1;
+        } else {
+            self.remaining[i] -= 1;
+        }
+        self.shift(i, before);
+    }
+
+    fn dependents_of(&self, i: usize) -> std::ops::Range<usize> {
+        self.first_dependent[i] as usize..self.first_dependent[i + 1] as usize
     }
 
     /// Applies a state seen in the bucket; returns the follow-up it calls for.
@@ -205,7 +340,7 @@ impl Sched {
         &mut self,
         i: usize,
         v: &state::Versioned,
-        out: &mut Vec<Publish>,
+        out: &mut VecDeque<Publish>,
     ) -> Option<Decision> {
         let old = self.local[i];
         let new = match &v.state {
@@ -217,27 +352,24 @@ impl Sched {
             JobState::Failed { .. } => Local::Failed,
             JobState::Dead { .. } => Local::Dead,
         };
-        self.local[i] = new;
+        self.set_local(i, new);
         self.counters[i] = v.state.counters();
         self.revision[i] = v.revision;
+        self.note(i, &v.state);
         if old == Local::Done && new != Local::Done {
-            self.done -= 1;
-            for k in self.dependents[i].clone() {
-                self.remaining[k] += 1;
+            for d in self.dependents_of(i) {
+                let k = self.dependents[d] as usize;
+                self.move_remaining(k, true);
             }
-        }
-        if old == Local::Dead && new != Local::Dead {
-            self.dead -= 1;
         }
         match &v.state {
             JobState::Done { .. } if old != Local::Done => {
-                self.done += 1;
-                for k in self.dependents[i].clone() {
-                    self.remaining[k] -= 1;
+                for d in self.dependents_of(i) {
+                    let k = self.dependents[d] as usize;
+                    self.move_remaining(k, false);
                     self.consider(k, out);
                 }
             }
-            JobState::Dead { .. } if old != Local::Dead => self.dead += 1,
             JobState::Pending { .. } => self.consider(i, out),
             JobState::Failed {
                 attempt,
@@ -268,8 +400,76 @@ impl Sched {
         None
     }
 
+    /// Keeps what the status summary lists: running jobs, the newest errors.
+    fn note(&mut self, i: usize, state: &JobState) {
+        match state {
+            JobState::Running {
+                worker,
+                attempt,
+                started_ms,
+                ..
+            } => {
+                self.running
+                    .insert(i as u32, (worker.clone(), *attempt, *started_ms));
+                return;
+            }
+            JobState::Failed { failure, at_ms, .. } => {
+                self.errors.retain(|e| e.1 != i as u32);
+                self.errors.push((*at_ms, i as u32, failure.reason.clone()));
+            }
+            JobState::Dead { reason, at_ms, .. } => {
+                // One line per job, its latest error, as the full read lists them.
+                self.errors.retain(|e| e.1 != i as u32);
+                self.errors.push((*at_ms, i as u32, reason.clone()));
+            }
+            _ => {}
+        }
+        self.running.remove(&(i as u32));
+        if self.errors.len() > SUMMARY_ERRORS {
+            self.errors.sort_by_key(|e| std::cmp::Reverse(e.0));
+            self.errors.truncate(SUMMARY_ERRORS);
+        }
+    }
+
+    /// The status summary of this moment.
+    fn summary(&self) -> Summary {
+        let mut counts: BTreeMap<String, BTreeMap<JobKind, usize>> = BTreeMap::new();
+        for (k, c) in JobKind::ALL.iter().zip(&self.by_kind) {
+            for (name, n) in [
+                ("done", c.done),
+                ("running", c.running),
+                ("queued", c.queued),
+                ("waiting", c.waiting),
+                ("failed", c.failed),
+                ("dead", c.dead),
+            ] {
+                if n > 0 {
+                    *counts
+                        .entry(name.to_string())
+                        .or_default()
+                        .entry(*k)
+                        .or_default() += n;
+                }
+            }
+        }
+        let key = |i: u32| self.graph.jobs()[i as usize].key.clone();
+        let mut errors = self.errors.clone();
+        errors.sort_by_key(|e| std::cmp::Reverse(e.0));
+        Summary {
+            at_ms: now_ms(),
+            total: self.local.len(),
+            counts,
+            running: self
+                .running
+                .iter()
+                .map(|(&i, (w, a, t))| (key(i), w.clone(), *a, *t))
+                .collect(),
+            last_errors: errors.into_iter().map(|(t, i, e)| (t, key(i), e)).collect(),
+        }
+    }
+
     /// Queues a publish if the job is ready and has no message yet.
-    fn consider(&mut self, i: usize, out: &mut Vec<Publish>) {
+    fn consider(&mut self, i: usize, out: &mut VecDeque<Publish>) {
         if !self.reconciled || self.remaining[i] > 0 {
             return;
         }
@@ -284,60 +484,29 @@ impl Sched {
         }
         self.published[i] = Some((attempts, retries));
         self.publish_count += 1;
-        out.push(self.message(i, attempts, retries, create));
-    }
-
-    fn message(&self, i: usize, attempts: u32, retries: u32, create: bool) -> Publish {
-        let job = &self.graph.jobs()[i];
-        let msg = JobMessage {
-            id: job.id.clone(),
-            key: job.key.clone(),
-            spec: job.spec.clone(),
-            retry: retries,
-            lost_budget: self.lost_budget,
-        };
-        Publish {
-            id: job.id.clone(),
-            key: job.key.clone(),
+        out.push_back(Publish {
+            index: i as u32,
+            attempts,
             retries,
-            subject: self
-                .names
-                .job_subject(job.spec.model(), job.kind(), &job.id),
-            // Unique per (attempts, retries): a restarted coordinator re-publishing the same
-            // pending job within the dedup window stores nothing.
-            msg_id: format!("{}.a{attempts}.r{retries}", job.id),
-            payload: Bytes::from(serde_json::to_vec(&msg).unwrap_or_default()),
             create,
-        }
+        });
     }
 
     /// Jobs that can still move: running, failed-undecided, or ready and queued.
     fn active(&self) -> usize {
-        (0..self.local.len())
-            .filter(|&i| match self.local[i] {
-                Local::Running | Local::Failed => true,
-                Local::Absent | Local::Pending { .. } => self.remaining[i] == 0,
-                Local::Done | Local::Dead => false,
-            })
-            .count()
+        self.tally.active()
     }
 
     fn counts(&self) -> Counts {
-        let mut c = Counts {
-            done: self.done,
-            dead: self.dead,
-            ..Counts::default()
-        };
-        for i in 0..self.local.len() {
-            match self.local[i] {
-                Local::Running => c.running += 1,
-                Local::Failed => c.failed += 1,
-                Local::Absent | Local::Pending { .. } if self.remaining[i] == 0 => c.queued += 1,
-                Local::Absent | Local::Pending { .. } => c.waiting += 1,
-                _ => {}
-            }
-        }
-        c
+        self.tally
+    }
+
+    fn done(&self) -> usize {
+        self.tally.done
+    }
+
+    fn dead(&self) -> usize {
+        self.tally.dead
     }
 }
 
@@ -349,7 +518,7 @@ struct Decision {
 }
 
 /// Counts for the progress bar.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
     pub done: usize,
     pub running: usize,
@@ -384,7 +553,7 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
         let changes = manifest::update(&streams, &config.graph).await?;
         let span = tracing::Span::current();
         span.record("reused", changes.reused);
-        span.record("added", changes.added.len());
+        span.record("added", changes.added_count());
         span.record("changed", changes.changed.len());
         span.record("removed", changes.removed.len());
         if let Some(spec) = &config.sweep_spec {
@@ -411,18 +580,25 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
     }
     .instrument(plan)
     .await?;
-    let sink_task = config
-        .sink
-        .take()
-        .map(|sink| tokio::spawn(crate::sinkrun::run(streams.clone(), sink)));
+    // The sink starts once the replay is over: its first act, reading back the keys of every
+    // committed row, would otherwise compete with the replay a restart waits for.
+    let mut sink = config.sink.take();
+    let mut sink_task = None;
 
-    let mut sched = Sched::new(
-        config.graph.clone(),
-        streams.names.clone(),
-        config.lost_retries,
-    );
-    let (pub_tx, pub_rx) = mpsc::unbounded_channel::<Publish>();
-    let publisher = tokio::spawn(publisher(streams.clone(), pub_rx));
+    // The scheduler and the publisher share the one graph; the config keeps none.
+    let graph = Arc::new(std::mem::take(&mut config.graph));
+    let mut sched = Sched::new(graph.clone());
+    let (pub_tx, pub_rx) = mpsc::channel::<Publish>(PUBLISH_QUEUE);
+    let first_new = Arc::new(OnceLock::new());
+    let publisher = tokio::spawn(publisher(
+        Publisher {
+            streams: streams.clone(),
+            graph,
+            lost_budget: config.lost_retries,
+            first_new: first_new.clone(),
+        },
+        pub_rx,
+    ));
     let mut shutdown = config
         .shutdown
         .clone()
@@ -431,13 +607,20 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let started = Instant::now();
 
+    // The status summary: written from the ticks, one write at a time, never waited for.
+    let mut last_summary = Instant::now();
+    let mut summary_put: Option<tokio::task::JoinHandle<()>> = None;
     let mut reconciling = Reconciling::new(&config.sweep);
     let mut watcher = open_watch(&streams, &mut sched).await?;
-    let mut out = Vec::new();
+    // Ready jobs the publisher has not taken yet, in the order they became ready.
+    let mut ready: VecDeque<Publish> = VecDeque::new();
     // An empty bucket replays nothing, so no entry would say "caught up".
     if state::count(&streams.js, &streams.state).await? == 0 {
-        reconcile(&mut sched, &mut out);
-        reconciling.done(out.len());
+        reconcile(&mut sched, &mut ready);
+        reconciling.done(ready.len());
+        if let Some(s) = sink.take() {
+            sink_task = Some(tokio::spawn(crate::sinkrun::run(streams.clone(), s)));
+        }
     }
     let stopped = loop {
         tokio::select! {
@@ -456,13 +639,13 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
                 };
                 let caught_up = entry.seen_current || entry.delta == 0;
                 reconciling.seen();
-                if let Some(i) = sched.index.get(&JobId(entry.key.clone())).copied()
+                if let Some(i) = sched.graph.position_of(&entry.key)
                     && matches!(entry.operation, async_nats::jetstream::kv::Operation::Put)
                 {
                     match JobState::from_bytes(&entry.value) {
                         Ok(state) => {
                             let v = state::Versioned { state, revision: entry.revision };
-                            if let Some(d) = sched.apply(i, &v, &mut out) {
+                            if let Some(d) = sched.apply(i, &v, &mut ready) {
                                 decide(&streams, &sched, d, config.error_retries).await?;
                             }
                         }
@@ -470,20 +653,39 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
                     }
                 }
                 if caught_up && !sched.reconciled {
-                    reconcile(&mut sched, &mut out);
-                    reconciling.done(out.len());
+                    reconcile(&mut sched, &mut ready);
+                    reconciling.done(ready.len());
+                    if let Some(s) = sink.take() {
+                        sink_task = Some(tokio::spawn(crate::sinkrun::run(streams.clone(), s)));
+                    }
+                }
+            }
+            // The publisher's queue is full: wait for room rather than queue without bound.
+            permit = pub_tx.reserve(), if !ready.is_empty() => {
+                let Ok(permit) = permit else {
+                    break Some("the publisher stopped".to_string());
+                };
+                if let Some(p) = ready.pop_front() {
+                    permit.send(p);
                 }
             }
             _ = tick.tick() => {
                 progress.update(sched.counts(), started.elapsed());
+                if sched.reconciled
+                    && last_summary.elapsed() >= SUMMARY_EVERY
+                    && summary_put.as_ref().is_none_or(|p| p.is_finished())
+                {
+                    last_summary = Instant::now();
+                    summary_put = Some(tokio::spawn(put_summary(streams.clone(), sched.summary())));
+                }
                 if sched.reconciled && sched.active() == 0 {
                     break None;
                 }
-                if config.fail_fast && sched.dead > 0 {
+                if config.fail_fast && sched.dead() > 0 {
                     break Some("--fail-fast: a job is dead".to_string());
                 }
-                if let Some(max) = config.max_failures && sched.dead > max {
-                    break Some(format!("--max-failures {max}: {} jobs are dead", sched.dead));
+                if let Some(max) = config.max_failures && sched.dead() > max {
+                    break Some(format!("--max-failures {max}: {} jobs are dead", sched.dead()));
                 }
             }
             _ = shutdown.changed() => {
@@ -492,11 +694,24 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
                 }
             }
         }
-        for p in out.drain(..) {
-            let _ = pub_tx.send(p);
+        while let Some(&p) = ready.front() {
+            let Ok(permit) = pub_tx.try_reserve() else {
+                break;
+            };
+            permit.send(p);
+            ready.pop_front();
         }
     };
     progress.finish(sched.counts(), started.elapsed());
+    // The last counts, for a `status` right after the end (bounded: the server may be gone).
+    let last = sched.summary();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        if let Some(p) = summary_put.take() {
+            let _ = p.await;
+        }
+        put_summary(streams.clone(), last).await;
+    })
+    .await;
     drop(pub_tx);
     // Let queued publishes reach the server before returning (bounded: the server may be gone).
     let _ = tokio::time::timeout(Duration::from_secs(10), publisher).await;
@@ -520,22 +735,23 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
             )));
         }
     }
-    let blocked = total - sched.done - sched.dead - sched.active();
+    let blocked = total - sched.done() - sched.dead() - sched.active();
     let blocked = if stopped.is_some() { 0 } else { blocked };
     client.flush().await.ok();
     Ok(Outcome {
         total,
-        done: sched.done,
-        dead: sched.dead,
+        done: sched.done(),
+        dead: sched.dead(),
         blocked,
         stopped,
         changes,
         published: sched.publish_count,
         reconciled_after: sched.reconciled_at.map_or(Duration::ZERO, |t| t - t0),
+        first_new_publish: first_new.get().copied(),
     })
 }
 
-fn reconcile(sched: &mut Sched, out: &mut Vec<Publish>) {
+fn reconcile(sched: &mut Sched, out: &mut VecDeque<Publish>) {
     sched.reconciled = true;
     sched.reconciled_at = Some(Instant::now());
     for i in 0..sched.local.len() {
@@ -633,30 +849,90 @@ async fn decide(streams: &SweepStreams, sched: &Sched, d: Decision, budget: u32)
     Ok(())
 }
 
+/// Writes the status summary; a failure only makes `status` read every state instead.
+async fn put_summary(streams: SweepStreams, summary: Summary) {
+    let bytes = serde_json::to_vec(&summary).unwrap_or_default();
+    if let Err(e) = streams
+        .artifacts
+        .put(SUMMARY_ARTIFACT, &mut bytes.as_slice())
+        .await
+    {
+        tracing::debug!(error = %e, "cannot write the status summary");
+    }
+}
+
+/// What the publisher needs to turn a [`Publish`] into a job message.
+struct Publisher {
+    streams: SweepStreams,
+    graph: Arc<JobGraph>,
+    lost_budget: u32,
+    /// Set at the first message the stream stores as new (see [`Outcome::first_new_publish`]).
+    first_new: Arc<OnceLock<Instant>>,
+}
+
+/// A job message, built when it is sent.
+struct Message {
+    id: JobId,
+    subject: String,
+    msg_id: String,
+    payload: Bytes,
+    create: bool,
+}
+
+impl Publisher {
+    fn message(&self, p: &Publish) -> Message {
+        let job = &self.graph.jobs()[p.index as usize];
+        let msg = JobMessage {
+            id: job.id.clone(),
+            key: job.key.clone(),
+            spec: job.spec.clone(),
+            retry: p.retries,
+            lost_budget: self.lost_budget,
+        };
+        Message {
+            id: job.id.clone(),
+            subject: self
+                .streams
+                .names
+                .job_subject(job.spec.model(), job.kind(), &job.id),
+            // Unique per (attempts, retries): a restarted coordinator re-publishing the same
+            // pending job within the dedup window stores nothing.
+            msg_id: format!("{}.a{}.r{}", job.id, p.attempts, p.retries),
+            payload: Bytes::from(serde_json::to_vec(&msg).unwrap_or_default()),
+            create: p.create,
+        }
+    }
+}
+
 /// Creates pending states and publishes job messages, many at a time, retrying through
 /// server restarts.
-async fn publisher(streams: SweepStreams, rx: mpsc::UnboundedReceiver<Publish>) {
-    let stream = tokio_stream_from(rx);
-    stream
-        .for_each_concurrent(256, |p| {
-            let streams = streams.clone();
+async fn publisher(publisher: Publisher, mut rx: mpsc::Receiver<Publish>) {
+    let publisher = &publisher;
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+        .for_each_concurrent(PUBLISH_CONCURRENCY, |p| {
+            let msg = publisher.message(&p);
+            let job = &publisher.graph.jobs()[p.index as usize];
             // A root span: each job message starts its own trace, which the worker continues
             // through the message's headers (one job, one trace).
             let span = tracing::info_span!(
                 parent: None,
                 "publish",
-                sweep = %streams.names.sweep,
-                job = %p.key,
-                job_id = %p.id,
+                sweep = %publisher.streams.names.sweep,
+                job = %job.key,
+                job_id = %job.id,
                 retry = p.retries,
             );
             async move {
                 let mut delay = Duration::from_millis(50);
                 loop {
-                    match publish_one(&streams, &p).await {
-                        Ok(()) => return,
+                    match publish_one(&publisher.streams, &msg).await {
+                        Ok(Some(true)) => {
+                            let _ = publisher.first_new.set(Instant::now());
+                            return;
+                        }
+                        Ok(_) => return,
                         Err(e) => {
-                            tracing::warn!(job = %p.id, error = %e, "publish failed; retrying");
+                            tracing::warn!(job = %msg.id, error = %e, "publish failed; retrying");
                             tokio::time::sleep(delay).await;
                             delay = (delay * 2).min(Duration::from_secs(2));
                         }
@@ -668,18 +944,18 @@ async fn publisher(streams: SweepStreams, rx: mpsc::UnboundedReceiver<Publish>) 
         .await;
 }
 
-async fn publish_one(streams: &SweepStreams, p: &Publish) -> Result<()> {
-    if p.create {
-        match state::read(&streams.state, &p.id).await? {
-            None => {
-                if state::cas(&streams.state, &p.id, &JobState::fresh(), 0)
-                    .await?
-                    .is_none()
-                {
-                    return Ok(());
-                }
-            }
-            // Created by an earlier try of this publish, whose message may not have made it.
+/// Publishes one job message; `Some(new)` once the stream holds it, where `new` is false for a
+/// duplicate of a message already stored, `None` when the job's state says it needs none.
+async fn publish_one(streams: &SweepStreams, m: &Message) -> Result<Option<bool>> {
+    // Create first, read only on a conflict: one round trip per new job instead of two.
+    if m.create
+        && state::cas(&streams.state, &m.id, &JobState::fresh(), 0)
+            .await?
+            .is_none()
+    {
+        match state::read(&streams.state, &m.id).await? {
+            // Created by an earlier try of this publish, whose message may not have made it
+            // (or by another publisher: the message id makes the second copy a no-op).
             Some(v)
                 if matches!(
                     v.state,
@@ -689,35 +965,28 @@ async fn publish_one(streams: &SweepStreams, p: &Publish) -> Result<()> {
                         ..
                     }
                 ) => {}
-            Some(_) => return Ok(()),
+            _ => return Ok(None),
         }
     }
     let mut headers = HeaderMap::new();
-    headers.insert(async_nats::header::NATS_MESSAGE_ID, p.msg_id.as_str());
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, m.msg_id.as_str());
     crate::telemetry::inject(&tracing::Span::current(), &mut headers);
-    streams
+    let ack = streams
         .js
-        .publish_with_headers(p.subject.clone(), headers, p.payload.clone())
+        .publish_with_headers(m.subject.clone(), headers, m.payload.clone())
         .await
         .map_err(Error::nats)?
         .await
         .map_err(Error::nats)?;
-    Ok(())
-}
-
-fn tokio_stream_from<T: Send + 'static>(
-    mut rx: mpsc::UnboundedReceiver<T>,
-) -> impl futures::Stream<Item = T> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    Ok(Some(!ack.duplicate))
 }
 
 /// Model tokens of the graph's jobs: one durable consumer each.
 pub fn model_tokens(graph: &JobGraph) -> Vec<String> {
-    let mut tokens: Vec<String> = graph
-        .jobs()
-        .iter()
-        .map(|j| model_token(j.spec.model()))
-        .collect();
+    // The distinct models first: a token per job is a million strings at a million jobs.
+    let models: std::collections::HashSet<Option<&str>> =
+        graph.jobs().iter().map(|j| j.spec.model()).collect();
+    let mut tokens: Vec<String> = models.into_iter().map(model_token).collect();
     tokens.sort();
     tokens.dedup();
     tokens
@@ -776,4 +1045,112 @@ async fn restore_done(
             .map_err(Error::nats)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use promptgrid_common::wire::Failure;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    /// The counts by a scan of every job, as `counts()` computed them before they were kept
+    /// incrementally.
+    fn recount(s: &Sched) -> Counts {
+        let mut c = Counts::default();
+        for i in 0..s.local.len() {
+            match s.local[i] {
+                Local::Done => c.done += 1,
+                Local::Dead => c.dead += 1,
+                Local::Running => c.running += 1,
+                Local::Failed => c.failed += 1,
+                Local::Absent | Local::Pending { .. } if s.remaining[i] == 0 => c.queued += 1,
+                Local::Absent | Local::Pending { .. } => c.waiting += 1,
+            }
+        }
+        c
+    }
+
+    fn random_state(rng: &mut impl Rng) -> JobState {
+        let worker = "w".to_string();
+        match rng.random_range(0..5) {
+            0 => JobState::Pending {
+                attempts: rng.random_range(0..3),
+                retries: rng.random_range(0..3),
+                lost: 0,
+                requeued: rng.random_bool(0.3),
+                outages: 0,
+            },
+            1 => JobState::Running {
+                attempt: 1,
+                retries: 0,
+                lost: 0,
+                worker,
+                started_ms: 0,
+                lease_ms: 0,
+                msg_seq: 1,
+                outages: 0,
+            },
+            2 => JobState::Done {
+                attempt: 1,
+                worker,
+                started_ms: 0,
+                finished_ms: 1,
+                output: Default::default(),
+            },
+            3 => JobState::Failed {
+                attempt: 1,
+                retries: 0,
+                lost: 0,
+                worker,
+                failure: Failure {
+                    reason: "x".into(),
+                    retryable: true,
+                },
+                at_ms: 0,
+            },
+            _ => JobState::Dead {
+                attempt: 1,
+                retries: 0,
+                lost: 0,
+                reason: "x".into(),
+                at_ms: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn counters_equal_a_full_recount_after_random_state_transitions() {
+        let spec = promptgrid_common::spec::SyntheticSpec {
+            count: 400,
+            fan_in: 3,
+            duration_ms: (0, 0),
+            fail_probability: 0.0,
+            payload_bytes: 0,
+            seed: 3,
+        };
+        let graph = Arc::new(crate::jobloop::synthetic_graph("counts", spec));
+        let mut s = Sched::new(graph);
+        let mut out = VecDeque::new();
+        assert_eq!(s.counts(), recount(&s));
+        reconcile(&mut s, &mut out);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        for step in 0..20_000u64 {
+            let i = rng.random_range(0..s.local.len());
+            let v = state::Versioned {
+                state: random_state(&mut rng),
+                revision: step + 1,
+            };
+            s.apply(i, &v, &mut out);
+            for p in out.drain(..) {
+                assert_eq!(s.remaining[p.index as usize], 0, "{p:?} is not ready");
+            }
+            assert_eq!(s.counts(), recount(&s), "after step {step}");
+            let c = s.counts();
+            assert_eq!(
+                c.done + c.dead + c.running + c.failed + c.queued + c.waiting,
+                400
+            );
+        }
+    }
 }

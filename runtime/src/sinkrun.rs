@@ -48,8 +48,9 @@ async fn copy_artifacts(
 /// The durable consumer of the sink.
 const SINK: &str = "sink";
 
-/// A sink hears of a quiet stream after this long without an event.
-const IDLE: std::time::Duration = std::time::Duration::from_millis(500);
+/// A sink hears of a quiet stream after this long without an event: the wait of the last job
+/// end that came too soon after a commit to be committed at once.
+const IDLE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How long an event the sink took stays unacked before the server hands it out again: longer
 /// than a slow commit (a batch commits within a few seconds of its first event), short enough

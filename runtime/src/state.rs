@@ -19,7 +19,7 @@ pub struct Versioned {
 }
 
 pub async fn read(store: &kv::Store, id: &JobId) -> Result<Option<Versioned>> {
-    let Some(entry) = store.entry(id.0.as_str()).await.map_err(Error::nats)? else {
+    let Some(entry) = store.entry(id.as_str()).await.map_err(Error::nats)? else {
         return Ok(None);
     };
     if !matches!(entry.operation, kv::Operation::Put) {
@@ -45,13 +45,13 @@ pub async fn cas(
 ) -> Result<Option<u64>> {
     let value = Bytes::from(state.to_bytes());
     if revision == 0 {
-        return match store.create(id.0.as_str(), value).await {
+        return match store.create(id.as_str(), value).await {
             Ok(rev) => Ok(Some(rev)),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
             Err(e) => Err(Error::nats(e)),
         };
     }
-    match store.update(id.0.as_str(), value, revision).await {
+    match store.update(id.as_str(), value, revision).await {
         Ok(rev) => Ok(Some(rev)),
         Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision || is_conflict(&e) => Ok(None),
         Err(e) => Err(Error::nats(e)),
@@ -135,7 +135,7 @@ pub async fn snapshot(
         let entry = entry.map_err(Error::nats)?;
         let current = entry.seen_current || entry.delta == 0;
         if matches!(entry.operation, kv::Operation::Put) {
-            let id = JobId(entry.key.clone());
+            let id = JobId::new(entry.key.as_str());
             let state = JobState::from_bytes(&entry.value).map_err(|source| Error::BadState {
                 job: id.clone(),
                 source,

@@ -1,11 +1,16 @@
 //! `promptgrid status` and `promptgrid retry --failed`: read-only counts from the state bucket,
 //! and the re-queueing of dead jobs.
+//!
+//! A running coordinator keeps a [`Summary`] of its counts in the artifact store; [`quick`]
+//! answers from it in one read, where [`status`] replays every job's state (seconds at a
+//! million jobs).
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use promptgrid_common::wire::{JobState, now_ms};
 use promptgrid_common::{JobGraph, JobKind};
+use serde::{Deserialize, Serialize};
 
 use crate::connect::NatsConfig;
 use crate::error::Result;
@@ -33,6 +38,9 @@ pub struct StatusReport {
     pub last_errors: Vec<(String, String)>,
     /// (job key, why it is not running), a sample.
     pub waits: Vec<(String, String)>,
+    /// Read from the coordinator's summary of this age (ms) rather than from every job's state;
+    /// its counts are by readiness: `queued` jobs can run now, `waiting` ones wait for others.
+    pub summary_age_ms: Option<u64>,
 }
 
 impl StatusReport {
@@ -44,6 +52,13 @@ impl StatusReport {
 impl fmt::Display for StatusReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "sweep {}: {} jobs", self.sweep, self.total)?;
+        if let Some(age) = self.summary_age_ms {
+            writeln!(
+                f,
+                "  (the running coordinator's counts, {:.1} s old)",
+                age as f64 / 1000.0
+            )?;
+        }
         for (state, kinds) in &self.counts {
             let per: Vec<String> = kinds
                 .iter()
@@ -80,6 +95,68 @@ impl fmt::Display for StatusReport {
         }
         Ok(())
     }
+}
+
+/// Where the coordinator keeps its [`Summary`].
+pub const SUMMARY_ARTIFACT: &str = "manifest/status.json";
+
+/// A summary older than this is from a coordinator that is gone.
+const FRESH_MS: u64 = 5_000;
+
+/// What a running coordinator knows of its sweep, written about once a second.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub at_ms: u64,
+    pub total: usize,
+    /// Class (done, running, queued, waiting, failed, dead) -> kind -> jobs.
+    pub counts: BTreeMap<String, BTreeMap<JobKind, usize>>,
+    /// (job key, worker, attempt, started at ms).
+    pub running: Vec<(String, String, u32, u64)>,
+    /// (at ms, job key, reason), newest first.
+    pub last_errors: Vec<(u64, String, String)>,
+}
+
+/// The status from a running coordinator's summary, in one read; `None` when no coordinator
+/// of the sweep has written one in the last few seconds (then [`status`] reads every state).
+pub async fn quick(nats: &NatsConfig, sweep: &str) -> Result<Option<StatusReport>> {
+    let client = nats.connect().await?;
+    let streams = SweepStreams::open(client, sweep).await?;
+    let Some(bytes) = crate::objects::read_object(&streams.artifacts, SUMMARY_ARTIFACT).await?
+    else {
+        return Ok(None);
+    };
+    let Ok(summary) = serde_json::from_slice::<Summary>(&bytes) else {
+        return Ok(None);
+    };
+    let now = now_ms();
+    let age = now.saturating_sub(summary.at_ms);
+    if age > FRESH_MS {
+        return Ok(None);
+    }
+    let mut running: Vec<RunningJob> = summary
+        .running
+        .into_iter()
+        .map(|(key, worker, attempt, started_ms)| RunningJob {
+            key,
+            worker,
+            attempt,
+            age_s: now.saturating_sub(started_ms) as f64 / 1000.0,
+        })
+        .collect();
+    running.sort_by(|a, b| b.age_s.total_cmp(&a.age_s));
+    Ok(Some(StatusReport {
+        sweep: sweep.to_string(),
+        total: summary.total,
+        counts: summary.counts,
+        running,
+        last_errors: summary
+            .last_errors
+            .into_iter()
+            .map(|(_, k, e)| (k, e))
+            .collect(),
+        waits: Vec::new(),
+        summary_age_ms: Some(age),
+    }))
 }
 
 /// Counts per state and kind, running jobs, the last errors and why queued jobs wait.
@@ -147,7 +224,7 @@ pub async fn status(nats: &NatsConfig, sweep: &str, graph: &JobGraph) -> Result<
                 });
                 let why = match blocker {
                     Some(d) => {
-                        let key = graph.get(d).map_or(d.0.clone(), |j| j.key.clone());
+                        let key = graph.get(d).map_or(d.0.to_string(), |j| j.key.clone());
                         let st = states.get(d).map_or("waiting", |v| v.state.name());
                         format!("dependency {key} is {st}")
                     }

@@ -104,6 +104,33 @@ async fn sweep_with_dependencies_completes_and_reruns_as_a_no_op() {
     .await;
 }
 
+/// Far more jobs ready at once than the publisher's queue holds (1,024): the scheduler keeps
+/// the rest and hands them over as room frees up, and every job is still published once. (The
+/// queue was unbounded and held every ready job's whole message before.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_publish_queue_publishes_every_ready_job_exactly_once() {
+    bounded(async {
+        let (_d, srv) = server(&[]);
+        let url = srv.url();
+        let cfg = config(&url, "wide", synthetic(3_000, 0, (0, 0)), 5_000);
+        let all = ids(&cfg);
+        let (stop, hs) = workers(&url, "wide", 4, 10);
+        let out = promptgrid_runtime::run(cfg).await.unwrap();
+        assert!(out.complete(), "{out:?}");
+        assert_eq!(out.published, 3_000);
+        assert!(out.first_new_publish.is_some(), "{out:?}");
+        assert_exactly_once(&url, "wide", &all).await;
+        // One message per job ever stored in the work queue.
+        let mut l = streams(&url, "wide").await;
+        assert_eq!(l.jobs.info().await.unwrap().state.last_sequence, 3_000);
+        stop.send(true).unwrap();
+        for h in hs {
+            h.await.unwrap().unwrap();
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_killed_mid_job_is_redelivered_and_resumes_from_its_checkpoint() {
     bounded(async {
@@ -396,6 +423,54 @@ async fn failing_jobs_use_their_error_budget_then_are_dead() {
                 assert!(reason.contains("fails by design"));
             }
         }
+        stop.send(true).unwrap();
+        for h in hs {
+            h.await.unwrap().unwrap();
+        }
+    })
+    .await;
+}
+
+/// `status` answers from the running coordinator's summary in one read (a full read of every
+/// state took seconds at a million jobs): its counts add up to the sweep, and right after the
+/// end they agree with the full read and list each dead job's error once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_from_the_coordinators_summary_agrees_with_the_full_read() {
+    bounded(async {
+        let (_d, srv) = server(&[]);
+        let url = srv.url();
+        let mut spec = synthetic(60, 1, (20, 60));
+        spec.fail_probability = 0.1;
+        let mut cfg = config(&url, "sum", spec, 5_000);
+        cfg.error_retries = 0;
+        let graph = cfg.graph.clone();
+        let (stop, hs) = workers(&url, "sum", 2, 10);
+        let coordinator = tokio::spawn(promptgrid_runtime::run(cfg));
+        let nats = NatsConfig::new(&url);
+        let quick = || promptgrid_runtime::status::quick(&nats, "sum");
+        let first = loop {
+            if let Ok(Some(r)) = quick().await {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(first.total, 60);
+        let sum: usize = first.counts.values().flat_map(|m| m.values()).sum();
+        assert_eq!(sum, 60, "{first}");
+        let out = coordinator.await.unwrap().unwrap();
+        assert!(out.dead > 0, "{out:?}");
+        let last = quick().await.unwrap().expect("the summary of the end");
+        let full = promptgrid_runtime::status(&nats, "sum", &graph)
+            .await
+            .unwrap();
+        for state in ["done", "dead"] {
+            assert_eq!(last.count(state), full.count(state), "{last}\n{full}");
+        }
+        assert_eq!(
+            (last.count("done"), last.count("dead")),
+            (out.done, out.dead)
+        );
+        assert_eq!(last.last_errors.len(), out.dead.min(10), "{last}");
         stop.send(true).unwrap();
         for h in hs {
             h.await.unwrap().unwrap();

@@ -229,7 +229,7 @@ fn job_span(config: &WorkerConfig, src: &Source, msg: &jetstream::Message) -> tr
     // Before anything else touches the span: its OpenTelemetry parent is fixed once it starts.
     telemetry::adopt_parent(&span, msg.headers.as_ref());
     if let Some(id) = src.streams.names.job_id_of_subject(&msg.subject) {
-        span.record("job_id", id.0.as_str());
+        span.record("job_id", id.as_str());
     }
     span
 }
@@ -273,7 +273,7 @@ async fn handle<E: Executor>(
     let job = match job {
         Ok(j) => j,
         Err(reason) => {
-            span.record("job", id.0.as_str());
+            span.record("job", id.as_str());
             tracing::warn!(job = %id, %reason, "failing a job whose message cannot be run");
             fail_unrunnable(config, streams, &id, &reason).await?;
             msg.ack_with(AckKind::Term).await.map_err(Error::nats)?;
@@ -681,7 +681,7 @@ async fn fail_unrunnable(
         };
         let failed = FailedAttempt {
             id,
-            key: &id.0,
+            key: id.as_str(),
             attempt: attempt + 1,
             retries,
             lost,

@@ -1,72 +1,87 @@
-//! `pg-runtime-test bench`: the runtime benchmark of `scripts/bench-runtime`. It starts a
-//! private nats-server, a coordinator process with its Parquet sink (whose peak RSS it reads
-//! from /proc) and worker processes, then reads the events stream back for latencies, and
-//! measures a resume. Jobs are counted as done in the Parquet `jobs` table, as a reader of the
-//! results would count them; a run that is cut short says so.
+//! `pg-runtime-test bench`: the runtime benchmark of `scripts/bench-runtime`. For each size it
+//! starts a private nats-server, a coordinator process with its Parquet sink (whose peak RSS it
+//! reads from /proc) and worker processes, runs a sweep to its end, then runs a second sweep
+//! whose coordinator it kills halfway and restarts. Jobs are counted as done in the Parquet
+//! `jobs` table, as a reader of the results would count them, never by events; a run that is
+//! cut short says so. One table row per size.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
-use promptgrid_common::JobId;
+use promptgrid_common::JobGraph;
 use promptgrid_common::spec::SyntheticSpec;
 use promptgrid_common::wire::Event;
-use promptgrid_results::schema::JobRow;
+use promptgrid_results::schema::{EvalRow, JobRow, MetricRow, Table};
 use promptgrid_results::store::read_table;
 use promptgrid_runtime::NatsConfig;
 use promptgrid_runtime::jobloop::synthetic_graph;
 use promptgrid_runtime::server::NatsServer;
 
 pub struct BenchArgs {
-    pub count: u32,
+    /// One table row per size.
+    pub counts: Vec<u32>,
     pub workers: usize,
     pub processes: usize,
     pub fan_in: u32,
 }
 
+/// How long the first coordinator of the resume sweep may take to reach half of its jobs.
+const HALF_LIMIT: Duration = Duration::from_secs(900);
+
+/// `results compact`'s default: parts with fewer rows are merged.
+const COMPACT_SMALL_ROWS: usize = 100_000;
+
 fn me() -> std::path::PathBuf {
     std::env::current_exe().unwrap_or_else(|_| "pg-runtime-test".into())
 }
 
-fn coordinator(url: &str, sweep: &str, results: &Path, a: &BenchArgs) -> std::io::Result<Child> {
+fn coordinator(
+    url: &str,
+    sweep: &str,
+    results: &Path,
+    count: u32,
+    fan_in: u32,
+) -> Result<Child, String> {
     Command::new(me())
         .args(["coordinator", "--nats", url, "--sweep", sweep])
         .arg("--results")
         .arg(results)
         .args([
             "--count",
-            &a.count.to_string(),
+            &count.to_string(),
             "--fan-in",
-            &a.fan_in.to_string(),
+            &fan_in.to_string(),
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
+        .map_err(|e| format!("cannot start a coordinator: {e}"))
 }
 
-fn workers(url: &str, sweep: &str, a: &BenchArgs) -> std::io::Result<Vec<Child>> {
+fn workers(url: &str, sweep: &str, a: &BenchArgs) -> Result<Vec<Child>, String> {
     let per = a.workers.div_ceil(a.processes.max(1));
     (0..a.processes.max(1))
         .map(|p| {
             Command::new(me())
-                .args([
-                    "worker",
-                    "--nats",
-                    url,
-                    "--sweep",
-                    sweep,
-                    "--name",
-                    &format!("p{p}"),
-                ])
-                .args(["--workers", &per.to_string()])
+                .args(["worker", "--nats", url, "--sweep", sweep])
+                .args(["--name", &format!("p{p}"), "--workers", &per.to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
+                .map_err(|e| format!("cannot start a worker: {e}"))
         })
         .collect()
+}
+
+fn stop(children: &mut [Child]) {
+    for c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 }
 
 /// Peak resident memory of a process in MiB (VmHWM), polled while it runs.
@@ -77,32 +92,86 @@ fn hwm_mib(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn wait(child: &mut Child, peak: &mut f64) -> std::io::Result<(bool, String)> {
+/// Polls `child` until it exits, keeping its peak RSS; `during` runs once, its delay into the
+/// run. Returns whether it succeeded and its stdout.
+fn wait(
+    child: &mut Child,
+    peak: &mut f64,
+    mut during: Option<(Duration, &mut dyn FnMut())>,
+) -> Result<(bool, String), String> {
+    let t0 = Instant::now();
     loop {
         if let Some(m) = hwm_mib(child.id()) {
             *peak = peak.max(m);
         }
-        if let Some(status) = child.try_wait()? {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            // A run shorter than `after` is measured at its end (the same bucket, complete).
+            if let Some((_, f)) = &mut during {
+                f();
+            }
             let mut out = String::new();
             if let Some(mut s) = child.stdout.take() {
                 use std::io::Read;
-                s.read_to_string(&mut out)?;
+                s.read_to_string(&mut out).map_err(|e| e.to_string())?;
             }
             return Ok((status.success(), out));
+        }
+        if let Some((after, f)) = &mut during
+            && t0.elapsed() >= *after
+        {
+            f();
+            during = None;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
+/// A number from the coordinator's JSON outcome line.
+fn field(out: &str, name: &str) -> Option<f64> {
+    out.split(&format!("\"{name}\":"))
+        .nth(1)?
+        .split(['}', ','])
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Distinct jobs with a `done` row in the sweep's Parquet `jobs` table, and all its rows.
-fn parquet_done(results: &Path, sweep: &str) -> Result<(usize, usize), String> {
-    let rows: Vec<JobRow> = read_table(&results.join(sweep)).map_err(|e| e.to_string())?;
+fn parquet_done(sweep_dir: &Path) -> Result<(usize, usize), String> {
+    if !sweep_dir.join(JobRow::NAME).is_dir() {
+        return Ok((0, 0));
+    }
+    let rows: Vec<JobRow> = read_table(sweep_dir).map_err(|e| e.to_string())?;
     let done: HashSet<&str> = rows
         .iter()
         .filter(|r| r.status == "done")
         .map(|r| r.job_id.as_str())
         .collect();
     Ok((done.len(), rows.len()))
+}
+
+/// Rows in the tables the sink writes (`jobs`, `metrics`, `evals`).
+fn sink_rows(sweep_dir: &Path) -> Result<usize, String> {
+    fn rows<T: Table>(dir: &Path) -> Result<usize, String> {
+        if !dir.join(T::NAME).is_dir() {
+            return Ok(0);
+        }
+        Ok(read_table::<T>(dir).map_err(|e| e.to_string())?.len())
+    }
+    Ok(rows::<JobRow>(sweep_dir)? + rows::<MetricRow>(sweep_dir)? + rows::<EvalRow>(sweep_dir)?)
+}
+
+/// Part files in the sweep's tables.
+fn part_files(sweep_dir: &Path) -> usize {
+    let Ok(tables) = std::fs::read_dir(sweep_dir) else {
+        return 0;
+    };
+    tables
+        .flatten()
+        .filter_map(|t| std::fs::read_dir(t.path()).ok())
+        .flat_map(|files| files.flatten())
+        .filter(|f| f.file_name().to_string_lossy().ends_with(".parquet"))
+        .count()
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
@@ -113,7 +182,10 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn events(url: &str, sweep: &str) -> Result<Vec<Event>, String> {
+/// Ready -> start latencies (ms) of the jobs with dependencies, from the events stream: ready
+/// is when the last dependency finished. Jobs without dependencies are ready at once and only
+/// measure the queue, so they are left out.
+async fn latencies(url: &str, sweep: &str, graph: &JobGraph) -> Result<Vec<f64>, String> {
     let client = NatsConfig::new(url)
         .connect()
         .await
@@ -138,100 +210,203 @@ async fn events(url: &str, sweep: &str) -> Result<Vec<Event>, String> {
         .await
         .map_err(|e| e.to_string())?;
     let mut msgs = c.messages().await.map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    while (out.len() as u64) < total {
-        match tokio::time::timeout(Duration::from_secs(10), msgs.next()).await {
-            Ok(Some(Ok(m))) => {
-                out.push(serde_json::from_slice(&m.payload).map_err(|e| e.to_string())?)
-            }
+    // Per job index: first start, last finish (u64::MAX: none seen).
+    let n = graph.len();
+    let (mut started, mut finished) = (vec![u64::MAX; n], vec![u64::MAX; n]);
+    let mut seen = 0u64;
+    while seen < total {
+        let m = match tokio::time::timeout(Duration::from_secs(10), msgs.next()).await {
+            Ok(Some(Ok(m))) => m,
             _ => return Err("events stream ended early".into()),
-        }
-    }
-    Ok(out)
-}
-
-pub fn run(a: BenchArgs) -> Result<(), String> {
-    let dir = tempfile_dir()?;
-    let results = dir.join("results");
-    let srv = NatsServer::start(&dir.join("store"), &[]).map_err(|e| e.to_string())?;
-    let url = srv.url();
-    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-
-    // 1. Throughput, latency, memory.
-    let t0 = Instant::now();
-    let mut coord = coordinator(&url, "bench", &results, &a).map_err(|e| e.to_string())?;
-    let mut ws = workers(&url, "bench", &a).map_err(|e| e.to_string())?;
-    let mut peak = 0.0;
-    let (ok, out) = wait(&mut coord, &mut peak).map_err(|e| e.to_string())?;
-    let wall = t0.elapsed().as_secs_f64();
-    for w in &mut ws {
-        let _ = w.kill();
-        let _ = w.wait();
-    }
-    if !ok {
-        return Err(format!("coordinator failed: {out}"));
-    }
-    let (done, rows) = parquet_done(&results, "bench")?;
-    let evs = rt.block_on(events(&url, "bench"))?;
-    let graph = synthetic_graph(
-        "bench",
-        SyntheticSpec {
-            count: a.count,
-            fan_in: a.fan_in,
-            duration_ms: (0, 0),
-            fail_probability: 0.0,
-            payload_bytes: 0,
-            seed: 0,
-        },
-    );
-    let mut finished: HashMap<&JobId, u64> = HashMap::new();
-    let mut started: HashMap<&JobId, u64> = HashMap::new();
-    for e in &evs {
-        match e {
+        };
+        seen += 1;
+        match serde_json::from_slice::<Event>(&m.payload).map_err(|e| e.to_string())? {
             Event::Finished { job, at_ms, .. } => {
-                finished.insert(job, *at_ms);
+                if let Some(i) = graph.position(&job) {
+                    finished[i] = at_ms;
+                }
             }
             Event::Started { job, at_ms, .. } => {
-                started.entry(job).or_insert(*at_ms);
+                if let Some(i) = graph.position(&job) {
+                    started[i] = started[i].min(at_ms);
+                }
             }
             _ => {}
         }
     }
-    // Ready = the last dependency finished; jobs without dependencies are ready at once and
-    // only measure the queue, so they are left out.
-    let mut lat: Vec<f64> = graph
+    Ok(graph
         .jobs()
         .iter()
-        .filter(|j| !j.deps.is_empty())
-        .filter_map(|j| {
-            let ready = j
-                .deps
-                .iter()
-                .map(|d| finished.get(d).copied())
-                .collect::<Option<Vec<u64>>>()?;
-            let ready = ready.into_iter().max()?;
-            Some(started.get(&j.id)?.saturating_sub(ready) as f64)
+        .enumerate()
+        .filter(|(_, j)| !j.deps.is_empty())
+        .filter_map(|(i, j)| {
+            let mut ready = 0;
+            for d in &j.deps {
+                let f = finished[graph.position(d)?];
+                if f == u64::MAX {
+                    return None;
+                }
+                ready = ready.max(f);
+            }
+            (started[i] != u64::MAX).then(|| started[i].saturating_sub(ready) as f64)
         })
-        .collect();
-    let n = lat.len();
-    let (p50, p99) = (percentile(&mut lat, 0.5), percentile(&mut lat, 0.99));
+        .collect())
+}
 
-    // 2. Resume: kill the coordinator at 50%, time the restart until it has reconciled.
-    let mut coord = coordinator(&url, "resume", &results, &a).map_err(|e| e.to_string())?;
-    let mut ws = workers(&url, "resume", &a).map_err(|e| e.to_string())?;
-    // The kill is triggered from the events stream (two events per job: started, finished),
-    // which is cheap to poll; the Parquet table is the count that the table reports.
-    let half = u64::from(a.count / 2);
-    let deadline = Instant::now() + Duration::from_secs(600);
+/// One size's figures.
+struct Row {
+    jobs: u32,
+    /// Distinct jobs done in the Parquet `jobs` table of the first sweep, and its rows.
+    done: usize,
+    wall_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// The highest peak RSS of the three coordinators (the full run, the killed one, the
+    /// restarted one), MiB.
+    peak_mib: f64,
+    /// From the restarted coordinator's process start to the first job message the stream
+    /// had not stored before.
+    resume_s: f64,
+    /// From the restarted coordinator's `run` (after its graph is planned) until its replay of
+    /// the state bucket was over.
+    reconciled_s: f64,
+    /// One `status` of the resumed sweep while its restarted coordinator runs (once it has
+    /// written its first summary), the way `promptgrid status` answers: from the
+    /// coordinator's summary, else from every job's state.
+    status_s: f64,
+    /// The same by reading every job's state (what `status` does without a coordinator).
+    status_full_s: f64,
+    sink_rows_per_s: f64,
+    parts_before: usize,
+    parts_after: usize,
+    /// What went wrong: cut short, incomplete tables.
+    notes: Vec<String>,
+}
+
+impl Row {
+    fn jobs_per_s(&self) -> f64 {
+        self.done as f64 / self.wall_s
+    }
+}
+
+const HEADER: &str = "| jobs | jobs/s | vs 10k | coordinator peak RSS MiB | resume: first new publish (reconciled) s | status s | status, full scan s | sink rows/s | part files before -> after compact | ready->start p50 / p99 ms |\n|---|---|---|---|---|---|---|---|---|---|";
+
+fn line(r: &Row, base: Option<f64>) -> String {
+    let ratio = base.map_or("-".to_string(), |b| format!("{:.2}", r.jobs_per_s() / b));
+    format!(
+        "| {} | {:.0} | {ratio} | {:.1} | {:.2} ({:.2}) | {:.2} | {:.2} | {:.0} | {} -> {} | {:.0} / {:.0} |",
+        r.jobs,
+        r.jobs_per_s(),
+        r.peak_mib,
+        r.resume_s,
+        r.reconciled_s,
+        r.status_s,
+        r.status_full_s,
+        r.sink_rows_per_s,
+        r.parts_before,
+        r.parts_after,
+        r.p50_ms,
+        r.p99_ms
+    )
+}
+
+pub fn run(a: BenchArgs) -> Result<(), String> {
+    println!(
+        "runtime benchmark: synthetic zero-duration jobs (fan-in {}), {} workers in {} processes; \
+         jobs counted done in the Parquet `jobs` table",
+        a.fan_in, a.workers, a.processes
+    );
+    let mut rows: Vec<Row> = Vec::new();
+    for &count in &a.counts {
+        let row = size(count, &a)?;
+        println!("{HEADER}\n{}", line(&row, None));
+        for n in &row.notes {
+            println!("{count} jobs: {n}");
+        }
+        rows.push(row);
+    }
+    let base = rows
+        .iter()
+        .find(|r| r.jobs == 10_000)
+        .or(rows.first())
+        .map(Row::jobs_per_s);
+    println!("\nall sizes (vs 10k: jobs/s over the 10,000-job row of this run)\n{HEADER}");
+    for r in &rows {
+        println!("{}", line(r, base));
+    }
+    for r in &rows {
+        for n in &r.notes {
+            println!("{} jobs: {n}", r.jobs);
+        }
+    }
+    Ok(())
+}
+
+fn size(count: u32, a: &BenchArgs) -> Result<Row, String> {
+    let dir = std::env::temp_dir().join(format!("pg-bench-{}-{count}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let results = dir.join("results");
+    let srv = NatsServer::start(&dir.join("store"), &[]).map_err(|e| e.to_string())?;
+    let url = srv.url();
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let mut notes = Vec::new();
+
+    // 1. Throughput, latency, memory, the sink, compaction.
+    let t0 = Instant::now();
+    let mut coord = coordinator(&url, "bench", &results, count, a.fan_in)?;
+    let mut ws = workers(&url, "bench", a)?;
+    let mut peak = 0.0f64;
+    let (ok, out) = wait(&mut coord, &mut peak, None)?;
+    let wall_s = t0.elapsed().as_secs_f64();
+    stop(&mut ws);
+    if !ok {
+        notes.push(format!("the first coordinator failed: {out}"));
+    }
+    let bench_dir = results.join("bench");
+    let (done, _) = parquet_done(&bench_dir)?;
+    if done < count as usize {
+        notes.push(format!(
+            "incomplete: {done} of {count} jobs done in the Parquet `jobs` table"
+        ));
+    }
+    let sink_rows_per_s = sink_rows(&bench_dir)? as f64 / wall_s;
+    let parts_before = part_files(&bench_dir);
+    promptgrid_results::compact_all(&bench_dir, COMPACT_SMALL_ROWS).map_err(|e| e.to_string())?;
+    let parts_after = part_files(&bench_dir);
+    if parquet_done(&bench_dir)?.0 != done {
+        notes.push("compaction changed the done count".into());
+    }
+    let spec = SyntheticSpec {
+        count,
+        fan_in: a.fan_in,
+        duration_ms: (0, 0),
+        fail_probability: 0.0,
+        payload_bytes: 0,
+        seed: 0,
+    };
+    let graph = synthetic_graph("bench", spec.clone());
+    let mut lat = rt.block_on(latencies(&url, "bench", &graph))?;
+    let (p50_ms, p99_ms) = (percentile(&mut lat, 0.5), percentile(&mut lat, 0.99));
+
+    // 2. Resume: kill the coordinator at 50%, restart it, time its first new publish and a
+    // `status` while it runs. The kill is triggered from the events stream (two events per
+    // job: started, finished), which is cheap to poll.
+    let mut coord = coordinator(&url, "resume", &results, count, a.fan_in)?;
+    let mut ws = workers(&url, "resume", a)?;
+    let half = u64::from(count / 2);
+    let deadline = Instant::now() + HALF_LIMIT;
+    let mut peak_killed = 0.0f64;
     let killed_at = loop {
+        if let Some(m) = hwm_mib(coord.id()) {
+            peak_killed = peak_killed.max(m);
+        }
         let done = rt.block_on(async {
             let client = NatsConfig::new(&url).connect().await.ok()?;
             let mut s = jetstream::new(client)
                 .get_stream("PG_resume_EVENTS")
                 .await
                 .ok()?;
-            let info = s.info().await.ok()?;
-            Some(info.state.messages / 2)
+            Some(s.info().await.ok()?.state.messages / 2)
         });
         let done = done.unwrap_or(0);
         if done >= half || Instant::now() > deadline {
@@ -239,67 +414,200 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let _ = coord.kill();
-    let _ = coord.wait();
-    let before_kill = parquet_done(&results, "resume")?.0;
-    let t1 = Instant::now();
-    let mut coord = coordinator(&url, "resume", &results, &a).map_err(|e| e.to_string())?;
-    let mut peak2 = 0.0;
-    let (ok2, out2) = wait(&mut coord, &mut peak2).map_err(|e| e.to_string())?;
-    let total2 = t1.elapsed().as_secs_f64();
-    for w in &mut ws {
-        let _ = w.kill();
-        let _ = w.wait();
-    }
-    let reconciled_ms = out2
-        .split("\"reconciled_ms\":")
-        .nth(1)
-        .and_then(|s| s.split(['}', ',']).next())
-        .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or(f64::NAN);
-
-    println!(
-        "runtime benchmark: {} synthetic zero-duration jobs (fan-in {}), {} workers in {} processes",
-        a.count, a.fan_in, a.workers, a.processes
-    );
-    println!("| metric | value |\n|---|---|");
-    println!(
-        "| jobs done (Parquet `jobs` table) | {done} of {} ({rows} rows) |",
-        a.count
-    );
-    println!("| end-to-end wall time | {wall:.2} s |");
-    println!(
-        "| throughput | {:.0} jobs/s (done jobs ÷ wall time) |",
-        done as f64 / wall
-    );
-    println!("| ready -> start latency p50 | {p50:.0} ms (over {n} jobs with dependencies) |");
-    println!("| ready -> start latency p99 | {p99:.0} ms |");
-    println!("| coordinator peak RSS | {peak:.1} MiB |");
-    println!(
-        "| resume after a kill at 50%: reconciled after | {reconciled_ms:.0} ms (process start to first publish, incl. connect) |"
-    );
-    println!(
-        "| resume: killed at | {killed_at} of {} jobs by the events stream, {before_kill} in Parquet |",
-        a.count
-    );
-    println!("| resume: rest of the sweep | {total2:.2} s (complete: {ok2}) |");
-    let (done2, rows2) = parquet_done(&results, "resume")?;
-    println!(
-        "| resume: jobs done (Parquet `jobs` table) | {done2} of {} ({rows2} rows) |",
-        a.count
-    );
     if killed_at < half {
-        println!("cut short: the first coordinator reached {killed_at} of {half} jobs in 600 s");
+        notes.push(format!(
+            "cut short: the first coordinator of the resume run reached {killed_at} of {half} \
+             jobs in {} s; it was killed there",
+            HALF_LIMIT.as_secs()
+        ));
     }
-    if done < a.count as usize || done2 < a.count as usize || !ok2 {
-        println!("incomplete: not every job is done in the Parquet tables (see the rows above)");
+    stop(std::slice::from_mut(&mut coord));
+    let resume_dir = results.join("resume");
+    let mut coord = coordinator(&url, "resume", &results, count, a.fan_in)?;
+    let mut peak2 = 0.0f64;
+    let status_graph = synthetic_graph("resume", spec);
+    let (mut status_s, mut status_full_s) = (f64::NAN, f64::NAN);
+    let restarted_ms = promptgrid_common::wire::now_ms();
+    let mut measure_status = || {
+        let nats = NatsConfig::new(&url);
+        // Once the restarted coordinator has written its own summary, so that the status reads
+        // do not compete with its replay (nor read the killed one's summary).
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while Instant::now() < deadline {
+            let now = promptgrid_common::wire::now_ms();
+            let fresh = rt
+                .block_on(promptgrid_runtime::status::quick(&nats, "resume"))
+                .ok()
+                .flatten()
+                .and_then(|r| r.summary_age_ms)
+                .is_some_and(|age| now.saturating_sub(age) > restarted_ms);
+            if fresh {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // As `promptgrid status` answers: the coordinator's summary, else every state.
+        let t = Instant::now();
+        let r = match rt.block_on(promptgrid_runtime::status::quick(&nats, "resume")) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => rt
+                .block_on(promptgrid_runtime::status(&nats, "resume", &status_graph))
+                .map(drop),
+            Err(e) => Err(e),
+        };
+        status_s = t.elapsed().as_secs_f64();
+        // And the full read of every state, which `status` falls back to.
+        let t = Instant::now();
+        let full = rt.block_on(promptgrid_runtime::status(&nats, "resume", &status_graph));
+        status_full_s = t.elapsed().as_secs_f64();
+        if let Some(e) = r.err().or(full.err()) {
+            eprintln!("status failed: {e}");
+            (status_s, status_full_s) = (f64::NAN, f64::NAN);
+        }
+    };
+    let during: (Duration, &mut dyn FnMut()) = (Duration::from_secs(1), &mut measure_status);
+    let (ok2, out2) = wait(&mut coord, &mut peak2, Some(during))?;
+    stop(&mut ws);
+    if !ok2 {
+        notes.push(format!(
+            "the restarted coordinator did not complete: {out2}"
+        ));
     }
+    let resume_s = field(&out2, "first_new_ms").map_or(f64::NAN, |ms| ms / 1000.0);
+    let reconciled_s = field(&out2, "reconciled_ms").map_or(f64::NAN, |ms| ms / 1000.0);
+    let (done2, _) = parquet_done(&resume_dir)?;
+    if done2 < count as usize {
+        notes.push(format!(
+            "incomplete: {done2} of {count} jobs of the resume run done in the Parquet `jobs` table"
+        ));
+    }
+    drop(srv);
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(Row {
+        jobs: count,
+        done,
+        wall_s,
+        p50_ms,
+        p99_ms,
+        peak_mib: peak.max(peak_killed).max(peak2),
+        resume_s,
+        reconciled_s,
+        status_s,
+        status_full_s,
+        sink_rows_per_s,
+        parts_before,
+        parts_after,
+        notes,
+    })
+}
+
+/// What `plan` plans.
+pub enum PlanOf {
+    File(std::path::PathBuf),
+    /// `models` models x the 17 tasks of [`GRID_TASKS`] x `seeds` seeds, every study.
+    Grid {
+        models: u32,
+        seeds: u32,
+    },
+    Synthetic {
+        count: u32,
+        fan_in: u32,
+    },
+}
+
+/// Seventeen classification tasks of the catalog: the paper's thirteen and four demo tasks.
+const GRID_TASKS: [&str; 17] = [
+    "imdb",
+    "sst2",
+    "laptop",
+    "restaurant",
+    "movierationales",
+    "tweetevalsentiment",
+    "mnli",
+    "qnli",
+    "snli",
+    "ethicsdeontology",
+    "ethicsjustice",
+    "qqp",
+    "mrpc",
+    "demo-movies",
+    "demo-rt",
+    "demo-tweets",
+    "demo-amazon",
+];
+
+/// A sweep file of `models` RoBERTa models x 17 tasks x `seeds` seeds with every study.
+fn grid_toml(models: u32, seeds: u32) -> String {
+    let seeds: Vec<String> = (1..=seeds).map(|s| s.to_string()).collect();
+    let mut t = format!(
+        "[sweep]\nname = \"grid\"\n\n[prompt]\nlength = 100\ninit = \"random\"\n\
+         learning_rate = 1e-3\nbatch_size = 16\nmax_text_tokens = 128\nmax_steps = 20000\n\
+         eval_every = 500\nseeds = [{}]\n\n",
+        seeds.join(", ")
+    );
+    for m in 0..models {
+        t.push_str(&format!(
+            "[[model]]\nname = \"model{m:04}\"\narch = \"roberta\"\nhead = \"mlm\"\n\n"
+        ));
+    }
+    for task in GRID_TASKS {
+        t.push_str(&format!("[[task]]\nname = \"{task}\"\n"));
+    }
+    t.push_str(
+        "\n[studies.cross_task]\nsplit = \"test\"\n\n[studies.tpt]\npairs = \"all\"\n\n\
+         [studies.indicators]\nlist = [\"c_average\", \"on\"]\n",
+    );
+    t
+}
+
+/// Plans a sweep the way `promptgrid plan` does (load and validate, expand the graph, build
+/// the plan) and prints the jobs, the time from process start and the peak RSS.
+pub fn plan(what: PlanOf, process_start: Instant) -> Result<(), String> {
+    use promptgrid_common::Sweep;
+    let graph = match what {
+        PlanOf::Synthetic { count, fan_in } => synthetic_graph(
+            "plan",
+            SyntheticSpec {
+                count,
+                fan_in,
+                duration_ms: (0, 0),
+                fail_probability: 0.0,
+                payload_bytes: 0,
+                seed: 0,
+            },
+        ),
+        PlanOf::File(file) => {
+            let sweep = Sweep::load(&file).map_err(|e| e.to_string())?;
+            plan_sweep(&sweep)
+        }
+        PlanOf::Grid { models, seeds } => {
+            let dir = std::env::temp_dir().join(format!("pg-plan-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let file = dir.join("grid.toml");
+            std::fs::write(&file, grid_toml(models, seeds)).map_err(|e| e.to_string())?;
+            let sweep = Sweep::load(&file).map_err(|e| e.to_string());
+            let _ = std::fs::remove_dir_all(&dir);
+            plan_sweep(&sweep?)
+        }
+    };
+    let secs = process_start.elapsed().as_secs_f64();
+    let rss = hwm_mib(std::process::id()).unwrap_or(f64::NAN);
+    println!(
+        "{{\"jobs\":{},\"plan_s\":{secs:.2},\"peak_rss_mib\":{rss:.1},\"per_kind\":{:?}}}",
+        graph.len(),
+        graph
+            .counts()
+            .iter()
+            .map(|(k, n)| format!("{}={n}", k.name()))
+            .collect::<Vec<_>>()
+    );
     Ok(())
 }
 
-fn tempfile_dir() -> Result<std::path::PathBuf, String> {
-    let d = std::env::temp_dir().join(format!("pg-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
-    Ok(d)
+fn plan_sweep(sweep: &promptgrid_common::Sweep) -> JobGraph {
+    let graph = JobGraph::build(sweep);
+    let plan = promptgrid_common::plan::Plan::new(sweep, &graph, &Default::default());
+    // What `promptgrid plan` prints, made and dropped.
+    drop(plan.to_string());
+    graph
 }

@@ -8,7 +8,11 @@
 //!                 [--results DIR]   (a Parquet sink under DIR/NAME, and the done set read back)
 //!                 [--replicas R]    (copies of each stream on a JetStream cluster)
 //! pg-runtime-test worker --nats URL --sweep NAME [--name W] [--step-ms S] [--workers K]
-//! pg-runtime-test bench [--count 10000] [--workers 32] [--processes 4] [--fan-in 2]
+//! pg-runtime-test bench [--count 10000 | --counts 10000,100000,1000000] [--workers 32]
+//!                 [--processes 4] [--fan-in 2]
+//! pg-runtime-test plan --sweep-file FILE | --models M [--seeds S] | --count N [--fan-in F]
+//!                 (a sweep file, a grid of M models x 17 tasks x S seeds, or a synthetic sweep
+//!                 planned as `promptgrid plan` plans it: time, jobs, peak RSS)
 //! ```
 //! The coordinator prints its outcome as one JSON line and exits 0 when the sweep is complete.
 
@@ -23,6 +27,8 @@ use promptgrid_runtime::parquet::{ParquetDoneSource, ParquetSink};
 use promptgrid_runtime::{CoordinatorConfig, NatsConfig, shutdown_on_signals};
 
 fn main() {
+    // The resume time is counted from here: process start, before the graph is planned.
+    let process_start = std::time::Instant::now();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
@@ -45,14 +51,38 @@ fn main() {
     let get = |k: &str| opts.get(k).and_then(|v| v.first()).cloned();
     let num = |k: &str, d: f64| get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(d);
     if role == "bench" {
+        // `--counts 10000,100000,1000000`: one table row each; `--count N`: one size.
+        let counts = get("counts")
+            .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+            .unwrap_or_else(|| vec![num("count", 10_000.0) as u32]);
         let a = bench::BenchArgs {
-            count: num("count", 10_000.0) as u32,
+            counts,
             workers: num("workers", 32.0) as usize,
             processes: num("processes", 4.0) as usize,
             fan_in: num("fan-in", 2.0) as u32,
         };
         if let Err(e) = bench::run(a) {
             eprintln!("bench failed: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if role == "plan" {
+        let what = match get("sweep-file") {
+            Some(file) => bench::PlanOf::File(file.into()),
+            None => match get("models") {
+                Some(m) => bench::PlanOf::Grid {
+                    models: m.parse().unwrap_or(1),
+                    seeds: num("seeds", 1.0) as u32,
+                },
+                None => bench::PlanOf::Synthetic {
+                    count: num("count", 10_000.0) as u32,
+                    fan_in: num("fan-in", 2.0) as u32,
+                },
+            },
+        };
+        if let Err(e) = bench::plan(what, process_start) {
+            eprintln!("plan failed: {e}");
             std::process::exit(1);
         }
         return;
@@ -107,13 +137,15 @@ fn main() {
                 match promptgrid_runtime::run(config).await {
                     Ok(o) => {
                         println!(
-                            "{{\"total\":{},\"done\":{},\"dead\":{},\"published\":{},\"reused\":{},\"reconciled_ms\":{}}}",
+                            "{{\"total\":{},\"done\":{},\"dead\":{},\"published\":{},\"reused\":{},\"reconciled_ms\":{},\"first_new_ms\":{}}}",
                             o.total,
                             o.done,
                             o.dead,
                             o.published,
                             o.changes.reused,
-                            o.reconciled_after.as_millis()
+                            o.reconciled_after.as_millis(),
+                            o.first_new_publish
+                                .map_or(-1, |t| (t - process_start).as_millis() as i64)
                         );
                         i32::from(!o.complete())
                     }
