@@ -1,6 +1,8 @@
 //! The jobs that cross models: training a projector, scoring projected prompts zero-shot, and
 //! the starting prompt of TPT (a source task's prompt, or another model's projected prompt).
 
+use std::sync::Arc;
+
 use promptgrid_common::JobSpec;
 use promptgrid_common::graph::TptSource;
 use promptgrid_common::spec::Objective;
@@ -154,11 +156,11 @@ impl Run<'_> {
                         let prompt_settings = self.view.sweep.settings(tgt_model, t);
                         self.data(model, task, Split::Train, len as usize, prompt_settings, 0)
                     })
-                    .collect::<Result<Vec<TaskData>, ExecError>>()?;
+                    .collect::<Result<Vec<Arc<TaskData>>, ExecError>>()?;
                 let tasks: Vec<(Tensor, &TaskData)> = sources
                     .iter()
                     .map(Tensor::shallow_clone)
-                    .zip(&data)
+                    .zip(data.iter().map(|d| &**d))
                     .collect();
                 train_task(&mut projector, model, &tasks, &cfg, &mut on_step)?
             }

@@ -9,6 +9,8 @@ use promptgrid_common::wire::{EvalRow, JobMessage, JobOutput, MetricRow};
 use promptgrid_common::{JobId, JobSpec};
 use promptgrid_runtime::jobloop::JobContext;
 use promptgrid_runtime::telemetry::Phase;
+use std::sync::Arc;
+
 use tch::Tensor;
 
 use super::data_cache::DataKey;
@@ -36,7 +38,7 @@ pub(super) trait JobModel: PromptModel {
         prompt_len: usize,
         settings: &PromptSettings,
         limit: usize,
-    ) -> Result<Self::Data, ExecError>;
+    ) -> Result<Arc<Self::Data>, ExecError>;
 
     fn activation_mask(&self, prompt: &Tensor, model: &str, task: &str) -> MlResult<MaskFile>;
 }
@@ -54,7 +56,7 @@ impl JobModel for EncoderModel {
         prompt_len: usize,
         settings: &PromptSettings,
         limit: usize,
-    ) -> Result<TaskData, ExecError> {
+    ) -> Result<Arc<TaskData>, ExecError> {
         run.data(self, task, split, prompt_len, settings, limit)
     }
 
@@ -78,9 +80,9 @@ impl JobModel for T5Backbone {
         prompt_len: usize,
         settings: &PromptSettings,
         limit: usize,
-    ) -> Result<T5Data, ExecError> {
+    ) -> Result<Arc<T5Data>, ExecError> {
         let path = run.exec.roots.split(task, split)?;
-        Ok(T5Data::load(
+        Ok(Arc::new(T5Data::load(
             self,
             task,
             &path,
@@ -88,7 +90,7 @@ impl JobModel for T5Backbone {
             Some(settings.max_text_tokens as usize),
             default_max_target_tokens(task),
             limit,
-        )?)
+        )?))
     }
 
     fn activation_mask(&self, prompt: &Tensor, model: &str, task: &str) -> MlResult<MaskFile> {
@@ -119,7 +121,8 @@ impl Run<'_> {
             .ok_or_else(|| ExecError::Fatal(format!("task `{name}` is not in the sweep")))
     }
 
-    /// A task's split, encoded for `model` with room for a prompt of `prompt_len` tokens.
+    /// A task's split, encoded for `model` with room for a prompt of `prompt_len` tokens; shared
+    /// with the worker's cache of encoded splits.
     pub(super) fn data(
         &self,
         model: &EncoderModel,
@@ -128,20 +131,19 @@ impl Run<'_> {
         prompt_len: usize,
         settings: &PromptSettings,
         limit: usize,
-    ) -> Result<TaskData, ExecError> {
+    ) -> Result<Arc<TaskData>, ExecError> {
         let path = self.exec.roots.split(task, split)?;
         let cap = Some(settings.max_text_tokens as usize);
         // The job's model is the resident one, under its name in the sweep.
         let name = self.job.spec.model().unwrap_or(&model.name);
         let key = DataKey::new(name, &task.name, &path, prompt_len, cap, limit);
-        let data = self.exec.data.get_or_encode(key, || {
+        self.exec.data.get_or_encode(key, || {
             let mut examples = data::load_split(&path, task)?;
             if limit > 0 {
                 examples.truncate(limit);
             }
             Ok(TaskData::encode(model, task, &examples, prompt_len, cap)?)
-        })?;
-        Ok(TaskData::clone(&data))
+        })
     }
 
     /// The bytes of the artifact a finished job of the sweep stored under `name_of(its id)`.
