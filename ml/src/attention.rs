@@ -3,14 +3,36 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::precision;
-
 /// Up to this many key positions, a bf16 CPU training step runs attention as two bf16 matrix
 /// products around a float32 softmax rather than libtorch's float32 flash kernel, whose
 /// backward is overhead-bound at short sequences. Measured forward + backward, 16×12 heads×32,
 /// torch 2.13, one thread: 68 keys 6.3 ms against 14.3, 48 keys 2.8 against 6.9, 100 keys
 /// 23.5 against 21.5 (and 228 keys 225 against 87): the flash kernel wins from about 100 on.
 const SHORT_KEYS: i64 = 96;
+
+/// Which implementation attention runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// libtorch's `scaled_dot_product_attention`, its inputs cast to this type.
+    Fused(Kind),
+    /// Two products in the inputs' type around a float32 softmax ([`products`]).
+    Products,
+}
+
+/// The kernel for products in `kind` on `device` over `keys` positions, with or without a
+/// backward pass to follow. On CUDA the fused kernel in `kind` is the fast path. On the CPU the
+/// fused kernel is faster in bf16 than in float32 forward only (64×12 heads×72 tokens×32: 19.5 ms
+/// against 24.6; ×228 tokens, 121 against 168; torch 2.13, one thread) and slower with its
+/// backward (16×12×68×32: 40 ms against 12; RoBERTa-base's 16×12×228×64: 248 against 236), so a
+/// bf16 training step takes the products up to [`SHORT_KEYS`] and the float32 fused kernel
+/// beyond; float32 runs the fused kernel throughout (what the parity tests check).
+fn kernel(kind: Kind, device: Device, keys: i64, backward: bool) -> Kernel {
+    match device {
+        Device::Cpu if backward && kind == Kind::BFloat16 && keys <= SHORT_KEYS => Kernel::Products,
+        Device::Cpu if backward => Kernel::Fused(Kind::Float),
+        _ => Kernel::Fused(kind),
+    }
+}
 
 /// `softmax(q kᵀ / √dh + mask) v` with dropout `p_dropout` on the probabilities; `mask`
 /// [N, 1, 1, S] is true where a key may be attended. `backward` says whether a gradient will
@@ -23,21 +45,20 @@ pub(crate) fn attend(
     p_dropout: f64,
     backward: bool,
 ) -> Tensor {
-    let short = k.size().get(2).is_some_and(|&s| s <= SHORT_KEYS);
-    if backward && q.device() == Device::Cpu && q.kind() == Kind::BFloat16 && short {
-        return products(q, k, v, mask, p_dropout);
+    let keys = k.size().get(2).copied().unwrap_or(0);
+    match kernel(q.kind(), q.device(), keys, backward) {
+        Kernel::Products => products(q, k, v, mask, p_dropout),
+        Kernel::Fused(kind) => Tensor::scaled_dot_product_attention(
+            &q.to_kind(kind),
+            &k.to_kind(kind),
+            &v.to_kind(kind),
+            Some(mask),
+            p_dropout,
+            false,
+            None,
+            false,
+        ),
     }
-    let kind = precision::attention_kind(q.kind(), q.device(), backward);
-    Tensor::scaled_dot_product_attention(
-        &q.to_kind(kind),
-        &k.to_kind(kind),
-        &v.to_kind(kind),
-        Some(mask),
-        p_dropout,
-        false,
-        None,
-        false,
-    )
 }
 
 /// Attention as autocast's math path runs it: the two products in the inputs' type, the
@@ -63,6 +84,27 @@ fn products(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, p_dropout: f64) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernel_follows_the_device_the_type_the_pass_and_the_length() {
+        let (bf16, cpu) = (Kind::BFloat16, Device::Cpu);
+        assert_eq!(kernel(bf16, cpu, 68, false), Kernel::Fused(bf16));
+        assert_eq!(kernel(bf16, cpu, 68, true), Kernel::Products);
+        assert_eq!(kernel(bf16, cpu, SHORT_KEYS, true), Kernel::Products);
+        assert_eq!(
+            kernel(bf16, cpu, SHORT_KEYS + 1, true),
+            Kernel::Fused(Kind::Float)
+        );
+        assert_eq!(
+            kernel(Kind::Float, cpu, 68, true),
+            Kernel::Fused(Kind::Float)
+        );
+        assert_eq!(
+            kernel(Kind::Float, cpu, 68, false),
+            Kernel::Fused(Kind::Float)
+        );
+        assert_eq!(kernel(bf16, Device::Cuda(0), 68, true), Kernel::Fused(bf16));
+    }
 
     #[test]
     fn the_products_path_matches_the_fused_kernel() {

@@ -478,13 +478,8 @@ impl Encoder {
             None => (hidden, RowLayout::PADDED),
         };
         for (i, layer) in self.encoder.layer.iter().enumerate() {
-            let observing = on_activation.is_some();
-            let mut act = |t: &Tensor| {
-                if let Some(observe) = on_activation.as_mut() {
-                    observe(i, t);
-                }
-            };
-            let act: Option<&mut dyn FnMut(&Tensor)> = observing.then_some(&mut act);
+            let mut observe = on_activation.as_mut().map(|o| move |t: &Tensor| o(i, t));
+            let act = observe.as_mut().map(|f| f as &mut dyn FnMut(&Tensor));
             hidden = if i + 1 == n_layers {
                 let padded = match &packing {
                     Some(p) => p.pad(&hidden),

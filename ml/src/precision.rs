@@ -1,8 +1,8 @@
 //! Mixed precision for the frozen model: bf16 matrix products, float32 everywhere else.
 //!
 //! This is what `torch.autocast(dtype=torch.bfloat16)` does to these models: linear layers and
-//! attention products run in bf16 (on the CPU, attention only without a backward pass: see
-//! [`attention_kind`]),
+//! attention products run in bf16 (on the CPU, attention's kernel and type follow the pass and
+//! the sequence length: see attention.rs),
 //! normalisation, softmax, residual sums, the readout and the loss in float32. tch 0.26 reaches autocast only for float16, so the policy is explicit:
 //! the frozen linear weights are converted once (autocast would cast them on every call; they
 //! never change, so converting them in place is the same numbers for half the memory), and each
@@ -137,20 +137,6 @@ fn cpu_has_bf16() -> bool {
     false
 }
 
-/// The type attention (`scaled_dot_product_attention`) runs in when the products around it run
-/// in `kind` on `device`, with or without a backward pass to follow. On CUDA, bf16 is attention's
-/// fast path. libtorch's CPU kernel is faster in bf16 than in float32 forward only (without
-/// autograd: 64×12 heads×72 tokens×32, 19.5 ms against 24.6; ×228 tokens, 121 against 168; torch
-/// 2.13, one thread) and slower with its backward (16×12×68×32: 40 ms against 12; RoBERTa-base's
-/// 16×12×228×64: 248 against 236), so on the CPU training attention stays float32, as its
-/// softmax does anyway, and evaluation runs it in `kind`.
-pub(crate) fn attention_kind(kind: Kind, device: Device, backward: bool) -> Kind {
-    match device {
-        Device::Cpu if backward => Kind::Float,
-        _ => kind,
-    }
-}
-
 /// Converts a frozen weight in place, so that every handle on it (the var store's included)
 /// sees the new type and the float32 copy is freed.
 pub(crate) fn convert(weight: &Tensor, kind: Kind) {
@@ -170,15 +156,6 @@ pub(crate) fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tens
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_attention_is_bf16_only_without_a_backward_pass() {
-        let bf16 = Kind::BFloat16;
-        assert_eq!(attention_kind(bf16, Device::Cpu, false), bf16);
-        assert_eq!(attention_kind(bf16, Device::Cpu, true), Kind::Float);
-        assert_eq!(attention_kind(bf16, Device::Cuda(0), true), bf16);
-        assert_eq!(attention_kind(Kind::Float, Device::Cpu, false), Kind::Float);
-    }
 
     #[test]
     fn requests_parse_and_resolve_by_the_hardware() {
