@@ -20,6 +20,9 @@ fn main() -> ExitCode {
     // Before any tensor is allocated: see heap.rs (page faults were 12% of an evaluation).
     promptgrid_ml::heap::retain_freed_memory();
     let cli = Cli::parse();
+    if prints_for_a_pipe(&cli.command) {
+        die_quietly_on_a_closed_pipe();
+    }
     // Before the async runtime: the OTLP exporter's HTTP client must not start inside it.
     let telemetry = match telemetry::init(&log_options(&cli)) {
         Ok(t) => t,
@@ -53,6 +56,26 @@ fn main() -> ExitCode {
     drop(runtime);
     drop(telemetry);
     code
+}
+
+/// Commands whose output a user pipes into `head`, `jq` or `less`. The long-running processes
+/// keep Rust's default (an ignored SIGPIPE, an error from the write) so that no stray signal can
+/// take a coordinator or a worker down.
+fn prints_for_a_pipe(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Run(_) | Command::Coordinator(_) | Command::Worker(_)
+    )
+}
+
+/// Ends the process the way `cat` ends when its reader goes away: by the default SIGPIPE, not by
+/// a panic in `println!` ("failed printing to stdout: Broken pipe").
+#[allow(unsafe_code)]
+fn die_quietly_on_a_closed_pipe() {
+    // SAFETY: restoring a signal's default disposition, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// Whether any error in the chain is one its library calls bad input.

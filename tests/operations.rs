@@ -612,3 +612,28 @@ fn replicas_and_server_lists_are_checked_and_named() {
         "{err}"
     );
 }
+
+/// `promptgrid plan sweep.toml | head -1` where head has already gone: the command ends as `cat`
+/// would (SIGPIPE, nothing on stderr), not with a panic from `println!` (exit 101).
+#[test]
+fn a_printing_command_whose_reader_is_gone_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    // Closed before the child starts: its first write to stdout fails, every time.
+    drop(reader);
+    let out = Command::new(BIN)
+        .arg("plan")
+        .arg(repo().join("sweeps/demo.toml"))
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        out.status
+    );
+    assert!(stderr.is_empty(), "{stderr}");
+}
