@@ -3,12 +3,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-/// Up to this many key positions, a bf16 CPU training step runs attention as two bf16 matrix
-/// products around a float32 softmax rather than libtorch's float32 flash kernel, whose
-/// backward is overhead-bound at short sequences. Measured forward + backward, 16×12 heads×32,
-/// torch 2.13, one thread: 68 keys 6.3 ms against 14.3, 48 keys 2.8 against 6.9, 100 keys
-/// 23.5 against 21.5 (and 228 keys 225 against 87): the flash kernel wins from about 100 on.
-const SHORT_KEYS: i64 = 96;
+use crate::heap;
 
 /// Which implementation attention runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,16 +14,22 @@ enum Kernel {
     Products,
 }
 
-/// The kernel for products in `kind` on `device` over `keys` positions, with or without a
-/// backward pass to follow. On CUDA the fused kernel in `kind` is the fast path. On the CPU the
-/// fused kernel is faster in bf16 than in float32 forward only (64×12 heads×72 tokens×32: 19.5 ms
-/// against 24.6; ×228 tokens, 121 against 168; torch 2.13, one thread) and slower with its
-/// backward (16×12×68×32: 40 ms against 12; RoBERTa-base's 16×12×228×64: 248 against 236), so a
-/// bf16 training step takes the products up to [`SHORT_KEYS`] and the float32 fused kernel
-/// beyond; float32 runs the fused kernel throughout (what the parity tests check).
-fn kernel(kind: Kind, device: Device, keys: i64, backward: bool) -> Kernel {
+/// The kernel for products in `kind` on `device`, whose float32 scores take `score_bytes`, with
+/// or without a backward pass to follow. On CUDA the fused kernel in `kind` is the fast path. On
+/// the CPU, bf16 runs the two products in bf16 around a float32 softmax while the allocator
+/// reuses the scores' memory (up to [`heap::largest_reused_block`]): measured with promptgrid's
+/// malloc settings, torch 2.13, against libtorch's flash kernel in float32 (its bf16 variant is
+/// slower still), forward + backward 16×12 heads×228×32, one thread, 64 ms against 79;
+/// 16×12×228×64 (RoBERTa-base), two threads, 50 against 80; 32×12×400×64, 344 against 419;
+/// forward only, 64×12×72×32, 13.5 against 16.3 (18.3 for bf16 flash). Larger scores would be
+/// faulted in afresh on every call (16×12×228×32 without the settings: 175 ms), so they take the
+/// flash kernel: float32 with a backward, bf16 without. Float32 runs the flash kernel throughout
+/// (what the parity tests check).
+fn kernel(kind: Kind, device: Device, score_bytes: i64, backward: bool) -> Kernel {
     match device {
-        Device::Cpu if backward && kind == Kind::BFloat16 && keys <= SHORT_KEYS => Kernel::Products,
+        Device::Cpu if kind == Kind::BFloat16 && score_bytes <= heap::largest_reused_block() => {
+            Kernel::Products
+        }
         Device::Cpu if backward => Kernel::Fused(Kind::Float),
         _ => Kernel::Fused(kind),
     }
@@ -45,8 +46,10 @@ pub(crate) fn attend(
     p_dropout: f64,
     backward: bool,
 ) -> Tensor {
-    let keys = k.size().get(2).copied().unwrap_or(0);
-    match kernel(q.kind(), q.device(), keys, backward) {
+    // [N, H, Q, dh] · [N, H, S, dh]ᵀ: N·H·Q·S float32 scores.
+    let (qs, ks) = (q.size(), k.size());
+    let score_bytes = qs[..qs.len() - 1].iter().product::<i64>() * ks[ks.len() - 2] * 4;
+    match kernel(q.kind(), q.device(), score_bytes, backward) {
         Kernel::Products => products(q, k, v, mask, p_dropout),
         Kernel::Fused(kind) => Tensor::scaled_dot_product_attention(
             &q.to_kind(kind),
@@ -86,24 +89,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_kernel_follows_the_device_the_type_the_pass_and_the_length() {
+    fn the_kernel_follows_the_device_the_type_the_pass_and_the_size() {
         let (bf16, cpu) = (Kind::BFloat16, Device::Cpu);
-        assert_eq!(kernel(bf16, cpu, 68, false), Kernel::Fused(bf16));
-        assert_eq!(kernel(bf16, cpu, 68, true), Kernel::Products);
-        assert_eq!(kernel(bf16, cpu, SHORT_KEYS, true), Kernel::Products);
+        let reused = heap::largest_reused_block();
+        let small = 16 * 12 * 68 * 68 * 4;
+        for backward in [false, true] {
+            assert_eq!(kernel(bf16, cpu, small, backward), Kernel::Products);
+            assert_eq!(kernel(bf16, cpu, reused, backward), Kernel::Products);
+        }
+        assert_eq!(kernel(bf16, cpu, reused + 1, false), Kernel::Fused(bf16));
         assert_eq!(
-            kernel(bf16, cpu, SHORT_KEYS + 1, true),
+            kernel(bf16, cpu, reused + 1, true),
             Kernel::Fused(Kind::Float)
         );
+        for backward in [false, true] {
+            assert_eq!(
+                kernel(Kind::Float, cpu, small, backward),
+                Kernel::Fused(Kind::Float)
+            );
+        }
         assert_eq!(
-            kernel(Kind::Float, cpu, 68, true),
-            Kernel::Fused(Kind::Float)
+            kernel(bf16, Device::Cuda(0), small, true),
+            Kernel::Fused(bf16)
         );
-        assert_eq!(
-            kernel(Kind::Float, cpu, 68, false),
-            Kernel::Fused(Kind::Float)
-        );
-        assert_eq!(kernel(bf16, Device::Cuda(0), 68, true), Kernel::Fused(bf16));
     }
 
     #[test]
