@@ -467,7 +467,14 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    fn add(&mut self, spec: JobSpec, deps: Vec<JobId>, gate: Option<(u32, Indicator)>) -> JobId {
+    fn add(
+        &mut self,
+        spec: JobSpec,
+        mut deps: Vec<JobId>,
+        gate: Option<(u32, Indicator)>,
+    ) -> JobId {
+        // Kept for the graph's life: no spare room per job.
+        deps.shrink_to_fit();
         let id = self.content_id(&spec, &deps);
         let key = spec.key();
         self.graph.push(Job {
@@ -743,11 +750,17 @@ impl<'a> Builder<'a> {
             state
         };
         let mut ids: Vec<JobId> = Vec::with_capacity(s.count as usize);
+        // Room for every job at once: growing by doubling left a quarter of a million-job
+        // graph's largest blocks unused, and briefly held the old table next to the new one.
+        self.graph.jobs.reserve(s.count as usize);
+        self.graph.index.reserve(s.count as usize);
         for index in 0..s.count {
             let (lo, hi) = s.duration_ms;
             let duration_ms = lo + (next() % (u64::from(hi - lo) + 1)) as u32;
             let fail = (next() as f64 / u64::MAX as f64) < s.fail_probability;
-            let mut deps = Vec::new();
+            // Exactly as large as it needs: a million small vectors grown from empty had room
+            // for twice the edges.
+            let mut deps = Vec::with_capacity(if index > 0 { s.fan_in as usize } else { 0 });
             if index > 0 {
                 for _ in 0..s.fan_in {
                     let d = ids[(next() % u64::from(index)) as usize].clone();

@@ -731,8 +731,12 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let started = Instant::now();
 
-    // The status summary: written from the ticks, one write at a time, never waited for.
-    let mut last_summary = Instant::now();
+    // The status summary: written from the ticks, one write at a time, never waited for. The
+    // first at the first tick that may write one, so that `status` after a restart does not
+    // find only the killed coordinator's summary, gone stale, and read every state instead.
+    let mut last_summary = Instant::now()
+        .checked_sub(SUMMARY_EVERY)
+        .unwrap_or_else(Instant::now);
     let mut summary_put: Option<tokio::task::JoinHandle<()>> = None;
     // The state snapshot: written from the ticks like the summary, one write at a time.
     let mut last_snapshot = Instant::now();

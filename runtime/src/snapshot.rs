@@ -394,10 +394,7 @@ mod tests {
             counters: (1, 0, 0),
             revision: 999_999,
         });
-        e.finish(
-            &[(2, 999_999, failed.to_bytes())],
-            &[(7, 2, "boom".into())],
-        )
+        e.finish(&[(2, 999_999, failed.to_bytes())], &[(7, 2, "boom".into())])
     }
 
     #[test]
@@ -412,8 +409,14 @@ mod tests {
         assert_eq!(s.details[0].0, 2);
         assert_eq!(s.errors, vec![(7, 2, "boom".to_string())]);
         assert_eq!(validate(&s, "abc", 3, (-5, 1_000_000)), Ok(()));
-        assert_eq!(validate(&s, "abd", 3, (-5, 1_000_000)), Err(Invalid::OtherGraph));
-        assert_eq!(validate(&s, "abc", 3, (-4, 1_000_000)), Err(Invalid::OtherBucket));
+        assert_eq!(
+            validate(&s, "abd", 3, (-5, 1_000_000)),
+            Err(Invalid::OtherGraph)
+        );
+        assert_eq!(
+            validate(&s, "abc", 3, (-4, 1_000_000)),
+            Err(Invalid::OtherBucket)
+        );
         assert_eq!(
             validate(&s, "abc", 3, (-5, 10)),
             Err(Invalid::Ahead(1_000_000, 10))

@@ -760,23 +760,30 @@ async fn coordinator_restarted_from_its_snapshot_runs_every_job_exactly_once() {
         let mut c1 = coordinator_proc(&url, "snp", &args);
         let _w1 = worker_proc(&url, "snp", "w1", 10);
         let _w2 = worker_proc(&url, "snp", "w2", 10);
-        until(Duration::from_secs(60), "30% done and a snapshot", || async {
-            let Ok(client) = NatsConfig::new(&url).connect().await else {
-                return false;
-            };
-            let Ok(l) = SweepStreams::open(client, "snp").await else {
-                return false;
-            };
-            let snap = promptgrid_runtime::objects::read_object(
-                &l.artifacts,
-                promptgrid_runtime::snapshot::SNAPSHOT_ARTIFACT,
-            )
-            .await;
-            matches!(snap, Ok(Some(_))) && count_done(&url, "snp").await >= 120
-        })
+        until(
+            Duration::from_secs(60),
+            "30% done and a snapshot",
+            || async {
+                let Ok(client) = NatsConfig::new(&url).connect().await else {
+                    return false;
+                };
+                let Ok(l) = SweepStreams::open(client, "snp").await else {
+                    return false;
+                };
+                let snap = promptgrid_runtime::objects::read_object(
+                    &l.artifacts,
+                    promptgrid_runtime::snapshot::SNAPSHOT_ARTIFACT,
+                )
+                .await;
+                matches!(snap, Ok(Some(_))) && count_done(&url, "snp").await >= 120
+            },
+        )
         .await;
         c1.kill();
-        assert!(count_done(&url, "snp").await < 400, "finished before the kill");
+        assert!(
+            count_done(&url, "snp").await < 400,
+            "finished before the kill"
+        );
         let c2 = coordinator_proc(&url, "snp", &args);
         let (code, out) = c2
             .wait_output(Duration::from_secs(90))
