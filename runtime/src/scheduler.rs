@@ -117,6 +117,8 @@ pub struct Outcome {
     pub first_new_publish: Option<Instant>,
     /// The bucket sequence covered by the state snapshot this run started from, if it used one.
     pub snapshot_seq: Option<u64>,
+    /// From the start of this run until that snapshot was loaded into the cache.
+    pub snapshot_after: Option<Duration>,
 }
 
 impl Outcome {
@@ -712,6 +714,7 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
     } else {
         None
     };
+    let snapshot_after = snapshot_seq.map(|_| t0.elapsed());
     let (pub_tx, pub_rx) = mpsc::channel::<Publish>(PUBLISH_QUEUE);
     let first_new = Arc::new(OnceLock::new());
     let publisher = tokio::spawn(publisher(
@@ -905,6 +908,7 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
         reconciled_after: sched.reconciled_at.map_or(Duration::ZERO, |t| t - t0),
         first_new_publish: first_new.get().copied(),
         snapshot_seq,
+        snapshot_after,
     })
 }
 

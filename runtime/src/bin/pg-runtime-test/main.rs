@@ -137,10 +137,11 @@ fn main() {
                     }
                     config.done_source = Some(Box::new(ParquetDoneSource { sweep_dir: dir }));
                 }
+                let run_ms = process_start.elapsed().as_millis();
                 match promptgrid_runtime::run(config).await {
                     Ok(o) => {
                         println!(
-                            "{{\"total\":{},\"done\":{},\"dead\":{},\"published\":{},\"reused\":{},\"reconciled_ms\":{},\"first_new_ms\":{},\"snapshot_seq\":{}}}",
+                            "{{\"total\":{},\"done\":{},\"dead\":{},\"published\":{},\"reused\":{},\"reconciled_ms\":{},\"first_new_ms\":{},\"snapshot_seq\":{},\"run_ms\":{run_ms},\"snapshot_ms\":{}}}",
                             o.total,
                             o.done,
                             o.dead,
@@ -149,7 +150,8 @@ fn main() {
                             o.reconciled_after.as_millis(),
                             o.first_new_publish
                                 .map_or(-1, |t| (t - process_start).as_millis() as i64),
-                            o.snapshot_seq.map_or(-1, |s| s as i64)
+                            o.snapshot_seq.map_or(-1, |s| s as i64),
+                            o.snapshot_after.map_or(-1, |d| d.as_millis() as i64)
                         );
                         i32::from(!o.complete())
                     }
