@@ -5,7 +5,6 @@
 //! depends on (so an upstream change ripples down). The sweep's name, worker counts and other
 //! run-time choices are not part of it, so an edited sweep reuses every job it did not change.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -324,11 +323,73 @@ impl Hasher for IdHasher {
 /// A map keyed by job id (or name) with [`IdHasher`].
 pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
+/// Positions of jobs by id: an open-addressing table of `u32` places in the jobs' vector,
+/// which compares ids in the jobs themselves. A map from id to place held a second reference
+/// and a `usize` per slot: 50 MB at a million jobs, where this holds 8.
+#[derive(Debug, Clone, Default)]
+struct Index {
+    /// A power of two long (or empty), at most half full; [`Index::EMPTY`] marks a free slot.
+    slots: Vec<u32>,
+}
+
+impl Index {
+    const EMPTY: u32 = u32::MAX;
+
+    fn hash(id: &str) -> u64 {
+        let mut h = IdHasher::default();
+        h.write(id.as_bytes());
+        h.finish()
+    }
+
+    /// The slots `id` probes, in order, from its hash's high bits (the multiply mixes upward).
+    fn probe(&self, id: &str) -> impl Iterator<Item = usize> + use<> {
+        let mask = self.slots.len() - 1;
+        let bits = self.slots.len().trailing_zeros();
+        let start = (Self::hash(id) >> (64 - bits.max(1))) as usize & mask;
+        (0..self.slots.len()).map(move |k| (start + k) & mask)
+    }
+
+    fn find(&self, jobs: &[Job], id: &str) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        for slot in self.probe(id) {
+            match self.slots[slot] {
+                Self::EMPTY => return None,
+                i if jobs[i as usize].id.as_str() == id => return Some(i as usize),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Makes room for `n` jobs in all, rehashing `jobs` if the table grows.
+    fn reserve(&mut self, jobs: &[Job], n: usize) {
+        let want = (n.max(1) * 2).next_power_of_two();
+        if want <= self.slots.len() {
+            return;
+        }
+        self.slots = vec![Self::EMPTY; want];
+        for (i, j) in jobs.iter().enumerate() {
+            self.insert_new(j.id.as_str(), i);
+        }
+    }
+
+    /// Adds job `i`, whose id is not in the table.
+    fn insert_new(&mut self, id: &str, i: usize) {
+        let slot = self
+            .probe(id)
+            .find(|&s| self.slots[s] == Self::EMPTY)
+            .expect("the index is never full");
+        self.slots[slot] = u32::try_from(i).expect("fewer than 4 billion jobs");
+    }
+}
+
 /// All jobs of a sweep in a topological order (every job after its dependencies).
 #[derive(Debug, Clone, Default)]
 pub struct JobGraph {
     jobs: Vec<Job>,
-    index: IdMap<JobId, usize>,
+    index: Index,
 }
 
 impl JobGraph {
@@ -337,17 +398,17 @@ impl JobGraph {
     }
 
     pub fn get(&self, id: &JobId) -> Option<&Job> {
-        self.index.get(id).map(|&i| &self.jobs[i])
+        self.position_of(id.as_str()).map(|i| &self.jobs[i])
     }
 
     /// The job's place in [`Self::jobs`].
     pub fn position(&self, id: &JobId) -> Option<usize> {
-        self.index.get(id).copied()
+        self.position_of(id.as_str())
     }
 
     /// [`Self::position`] of an id given as text (a bucket key).
     pub fn position_of(&self, id: &str) -> Option<usize> {
-        self.index.get(id).copied()
+        self.index.find(&self.jobs, id)
     }
 
     pub fn by_key(&self, key: &str) -> Option<&Job> {
@@ -378,7 +439,7 @@ impl JobGraph {
             let d = j
                 .deps
                 .iter()
-                .map(|d| depth[self.index[d]])
+                .filter_map(|d| self.position(d).map(|i| depth[i]))
                 .max()
                 .unwrap_or(0)
                 + 1;
@@ -426,15 +487,14 @@ impl JobGraph {
     }
 
     fn push(&mut self, job: Job) -> JobId {
-        match self.index.entry(job.id.clone()) {
-            Entry::Occupied(e) => self.jobs[*e.get()].id.clone(),
-            Entry::Vacant(e) => {
-                e.insert(self.jobs.len());
-                let id = job.id.clone();
-                self.jobs.push(job);
-                id
-            }
+        if let Some(i) = self.position(&job.id) {
+            return self.jobs[i].id.clone();
         }
+        self.index.reserve(&self.jobs, self.jobs.len() + 1);
+        self.index.insert_new(job.id.as_str(), self.jobs.len());
+        let id = job.id.clone();
+        self.jobs.push(job);
+        id
     }
 }
 
@@ -467,7 +527,14 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    fn add(&mut self, spec: JobSpec, deps: Vec<JobId>, gate: Option<(u32, Indicator)>) -> JobId {
+    fn add(
+        &mut self,
+        spec: JobSpec,
+        mut deps: Vec<JobId>,
+        gate: Option<(u32, Indicator)>,
+    ) -> JobId {
+        // Kept for the graph's life: no spare room per job.
+        deps.shrink_to_fit();
         let id = self.content_id(&spec, &deps);
         let key = spec.key();
         self.graph.push(Job {
@@ -742,15 +809,25 @@ impl<'a> Builder<'a> {
             state ^= state << 17;
             state
         };
-        let mut ids: Vec<JobId> = Vec::with_capacity(s.count as usize);
+        // Synthetic jobs come first and are all distinct (each has its own index), so job
+        // `i` of the graph is synthetic job `i`: its dependencies are looked up there.
+        debug_assert!(self.graph.jobs.is_empty());
+        // Room for every job at once: growing by doubling left a quarter of a million-job
+        // graph's largest blocks unused, and briefly held the old table next to the new one.
+        self.graph.jobs.reserve(s.count as usize);
+        self.graph.index.reserve(&self.graph.jobs, s.count as usize);
         for index in 0..s.count {
             let (lo, hi) = s.duration_ms;
             let duration_ms = lo + (next() % (u64::from(hi - lo) + 1)) as u32;
             let fail = (next() as f64 / u64::MAX as f64) < s.fail_probability;
-            let mut deps = Vec::new();
+            // Exactly as large as it needs: a million small vectors grown from empty had room
+            // for twice the edges.
+            let mut deps = Vec::with_capacity(if index > 0 { s.fan_in as usize } else { 0 });
             if index > 0 {
                 for _ in 0..s.fan_in {
-                    let d = ids[(next() % u64::from(index)) as usize].clone();
+                    let d = self.graph.jobs[(next() % u64::from(index)) as usize]
+                        .id
+                        .clone();
                     if !deps.contains(&d) {
                         deps.push(d);
                     }
@@ -762,7 +839,7 @@ impl<'a> Builder<'a> {
                 fail,
                 payload_bytes: s.payload_bytes,
             };
-            ids.push(self.add(spec, deps, None));
+            self.add(spec, deps, None);
         }
     }
 }
@@ -840,6 +917,36 @@ fn tpt_pairs(pairs: &TptPairs, tasks: &[&TaskSpec]) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The index finds every job at its place, through every growth of its table, keeps one
+    /// job per id, and finds nothing else.
+    #[test]
+    fn index_finds_every_job_and_nothing_else() {
+        let mut g = JobGraph::default();
+        let job = |i: u32| Job {
+            id: JobId::new(format!("{:032x}", u128::from(i) * 0x9e37_79b9)),
+            key: format!("synthetic/{i:06}"),
+            spec: JobSpec::Synthetic {
+                index: i,
+                duration_ms: 0,
+                fail: false,
+                payload_bytes: 0,
+            },
+            deps: vec![],
+            gate: None,
+        };
+        for i in 0..5_000 {
+            g.push(job(i));
+            g.push(job(i / 2));
+        }
+        assert_eq!(g.len(), 5_000);
+        for (i, j) in g.jobs().iter().enumerate() {
+            assert_eq!(g.position(&j.id), Some(i));
+            assert_eq!(g.get(&j.id).map(|j| &j.key), Some(&j.key));
+        }
+        assert_eq!(g.position_of("not an id"), None);
+        assert_eq!(JobGraph::default().position_of("x"), None);
+    }
 
     /// The content hash put together from cached definitions hashes exactly the bytes that
     /// `serde_json` writes for the content struct, so that no job id changes.

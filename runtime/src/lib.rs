@@ -7,6 +7,7 @@
 //! * [`objects`]: reading an artifact whole while it may be replaced;
 //! * [`retry`]: riding out outages and leader elections with bounded backoff;
 //! * [`state`]: job states in the KV bucket, changed only by compare-and-set;
+//! * [`snapshot`]: the coordinator's compact copy of the bucket, which a restart starts from;
 //! * [`scheduler`]: the coordinator ([`run`]);
 //! * [`status`]: `status` and `retry --failed`;
 //! * [`events`]: event publishing, the [`Sink`] and [`DoneSource`] hooks;
@@ -30,6 +31,7 @@ pub mod retry;
 pub mod scheduler;
 pub mod server;
 mod sinkrun;
+pub mod snapshot;
 pub mod state;
 pub mod status;
 pub mod streams;

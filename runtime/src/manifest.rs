@@ -30,6 +30,9 @@ pub struct GraphChanges {
     pub removed: Vec<String>,
     /// Same key, different id: a setting or an upstream job changed.
     pub changed: Vec<String>,
+    /// The digest of this run's graph (ids and keys in order), which ties the coordinator's
+    /// state snapshot to the graph it was taken of.
+    pub digest: String,
 }
 
 impl GraphChanges {
@@ -104,6 +107,7 @@ pub async fn update(streams: &SweepStreams, graph: &JobGraph) -> Result<GraphCha
             previous: true,
             jobs: graph.len(),
             reused: graph.len(),
+            digest,
             ..GraphChanges::default()
         });
     }
@@ -121,6 +125,7 @@ pub async fn update(streams: &SweepStreams, graph: &JobGraph) -> Result<GraphCha
     let mut changes = GraphChanges {
         previous: old.is_some(),
         jobs: new.len(),
+        digest: digest.clone(),
         ..GraphChanges::default()
     };
     if let Some(old) = &old {

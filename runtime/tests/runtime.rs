@@ -719,3 +719,169 @@ async fn sink_killed_mid_stream_and_restarted_writes_every_row_exactly_once() {
     })
     .await;
 }
+
+/// A coordinator killed after it stored a state snapshot restarts from that snapshot (and the
+/// bucket's messages after it): every job done once, one job message per job ever stored, one
+/// `done` row per job in the Parquet table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_restarted_from_its_snapshot_runs_every_job_exactly_once() {
+    use promptgrid_results::schema::JobRow;
+    use promptgrid_results::store::read_table;
+    bounded(async {
+        let (_d, srv) = server(&[]);
+        let url = srv.url();
+        let results = tempfile::tempdir().unwrap();
+        let results_arg = results.path().to_str().unwrap();
+        let args = [
+            "--count",
+            "400",
+            "--fan-in",
+            "2",
+            "--duration-ms",
+            "0",
+            "10",
+            "--lease-ms",
+            "3000",
+            "--snapshot-ms",
+            "100",
+            "--results",
+            results_arg,
+        ];
+        let all = ids(&config(
+            &url,
+            "snp",
+            {
+                let mut s = synthetic(400, 2, (0, 10));
+                s.seed = 0;
+                s
+            },
+            3_000,
+        ));
+        let mut c1 = coordinator_proc(&url, "snp", &args);
+        let _w1 = worker_proc(&url, "snp", "w1", 10);
+        let _w2 = worker_proc(&url, "snp", "w2", 10);
+        until(
+            Duration::from_secs(60),
+            "30% done and a snapshot",
+            || async {
+                let Ok(client) = NatsConfig::new(&url).connect().await else {
+                    return false;
+                };
+                let Ok(l) = SweepStreams::open(client, "snp").await else {
+                    return false;
+                };
+                let snap = promptgrid_runtime::objects::read_object(
+                    &l.artifacts,
+                    promptgrid_runtime::snapshot::SNAPSHOT_ARTIFACT,
+                )
+                .await;
+                matches!(snap, Ok(Some(_))) && count_done(&url, "snp").await >= 120
+            },
+        )
+        .await;
+        c1.kill();
+        assert!(
+            count_done(&url, "snp").await < 400,
+            "finished before the kill"
+        );
+        let c2 = coordinator_proc(&url, "snp", &args);
+        let (code, out) = c2
+            .wait_output(Duration::from_secs(90))
+            .expect("coordinator finishes");
+        assert_eq!(code, 0, "{out}");
+        let seq: i64 = out
+            .split("\"snapshot_seq\":")
+            .nth(1)
+            .and_then(|s| s.split([',', '}']).next()?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no snapshot_seq in {out}"));
+        assert!(seq > 0, "the restart did not use the snapshot: {out}");
+        assert_exactly_once(&url, "snp", &all).await;
+        let mut l = streams(&url, "snp").await;
+        assert_eq!(l.jobs.info().await.unwrap().state.last_sequence, 400);
+        let rows: Vec<JobRow> = read_table(&results.path().join("snp")).unwrap();
+        let done: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.status == "done")
+            .map(|r| r.job_id.as_str())
+            .collect();
+        let distinct: std::collections::HashSet<&str> = done.iter().copied().collect();
+        assert_eq!((done.len(), distinct.len()), (400, 400));
+        assert!(all.iter().all(|id| distinct.contains(id.as_str())));
+    })
+    .await;
+}
+
+/// A snapshot that does not fit is ignored and the whole bucket replayed: unreadable bytes,
+/// one of another graph, one that claims more of the bucket than there is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_or_stale_snapshot_is_ignored() {
+    use promptgrid_runtime::snapshot::{self, Encoder, JobEntry, SNAPSHOT_ARTIFACT, Tag};
+    bounded(async {
+        let (_d, srv) = server(&[]);
+        let url = srv.url();
+        let (stop, hs) = workers(&url, "stl", 3, 0);
+        let cfg = config(&url, "stl", synthetic(100, 2, (0, 0)), 5_000);
+        let out = promptgrid_runtime::run(cfg).await.unwrap();
+        assert!(out.complete(), "{out:?}");
+        assert_eq!(out.snapshot_seq, None);
+        // The run stored its last view: the rerun replays nothing.
+        let cfg = config(&url, "stl", synthetic(100, 2, (0, 0)), 5_000);
+        let out = promptgrid_runtime::run(cfg).await.unwrap();
+        assert!(out.complete() && out.published == 0, "{out:?}");
+        assert!(out.snapshot_seq.is_some(), "{out:?}");
+        let digest = out.changes.digest.clone();
+
+        let l = streams(&url, "stl").await;
+        let put = |bytes: Vec<u8>| {
+            let l = l.clone();
+            async move {
+                l.artifacts
+                    .put(SNAPSHOT_ARTIFACT, &mut bytes.as_slice())
+                    .await
+                    .unwrap();
+            }
+        };
+        // Damaged.
+        let mut bytes = promptgrid_runtime::objects::read_object(&l.artifacts, SNAPSHOT_ARTIFACT)
+            .await
+            .unwrap()
+            .unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        put(bytes).await;
+        let cfg = config(&url, "stl", synthetic(100, 2, (0, 0)), 5_000);
+        let out = promptgrid_runtime::run(cfg).await.unwrap();
+        assert!(out.complete() && out.published == 0, "{out:?}");
+        assert_eq!(out.snapshot_seq, None);
+
+        // Ahead of the bucket, for this graph: every job "done" at a sequence never written.
+        let (created, last, _) = snapshot::bucket_position(&l).await.unwrap();
+        let mut e = Encoder::new(&digest, created, last + 1_000, 100);
+        for _ in 0..100 {
+            e.job(JobEntry {
+                tag: Tag::Done,
+                counters: (1, 0, 0),
+                revision: last + 1_000,
+            });
+        }
+        put(e.finish(&[], &[])).await;
+        let cfg = config(&url, "stl", synthetic(100, 2, (0, 0)), 5_000);
+        let out = promptgrid_runtime::run(cfg).await.unwrap();
+        assert!(out.complete() && out.published == 0, "{out:?}");
+        assert_eq!(out.snapshot_seq, None);
+
+        // Of another graph: an edited sweep (more jobs) replays the bucket and runs the new
+        // jobs, each once.
+        let cfg = config(&url, "stl", synthetic(130, 2, (0, 0)), 5_000);
+        let all = ids(&cfg);
+        let out = promptgrid_runtime::run(cfg).await.unwrap();
+        assert!(out.complete(), "{out:?}");
+        assert_eq!(out.snapshot_seq, None);
+        assert_exactly_once(&url, "stl", &all).await;
+        stop.send(true).unwrap();
+        for h in hs {
+            h.await.unwrap().unwrap();
+        }
+    })
+    .await;
+}

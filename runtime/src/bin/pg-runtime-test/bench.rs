@@ -279,7 +279,7 @@ struct Row {
     sink_rows_per_s: f64,
     parts_before: usize,
     parts_after: usize,
-    /// What went wrong: cut short, incomplete tables.
+    /// What went wrong (cut short, incomplete tables), and where the resume's time went.
     notes: Vec<String>,
 }
 
@@ -475,6 +475,17 @@ fn size(count: u32, a: &BenchArgs) -> Result<Row, String> {
     }
     let resume_s = field(&out2, "first_new_ms").map_or(f64::NAN, |ms| ms / 1000.0);
     let reconciled_s = field(&out2, "reconciled_ms").map_or(f64::NAN, |ms| ms / 1000.0);
+    // Where the resume's time goes, each from the restarted process's start.
+    let run_s = field(&out2, "run_ms").map_or(f64::NAN, |ms| ms / 1000.0);
+    let snapshot = match field(&out2, "snapshot_ms") {
+        Some(ms) if ms >= 0.0 => format!("{:.2} s", run_s + ms / 1000.0),
+        _ => "none".to_string(),
+    };
+    notes.push(format!(
+        "resume: graph planned at {run_s:.2} s, snapshot loaded at {snapshot}, replay over at \
+         {:.2} s, first new publish at {resume_s:.2} s",
+        run_s + reconciled_s
+    ));
     let (done2, _) = parquet_done(&resume_dir)?;
     if done2 < count as usize {
         notes.push(format!(

@@ -7,6 +7,7 @@
 //!                 [--fail-probability P] [--payload-bytes B] [--lease-ms L] [--error-retries R]
 //!                 [--results DIR]   (a Parquet sink under DIR/NAME, and the done set read back)
 //!                 [--replicas R]    (copies of each stream on a JetStream cluster)
+//!                 [--snapshot-ms S] (how often the state snapshot is stored)
 //! pg-runtime-test worker --nats URL --sweep NAME [--name W] [--step-ms S] [--workers K]
 //! pg-runtime-test bench [--count 10000 | --counts 10000,100000,1000000] [--workers 32]
 //!                 [--processes 4] [--fan-in 2]
@@ -121,6 +122,8 @@ fn main() {
                 config.streams.lease = Duration::from_millis(num("lease-ms", 30_000.0) as u64);
                 config.error_retries = num("error-retries", 2.0) as u32;
                 config.streams.replicas = num("replicas", 1.0) as usize;
+                config.snapshot_every =
+                    Duration::from_millis(num("snapshot-ms", 10_000.0) as u64);
                 config.progress = false;
                 config.shutdown = Some(shutdown_on_signals());
                 if let Some(results) = get("results") {
@@ -134,10 +137,11 @@ fn main() {
                     }
                     config.done_source = Some(Box::new(ParquetDoneSource { sweep_dir: dir }));
                 }
+                let run_ms = process_start.elapsed().as_millis();
                 match promptgrid_runtime::run(config).await {
                     Ok(o) => {
                         println!(
-                            "{{\"total\":{},\"done\":{},\"dead\":{},\"published\":{},\"reused\":{},\"reconciled_ms\":{},\"first_new_ms\":{}}}",
+                            "{{\"total\":{},\"done\":{},\"dead\":{},\"published\":{},\"reused\":{},\"reconciled_ms\":{},\"first_new_ms\":{},\"snapshot_seq\":{},\"run_ms\":{run_ms},\"snapshot_ms\":{}}}",
                             o.total,
                             o.done,
                             o.dead,
@@ -145,7 +149,9 @@ fn main() {
                             o.changes.reused,
                             o.reconciled_after.as_millis(),
                             o.first_new_publish
-                                .map_or(-1, |t| (t - process_start).as_millis() as i64)
+                                .map_or(-1, |t| (t - process_start).as_millis() as i64),
+                            o.snapshot_seq.map_or(-1, |s| s as i64),
+                            o.snapshot_after.map_or(-1, |d| d.as_millis() as i64)
                         );
                         i32::from(!o.complete())
                     }
