@@ -1,8 +1,8 @@
 //! Mixed precision for the frozen model: bf16 matrix products, float32 everywhere else.
 //!
 //! This is what `torch.autocast(dtype=torch.bfloat16)` does to these models: linear layers and
-//! attention products run in bf16 (on the CPU, attention's kernel and type follow the pass and
-//! the sequence length: see attention.rs),
+//! attention products run in bf16 (on the CPU, attention's kernel follows the pass and the size
+//! of its scores: see attention.rs),
 //! normalisation, softmax, residual sums, the readout and the loss in float32. tch 0.26 reaches autocast only for float16, so the policy is explicit:
 //! the frozen linear weights are converted once (autocast would cast them on every call; they
 //! never change, so converting them in place is the same numbers for half the memory), and each

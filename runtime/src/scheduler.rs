@@ -176,8 +176,9 @@ struct Sched {
     /// The bucket's stream sequence of the last message applied: every message up to it is in
     /// this cache (the watcher delivers in order), which is what a snapshot covers.
     seq: u64,
-    /// The full states of running and failed jobs (as JSON), for the snapshot.
-    detail: HashMap<u32, Vec<u8>>,
+    /// The full states of running and failed jobs, for the snapshot (serialized only when one
+    /// is written, not on every state change).
+    detail: HashMap<u32, JobState>,
 }
 
 /// Job errors the status summary lists.
@@ -374,7 +375,7 @@ impl Sched {
         self.revision[i] = v.revision;
         self.note(i, &v.state);
         if matches!(new, Local::Running | Local::Failed) {
-            self.detail.insert(i as u32, v.state.to_bytes());
+            self.detail.insert(i as u32, v.state.clone());
         } else {
             self.detail.remove(&(i as u32));
         }
@@ -577,7 +578,7 @@ impl Sched {
         let mut details: Vec<(u32, u64, Vec<u8>)> = self
             .detail
             .iter()
-            .map(|(&i, b)| (i, self.revision[i as usize], b.clone()))
+            .map(|(&i, s)| (i, self.revision[i as usize], s.to_bytes()))
             .collect();
         details.sort_unstable_by_key(|d| d.0);
         e.finish(&details, &self.errors)
