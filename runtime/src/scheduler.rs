@@ -702,10 +702,18 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
     let graph = Arc::new(std::mem::take(&mut config.graph));
     let mut sched = Sched::new(graph.clone());
     // A snapshot of this graph and this bucket saves replaying every state before it.
-    let (bucket_created, _, bucket_messages) = snapshot::bucket_position(&streams).await?;
+    let (bucket_created, bucket_last, bucket_messages) =
+        snapshot::bucket_position(&streams).await?;
     let snapshot_seq = if bucket_messages == 0 {
         None
-    } else if let Some(snap) = snapshot::load(&streams, &changes.digest, total).await {
+    } else if let Some(snap) = snapshot::load(
+        &streams,
+        &changes.digest,
+        total,
+        (bucket_created, bucket_last),
+    )
+    .await
+    {
         let decisions = sched.restore(&snap);
         tracing::info!(sweep = %config.sweep, seq = snap.seq, "loaded the state snapshot");
         for d in decisions {

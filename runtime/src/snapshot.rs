@@ -323,20 +323,19 @@ pub fn validate(
 }
 
 /// The sweep's snapshot if there is one that fits `graph_digest`, `jobs` and the bucket as it
-/// is now; `None` (and a log line saying why) otherwise.
-pub async fn load(streams: &SweepStreams, graph_digest: &str, jobs: usize) -> Option<Snapshot> {
+/// is now (`bucket`: its creation time and last sequence, from [`bucket_position`]); `None`
+/// (and a log line saying why) otherwise.
+pub async fn load(
+    streams: &SweepStreams,
+    graph_digest: &str,
+    jobs: usize,
+    bucket: (i128, u64),
+) -> Option<Snapshot> {
     let bytes = match crate::objects::read_object(&streams.artifacts, SNAPSHOT_ARTIFACT).await {
         Ok(Some(b)) => b,
         Ok(None) => return None,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the state snapshot; replaying every state");
-            return None;
-        }
-    };
-    let bucket = match bucket_position(streams).await {
-        Ok((created, last, _)) => (created, last),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot check the state snapshot; replaying every state");
             return None;
         }
     };
