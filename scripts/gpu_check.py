@@ -37,7 +37,8 @@ def make_prompt(model_dir, out):
     weights = load_file(os.path.join(model_dir, "model.safetensors"))
     table = next(v for k, v in weights.items() if k.endswith("word_embeddings.weight"))
     ids = torch.randint(1000, table.shape[0], (20,), generator=torch.Generator().manual_seed(0))
-    save_file({"prompt": table[ids].contiguous()}, out)
+    # float32 whatever the checkpoint stores (a carried copy may be bf16), as a tuned prompt is.
+    save_file({"prompt": table[ids].float().contiguous()}, out)
 
 
 def gpu_used_mib(index):

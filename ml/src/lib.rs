@@ -46,6 +46,7 @@ pub mod activations;
 mod attention;
 mod bert;
 mod config;
+mod cuda;
 pub mod data;
 mod error;
 pub mod heap;

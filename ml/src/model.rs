@@ -453,25 +453,33 @@ impl EncoderModel {
 }
 
 /// Parses `cpu`, `cuda`, `cuda:N` or `auto` (the first GPU when there is one, else the CPU).
+/// A CUDA device loads libtorch's CUDA kernels first (cuda.rs) and must exist.
 pub fn parse_device(s: &str) -> MlResult<Device> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(Device::cuda_if_available()),
-        "cuda" => Ok(Device::Cuda(0)),
-        _ => {
-            let n = s
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse::<usize>().ok())
-                .ok_or_else(|| {
-                    MlError::Invalid(format!("device {s:?}: expected cpu, cuda:N or auto"))
-                })?;
-            if n >= tch::Cuda::device_count() as usize {
-                return Err(MlError::Invalid(format!(
-                    "device {s}: only {} CUDA devices",
-                    tch::Cuda::device_count()
-                )));
-            }
-            Ok(Device::Cuda(n))
+    let index = match s {
+        "cpu" => return Ok(Device::Cpu),
+        "auto" => {
+            let gpu = crate::cuda::load().is_ok() && tch::Cuda::is_available();
+            return Ok(if gpu { Device::Cuda(0) } else { Device::Cpu });
         }
+        "cuda" => 0,
+        _ => s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| {
+                MlError::Invalid(format!("device {s:?}: expected cpu, cuda:N or auto"))
+            })?,
+    };
+    crate::cuda::load().map_err(|why| {
+        MlError::Invalid(format!(
+            "device {s}: libtorch's CUDA kernels could not be loaded ({why}); a CPU-only torch has none"
+        ))
+    })?;
+    let count = tch::Cuda::device_count() as usize;
+    if index >= count {
+        return Err(MlError::Invalid(match count {
+            0 => format!("device {s}: no CUDA device is visible (driver, CUDA_VISIBLE_DEVICES)"),
+            n => format!("device {s}: only {n} CUDA devices"),
+        }));
     }
+    Ok(Device::Cuda(index))
 }

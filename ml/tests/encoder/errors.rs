@@ -340,6 +340,40 @@ fn devices_parse() {
     assert!(parse_device("cuda:99").is_err());
 }
 
+/// libtorch's CUDA kernels are in a library that the linker drops; asking for a CUDA device
+/// loads it. Here (no GPU, a CUDA build of torch) the library loads and the device is refused.
+#[test]
+fn a_cuda_device_loads_libtorchs_cuda_kernels() {
+    use promptgrid_ml::parse_device;
+    let maps = || std::fs::read_to_string("/proc/self/maps").unwrap();
+    let libtorch_cpu = maps()
+        .lines()
+        .find_map(|l| {
+            l.split_whitespace()
+                .last()
+                .filter(|p| p.ends_with("/libtorch_cpu.so"))
+        })
+        .map(std::path::PathBuf::from)
+        .expect("libtorch is mapped");
+    let cuda_build = libtorch_cpu.with_file_name("libtorch_cuda.so").exists();
+    match parse_device("cuda") {
+        Ok(device) => assert!(tch::Cuda::is_available(), "{device:?}"),
+        Err(e) => {
+            let e = e.to_string();
+            assert!(e.starts_with("device cuda: "), "{e}");
+            if cuda_build {
+                assert!(e.contains("no CUDA device is visible"), "{e}");
+            }
+        }
+    }
+    let loaded = || maps().contains("/libtorch_cuda.so");
+    assert_eq!(loaded(), cuda_build);
+    assert_eq!(
+        parse_device("auto").unwrap() == Device::Cpu,
+        !tch::Cuda::is_available()
+    );
+}
+
 #[test]
 fn inputs_without_a_mask_or_outside_the_vocabulary_are_errors() {
     let model = load("tiny-bert", Head::Tied, Layout::Prefix);
