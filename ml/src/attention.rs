@@ -10,13 +10,13 @@ use crate::heap;
 enum Kernel {
     /// libtorch's `scaled_dot_product_attention`, its inputs cast to this type.
     Fused(Kind),
-    /// Two products in the inputs' type around a float32 softmax ([`products`]).
+    /// Two products in the inputs' type around a softmax in float32 arithmetic ([`products`]).
     Products,
 }
 
 /// The kernel for products in `kind` on `device`, whose float32 scores take `score_bytes`, with
 /// or without a backward pass to follow. On CUDA the fused kernel in `kind` is the fast path. On
-/// the CPU, bf16 runs the two products in bf16 around a float32 softmax while the allocator
+/// the CPU, bf16 runs the two products in bf16 around a float32-arithmetic softmax while the allocator
 /// reuses the scores' memory (up to [`heap::largest_reused_block`]): measured with promptgrid's
 /// malloc settings, torch 2.13, against libtorch's flash kernel in float32 (its bf16 variant is
 /// slower still), forward + backward 16×12 heads×228×32, one thread, 64 ms against 79;
@@ -64,24 +64,33 @@ pub(crate) fn attend(
     }
 }
 
-/// Attention as autocast's math path runs it: the two products in the inputs' type, the
-/// masked softmax in float32.
+/// Attention as autocast's math path runs it: the two products in the inputs' type, the masked
+/// softmax's arithmetic in float32. With bf16 inputs the softmax reads and writes bf16 (the
+/// kernel computes in float32 inside, so its output equals a float32 softmax rounded to bf16,
+/// which is what the second product reads either way) instead of converting the scores to
+/// float32 and back: two passes fewer over the N·H·Q·S scores in the forward and two in the
+/// backward, which then reads the bf16 probabilities. Measured on 16×12×228×228 scores, one
+/// thread, forward and backward of the mask and softmax: 14.4 ms against 24.1, the scores'
+/// gradient within 0.23% of float32's (0.17% before).
 fn products(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, p_dropout: f64) -> Tensor {
     let dh = q.size().last().copied().unwrap_or(1) as f64;
-    // An additive mask: cheaper through autograd than masked_fill on every score.
-    let bias = Tensor::zeros(mask.size(), (Kind::Float, q.device()))
-        .masked_fill(&mask.logical_not(), f64::NEG_INFINITY);
-    let scores = (q * (1.0 / dh.sqrt()))
-        .matmul(&k.transpose(-2, -1))
-        .to_kind(Kind::Float)
-        + bias;
-    let probs = scores.softmax(-1, Kind::Float);
+    let scores = (q * (1.0 / dh.sqrt())).matmul(&k.transpose(-2, -1));
+    // An additive mask (0 or −∞, exact in bf16): cheaper through autograd than masked_fill on
+    // every score, and none at all for a batch without padding.
+    let scores = if mask.all().int64_value(&[]) == 1 {
+        scores
+    } else {
+        let bias = Tensor::zeros(mask.size(), (scores.kind(), q.device()))
+            .masked_fill(&mask.logical_not(), f64::NEG_INFINITY);
+        scores + bias
+    };
+    let probs = scores.softmax(-1, scores.kind());
     let probs = if p_dropout > 0.0 {
         probs.dropout(p_dropout, true)
     } else {
         probs
     };
-    probs.to_kind(v.kind()).matmul(v)
+    probs.matmul(v)
 }
 
 #[cfg(test)]
@@ -142,5 +151,32 @@ mod tests {
         assert!(diff < 0.05, "bf16: {diff}");
         out.sum(Kind::Float).backward();
         assert!(qb.grad().defined() && kb.grad().defined() && vb.grad().defined());
+    }
+
+    /// The bf16 softmax's output is the float32 softmax of the bf16 scores, rounded to bf16:
+    /// skipping the conversions changes no number of the forward pass.
+    #[test]
+    fn the_bf16_softmax_is_the_float32_one_rounded() {
+        tch::manual_seed(11);
+        let opts = (Kind::BFloat16, Device::Cpu);
+        let (q, k, v) = (
+            Tensor::randn([2, 3, 5, 8], opts),
+            Tensor::randn([2, 3, 7, 8], opts),
+            Tensor::randn([2, 3, 7, 8], opts),
+        );
+        for keep in [[1i64, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0, 0]] {
+            let mask = Tensor::from_slice(&keep)
+                .to_kind(Kind::Bool)
+                .view([1, 1, 1, 7]);
+            let scores = (&q * (1.0 / 8f64.sqrt())).matmul(&k.transpose(-2, -1));
+            let bias = Tensor::zeros([1, 1, 1, 7], (Kind::Float, Device::Cpu))
+                .masked_fill(&mask.logical_not(), f64::NEG_INFINITY);
+            let probs = (scores.to_kind(Kind::Float) + bias).softmax(-1, Kind::Float);
+            let expected = probs.to_kind(Kind::BFloat16).matmul(&v);
+            let ours = products(&q, &k, &v, &mask, 0.0);
+            assert_eq!(ours.kind(), Kind::BFloat16);
+            let diff = (ours - expected).abs().max().double_value(&[]);
+            assert_eq!(diff, 0.0, "mask {keep:?}");
+        }
     }
 }
