@@ -180,19 +180,26 @@ pub async fn snapshot(
             .unwrap_or_default();
         // As async-nats reads a KV entry: a delete or purge, or a server's marker of one.
         let headers = message.headers.as_ref();
-        let op = headers.and_then(|h| h.get("KV-Operation")).map(|v| v.as_str());
+        let op = headers
+            .and_then(|h| h.get("KV-Operation"))
+            .map(|v| v.as_str());
         let marker = headers.is_some_and(|h| h.get("Nats-Marker-Reason").is_some());
         if marker || matches!(op, Some("DEL" | "PURGE")) {
             out.remove(key);
         } else {
             let id = JobId::new(key);
-            let state = JobState::from_bytes(&message.payload).map_err(|source| {
-                Error::BadState {
+            let state =
+                JobState::from_bytes(&message.payload).map_err(|source| Error::BadState {
                     job: id.clone(),
                     source,
-                }
-            })?;
-            out.insert(id, Versioned { state, revision: seq });
+                })?;
+            out.insert(
+                id,
+                Versioned {
+                    state,
+                    revision: seq,
+                },
+            );
         }
         if seq >= at_start.last_sequence || pending == 0 {
             break;
