@@ -26,7 +26,9 @@ pub fn coordinator_config(
     nats: NatsConfig,
     sweep_dir: &Path,
 ) -> Result<CoordinatorConfig> {
-    let mut config = CoordinatorConfig::new(nats, &sweep.name, JobGraph::build(sweep));
+    // Planned (or restored) by the coordinator once it reaches the server.
+    let mut config = CoordinatorConfig::new(nats, &sweep.name, JobGraph::default());
+    config.plan_from = Some(sweep.clone());
     config.sweep_spec = Some(sweep.clone());
     let task_types = task_types(sweep.tasks.iter().map(|t| &t.def));
     config.sink = Some(Box::new(ParquetSink::open(
