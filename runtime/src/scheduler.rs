@@ -801,7 +801,8 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
         if current && !sched.reconciled {
             reconcile(&mut sched, &mut ready, &mut later);
             reconciling.done(ready.len() + later.len());
-            if let Some(s) = sink.take() {
+            if let Some(mut s) = sink.take() {
+                s.graph(sched.graph.clone());
                 sink_task = Some(tokio::spawn(crate::sinkrun::run(streams.clone(), s)));
             }
         }
