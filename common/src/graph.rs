@@ -375,6 +375,21 @@ impl Index {
         }
     }
 
+    /// Adds job `i` unless its id is in the table already (then false): one probe for both.
+    fn insert_unique(&mut self, jobs: &[Job], id: &str, i: usize) -> bool {
+        for slot in self.probe(id) {
+            match self.slots[slot] {
+                Self::EMPTY => {
+                    self.slots[slot] = u32::try_from(i).expect("fewer than 4 billion jobs");
+                    return true;
+                }
+                k if jobs[k as usize].id.as_str() == id => return false,
+                _ => {}
+            }
+        }
+        false
+    }
+
     /// Adds job `i`, whose id is not in the table.
     fn insert_new(&mut self, id: &str, i: usize) {
         let slot = self
@@ -390,7 +405,13 @@ impl Index {
 pub struct JobGraph {
     jobs: Vec<Job>,
     index: Index,
+    /// The places of every job's dependencies, in job order ([`NOT_IN_GRAPH`] for one that is
+    /// not), when they came with the graph (a restored one); see [`Self::take_dep_places`].
+    dep_places: Vec<u32>,
 }
+
+/// A dependency outside the graph, in [`JobGraph::take_dep_places`].
+pub const NOT_IN_GRAPH: u32 = u32::MAX;
 
 impl JobGraph {
     pub fn jobs(&self) -> &[Job] {
@@ -450,23 +471,7 @@ impl JobGraph {
 
     /// Expands a validated sweep.
     pub fn build(sweep: &Sweep) -> JobGraph {
-        let json = |v: &dyn erased::Json| v.json();
-        let mut b = Builder {
-            sweep,
-            graph: JobGraph::default(),
-            train: IdMap::default(),
-            model_json: IdMap::default(),
-            task_json: IdMap::default(),
-            buf: Vec::new(),
-        };
-        for m in &sweep.models {
-            b.model_json
-                .entry(m.name.as_str())
-                .or_insert_with(|| json(m));
-        }
-        for t in &sweep.tasks {
-            b.task_json.entry(t.name()).or_insert_with(|| json(t));
-        }
+        let mut b = Builder::new(sweep);
         if let Some(synthetic) = &sweep.synthetic {
             b.synthetic(synthetic);
         }
@@ -484,6 +489,56 @@ impl JobGraph {
             b.seed(seed);
         }
         b.graph
+    }
+
+    /// A graph of jobs given in a topological order, with the places of their dependencies as
+    /// [`Self::take_dep_places`] gives them (a restored graph); `None` when two jobs share an
+    /// id or the places do not fit.
+    pub fn from_jobs(jobs: Vec<Job>, dep_places: Vec<u32>) -> Option<JobGraph> {
+        let edges: usize = jobs.iter().map(|j| j.deps.len()).sum();
+        if edges != dep_places.len() {
+            return None;
+        }
+        let mut index = Index::default();
+        index.reserve(&[], jobs.len());
+        for (i, j) in jobs.iter().enumerate() {
+            if !index.insert_unique(&jobs, j.id.as_str(), i) {
+                return None;
+            }
+        }
+        Some(JobGraph {
+            jobs,
+            index,
+            dep_places,
+        })
+    }
+
+    /// The places of every job's dependencies, in job order ([`NOT_IN_GRAPH`] for one that is
+    /// not in it): handed over by a restored graph, which knew them, else looked up (a random
+    /// read or three per edge: over a second at a million jobs).
+    pub fn take_dep_places(&mut self) -> Vec<u32> {
+        if self.dep_places.is_empty() {
+            let jobs = &self.jobs;
+            jobs.iter()
+                .flat_map(|j| &j.deps)
+                .map(|d| self.position(d).map_or(NOT_IN_GRAPH, |k| k as u32))
+                .collect()
+        } else {
+            std::mem::take(&mut self.dep_places)
+        }
+    }
+
+    /// Whether `sample` jobs spread over the graph have the ids this planner gives their specs
+    /// and dependencies under `sweep`: a stored graph of a build that derived ids otherwise
+    /// fails here, whatever its version said.
+    pub fn ids_agree(&self, sweep: &Sweep, sample: usize) -> bool {
+        let mut b = Builder::new(sweep);
+        let step = (self.jobs.len() / sample.max(1)).max(1);
+        let last = self.jobs.len().checked_sub(1);
+        (0..self.jobs.len()).step_by(step).chain(last).all(|i| {
+            let j = &self.jobs[i];
+            b.content_id(&j.spec, &j.deps) == j.id
+        })
     }
 
     fn push(&mut self, job: Job) -> JobId {
@@ -527,6 +582,27 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
+    fn new(sweep: &'a Sweep) -> Builder<'a> {
+        let json = |v: &dyn erased::Json| v.json();
+        let mut b = Builder {
+            sweep,
+            graph: JobGraph::default(),
+            train: IdMap::default(),
+            model_json: IdMap::default(),
+            task_json: IdMap::default(),
+            buf: Vec::new(),
+        };
+        for m in &sweep.models {
+            b.model_json
+                .entry(m.name.as_str())
+                .or_insert_with(|| json(m));
+        }
+        for t in &sweep.tasks {
+            b.task_json.entry(t.name()).or_insert_with(|| json(t));
+        }
+        b
+    }
+
     fn add(
         &mut self,
         spec: JobSpec,

@@ -11,8 +11,11 @@
 //! * [`plan`]: what `promptgrid plan` reports about a graph;
 //! * [`rng`]: the seeded generator (SplitMix64) behind example orders, initial prompts and the
 //!   report's resampling;
+//! * [`codec`]: the sealed binary encoding of what a coordinator stores for its restarts;
+//! * [`stored`]: the planned graph in that encoding, restored on a restart instead of planned;
 //! * [`error`]: errors that name the file, key and line.
 pub mod catalog;
+pub mod codec;
 pub mod error;
 pub mod graph;
 pub mod limits;
@@ -22,6 +25,7 @@ pub mod overrides;
 pub mod plan;
 pub mod rng;
 pub mod spec;
+pub mod stored;
 pub mod wire;
 
 pub use error::{SpecError, SpecResult, UnknownValue};

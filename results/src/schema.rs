@@ -13,7 +13,6 @@
 //! `correlations` (`rho_lo`, `rho_hi`, `n_boot`, `p_value`, `n_perm`, `n_seeds`), and the
 //! derived `transfer_relative` (with its spread over seeds) and `cross_model` tables.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::RecordBatch;
@@ -22,40 +21,39 @@ use arrow::datatypes::{Schema, SchemaRef};
 use crate::columns::{self, kind};
 use crate::error::Result;
 
-/// A 128-bit digest of a row's dedup key: 16 bytes per committed row keeps the writer's key set
-/// small for millions of metric rows; a collision is ~n²/2¹²⁹, i.e. never.
-pub type RowKey = u128;
-
-/// Hashes the key fields twice with different salts; `DefaultHasher::new()` is deterministic.
-pub fn row_key(fields: &[&dyn KeyPart]) -> RowKey {
-    let half = |salt: u8| {
-        let mut h = DefaultHasher::new();
-        salt.hash(&mut h);
-        for f in fields {
-            f.feed(&mut h);
-        }
-        h.finish() as u128
-    };
-    (half(0) << 64) | half(1)
-}
-
-/// A value that can be part of a dedup key (strings, integers, options of them).
+/// A value that can be part of a dedup key (strings, integers, options of them), written
+/// exactly and delimiting itself, so that two keys' bytes are equal only when their fields are.
 pub trait KeyPart {
-    fn feed(&self, h: &mut DefaultHasher);
+    fn put(&self, out: &mut Vec<u8>);
+    /// As the first field of a key, alone in its bytes: a string needs no length there, and a
+    /// job id stays one that the sweep's graph can look up.
+    fn put_head(&self, out: &mut Vec<u8>) {
+        self.put(out)
+    }
 }
 impl KeyPart for String {
-    fn feed(&self, h: &mut DefaultHasher) {
-        self.hash(h)
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.len() as u64).to_le_bytes());
+        out.extend_from_slice(self.as_bytes());
+    }
+    fn put_head(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
     }
 }
 impl KeyPart for i64 {
-    fn feed(&self, h: &mut DefaultHasher) {
-        self.hash(h)
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
     }
 }
-impl<T: Hash> KeyPart for Option<T> {
-    fn feed(&self, h: &mut DefaultHasher) {
-        self.hash(h)
+impl<T: KeyPart> KeyPart for Option<T> {
+    fn put(&self, out: &mut Vec<u8>) {
+        match self {
+            None => out.push(0),
+            Some(v) => {
+                out.push(1);
+                v.put(out);
+            }
+        }
     }
 }
 
@@ -64,8 +62,9 @@ pub trait Table: Sized + Clone {
     /// Folder name under `results/<sweep>/`.
     const NAME: &'static str;
     fn schema() -> SchemaRef;
-    /// The columns that identify a row: a second row with the same key is a replay and is skipped.
-    fn key(&self) -> RowKey;
+    /// The columns that identify a row (a second row with the same key is a replay and is
+    /// skipped): the first into `head`, the others into `rest`, exactly ([`KeyPart`]).
+    fn key_into(&self, head: &mut Vec<u8>, rest: &mut Vec<u8>);
     fn to_batch(rows: &[Self]) -> Result<RecordBatch>;
     fn from_batch(batch: &RecordBatch) -> Result<Vec<Self>>;
 }
@@ -77,7 +76,7 @@ pub trait Table: Sized + Clone {
 macro_rules! tables {
     ($(
         $(#[doc = $doc:literal])*
-        pub struct $row:ident in $name:literal, key($($key:ident),+) {
+        pub struct $row:ident in $name:literal, key($head:ident $(, $key:ident)*) {
             $(
                 $(#[doc = $field_doc:literal])*
                 pub $field:ident: $ty:ty as $kind:ident,
@@ -105,8 +104,9 @@ macro_rules! tables {
                 SCHEMA.clone()
             }
 
-            fn key(&self) -> RowKey {
-                row_key(&[$(&self.$key),+])
+            fn key_into(&self, head: &mut Vec<u8>, rest: &mut Vec<u8>) {
+                self.$head.put_head(head);
+                $(self.$key.put(rest);)*
             }
 
             fn to_batch(rows: &[Self]) -> Result<RecordBatch> {

@@ -5,16 +5,17 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
-use promptgrid_common::JobSpec;
 use promptgrid_common::graph::TptSource;
 use promptgrid_common::wire::{self, Event};
+use promptgrid_common::{JobGraph, JobSpec};
 
 use crate::Result;
 use crate::activation::{ActivationMask, on_rows};
 use crate::error::ResultsError;
 use crate::schema::{EvalRow, JobRow, MetricRow, Table};
-use crate::writer::TableWriter;
+use crate::writer::{RowCode, TableWriter};
 
 /// The names a job's rows carry, from its spec.
 struct JobNames {
@@ -100,7 +101,7 @@ fn names_of(spec: &JobSpec) -> JobNames {
 /// Rows of one table waiting for the next commit, each key once.
 struct Pending<T: Table> {
     rows: Vec<T>,
-    keys: HashSet<crate::schema::RowKey>,
+    keys: HashSet<RowCode>,
 }
 
 impl<T: Table> Pending<T> {
@@ -111,8 +112,9 @@ impl<T: Table> Pending<T> {
         }
     }
 
-    fn push(&mut self, row: T) {
-        if self.keys.insert(row.key()) {
+    /// Adds `row` unless the batch holds its key; `writer` numbers the keys.
+    fn push(&mut self, writer: &mut TableWriter<T>, row: T) {
+        if self.keys.insert(writer.code(&row)) {
             self.rows.push(row);
         }
     }
@@ -146,10 +148,21 @@ impl EventSink {
         writer: &str,
         task_types: BTreeMap<String, String>,
     ) -> Result<Self> {
+        Self::open_with_jobs(sweep_dir, writer, task_types, None)
+    }
+
+    /// [`Self::open`], with the sweep's graph, which numbers the keys of the rows' jobs: the
+    /// dedup sets then hold 8 bytes a row (see [`crate::writer::KeyCodes`]).
+    pub fn open_with_jobs(
+        sweep_dir: &Path,
+        writer: &str,
+        task_types: BTreeMap<String, String>,
+        jobs: Option<Arc<JobGraph>>,
+    ) -> Result<Self> {
         Ok(EventSink {
-            jobs: TableWriter::open(sweep_dir, writer)?,
-            metrics: TableWriter::open(sweep_dir, writer)?,
-            evals: TableWriter::open(sweep_dir, writer)?,
+            jobs: TableWriter::open_with_jobs(sweep_dir, writer, jobs.clone())?,
+            metrics: TableWriter::open_with_jobs(sweep_dir, writer, jobs.clone())?,
+            evals: TableWriter::open_with_jobs(sweep_dir, writer, jobs)?,
             pending_jobs: Pending::new(),
             pending_metrics: Pending::new(),
             pending_evals: Pending::new(),
@@ -174,7 +187,8 @@ impl EventSink {
                 metrics,
             } => {
                 for m in metrics {
-                    self.pending_metrics.push(metric_row(&job.0, *attempt, m));
+                    let row = metric_row(&job.0, *attempt, m);
+                    self.pending_metrics.push(&mut self.metrics, row);
                 }
             }
             Event::Finished {
@@ -189,7 +203,7 @@ impl EventSink {
             } => {
                 let names = spec.as_ref().map(names_of);
                 let prov = output.provenance.as_ref();
-                self.pending_jobs.push(JobRow {
+                let row = JobRow {
                     job_id: job.0.to_string(),
                     kind: names.as_ref().map_or("unknown", |n| n.kind).to_string(),
                     model: names.as_ref().map_or(String::new(), |n| n.model.clone()),
@@ -211,13 +225,16 @@ impl EventSink {
                     device: prov.map(|p| p.device.clone()),
                     precision: prov.map(|p| p.precision.clone()),
                     threads: prov.map(|p| i64::from(p.threads)),
-                });
+                };
+                self.pending_jobs.push(&mut self.jobs, row);
                 for m in &output.metrics {
-                    self.pending_metrics.push(metric_row(&job.0, *attempt, m));
+                    let row = metric_row(&job.0, *attempt, m);
+                    self.pending_metrics.push(&mut self.metrics, row);
                 }
                 if let Some(names) = names {
                     for e in &output.evals {
-                        self.pending_evals.push(self.eval_row(&job.0, &names, e));
+                        let row = self.eval_row(&job.0, &names, e);
+                        self.pending_evals.push(&mut self.evals, row);
                     }
                 }
             }
@@ -229,7 +246,7 @@ impl EventSink {
                 failure,
                 ..
             } => {
-                self.pending_jobs.push(JobRow {
+                let row = JobRow {
                     job_id: job.0.to_string(),
                     kind: "unknown".into(),
                     model: String::new(),
@@ -252,7 +269,8 @@ impl EventSink {
                     device: None,
                     precision: None,
                     threads: None,
-                });
+                };
+                self.pending_jobs.push(&mut self.jobs, row);
             }
         }
     }

@@ -3,13 +3,14 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use bytes::Bytes;
-use promptgrid_common::JobId;
 use promptgrid_common::names::SweepNames;
 use promptgrid_common::wire::Event;
+use promptgrid_common::{JobGraph, JobId};
 
 use crate::error::{Error, Result};
 
@@ -70,6 +71,10 @@ pub trait Sink: Send + 'static {
     fn idle(&mut self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async { Ok(()) })
     }
+
+    /// The sweep's graph, handed over before the first event, for a sink that keys what it
+    /// keeps by the jobs' places in it.
+    fn graph(&mut self, _graph: Arc<JobGraph>) {}
 }
 
 /// Where the done set comes from when the NATS server's data is gone.

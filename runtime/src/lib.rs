@@ -22,6 +22,7 @@ pub mod connect;
 pub mod embedded;
 pub mod error;
 pub mod events;
+pub mod graphstore;
 pub mod jobloop;
 pub mod manifest;
 pub mod objects;

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use promptgrid_common::names::is_plain_name;
@@ -26,7 +27,9 @@ pub fn coordinator_config(
     nats: NatsConfig,
     sweep_dir: &Path,
 ) -> Result<CoordinatorConfig> {
-    let mut config = CoordinatorConfig::new(nats, &sweep.name, JobGraph::build(sweep));
+    // Planned (or restored) by the coordinator once it reaches the server.
+    let mut config = CoordinatorConfig::new(nats, &sweep.name, JobGraph::default());
+    config.plan_from = Some(sweep.clone());
     config.sweep_spec = Some(sweep.clone());
     let task_types = task_types(sweep.tasks.iter().map(|t| &t.def));
     config.sink = Some(Box::new(ParquetSink::open(
@@ -57,6 +60,8 @@ pub struct ParquetSink {
     inner: Option<EventSink>,
     /// For the evals' task types, until `inner` is opened.
     task_types: BTreeMap<String, String>,
+    /// The sweep's graph, which numbers the dedup keys of the rows' jobs.
+    graph: Option<Arc<JobGraph>>,
     acks: Vec<Ack>,
     /// When the first event of the batch came.
     since: Option<Instant>,
@@ -75,6 +80,7 @@ impl ParquetSink {
             sweep_dir,
             inner: None,
             task_types,
+            graph: None,
             acks: Vec::new(),
             since: None,
             ends_since: None,
@@ -87,7 +93,8 @@ impl ParquetSink {
             Some(sink) => sink,
             None => {
                 let (dir, types) = (&self.sweep_dir, std::mem::take(&mut self.task_types));
-                tokio::task::block_in_place(|| EventSink::open(dir, "sink", types))
+                let graph = self.graph.clone();
+                tokio::task::block_in_place(|| EventSink::open_with_jobs(dir, "sink", types, graph))
                     .map_err(results_error)?
             }
         };
@@ -158,6 +165,10 @@ impl Sink for ParquetSink {
             }
             Ok(())
         })
+    }
+
+    fn graph(&mut self, graph: Arc<JobGraph>) {
+        self.graph = Some(graph);
     }
 
     /// What later jobs or the report read: prompts, activation masks, projectors.

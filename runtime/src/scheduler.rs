@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::StreamExt;
+use promptgrid_common::graph::NOT_IN_GRAPH;
 use promptgrid_common::names::SWEEP_ARTIFACT;
 use promptgrid_common::names::model_token;
 use promptgrid_common::wire::{JobMessage, JobState, now_ms};
@@ -25,6 +26,7 @@ use tracing::field::Empty;
 use crate::connect::NatsConfig;
 use crate::error::{Error, Result};
 use crate::events::{DoneSource, Sink};
+use crate::graphstore;
 use crate::manifest::{self, GraphChanges};
 use crate::progress::Progress;
 use crate::retry;
@@ -50,6 +52,9 @@ pub struct CoordinatorConfig {
     /// The sweep's name: it scopes every subject and bucket.
     pub sweep: String,
     pub graph: JobGraph,
+    /// Where the graph comes from when `graph` is empty: the one stored by an earlier run of
+    /// this sweep ([`crate::graphstore`]), or planned from this sweep and then stored.
+    pub plan_from: Option<Sweep>,
     pub streams: StreamOptions,
     /// Job-error retries per job (a retryable error after this many is fatal).
     pub error_retries: u32,
@@ -80,6 +85,7 @@ impl CoordinatorConfig {
             nats,
             sweep: sweep.to_string(),
             graph,
+            plan_from: None,
             streams: StreamOptions::default(),
             error_retries: 2,
             lost_retries: 3,
@@ -119,6 +125,9 @@ pub struct Outcome {
     pub snapshot_seq: Option<u64>,
     /// From the start of this run until that snapshot was loaded into the cache.
     pub snapshot_after: Option<Duration>,
+    /// From the start of this run until its graph was restored or planned, and which: `None`
+    /// when the caller handed it the graph.
+    pub graph_after: Option<(Duration, bool)>,
 }
 
 impl Outcome {
@@ -243,17 +252,23 @@ impl Counts {
 }
 
 impl Sched {
-    fn new(graph: Arc<JobGraph>) -> Sched {
+    /// `places`: the graph's [`JobGraph::take_dep_places`].
+    fn new(graph: Arc<JobGraph>, places: Vec<u32>) -> Sched {
         let n = graph.len();
-        // The edges (dependency place per job, in job order) with one lookup each, then a
-        // counting sort of them into the flat dependents list.
+        // The edges (dependency place per job, in job order), then a counting sort of them
+        // into the flat dependents list.
         let mut remaining = vec![0u32; n];
-        let mut edges: Vec<u32> = Vec::new();
+        let mut edges: Vec<u32> = Vec::with_capacity(places.len());
         let mut first_dependent = vec![0u32; n + 1];
+        let mut place = places.into_iter();
         for (i, j) in graph.jobs().iter().enumerate() {
-            for k in j.deps.iter().filter_map(|d| graph.position(d)) {
-                edges.push(k as u32);
-                first_dependent[k + 1] += 1;
+            for k in place
+                .by_ref()
+                .take(j.deps.len())
+                .filter(|&k| k != NOT_IN_GRAPH)
+            {
+                edges.push(k);
+                first_dependent[k as usize + 1] += 1;
                 remaining[i] += 1;
             }
         }
@@ -644,18 +659,19 @@ pub struct Counts {
 /// Runs the coordinator of one sweep until every job is done or dead (or it is stopped).
 pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
     let t0 = Instant::now();
-    let total = config.graph.len();
     let plan = tracing::info_span!(
         parent: None,
         "plan",
         sweep = %config.sweep,
-        jobs = total,
+        jobs = Empty,
+        graph_restored = Empty,
         reused = Empty,
         added = Empty,
         changed = Empty,
         removed = Empty,
         restored = Empty,
     );
+    let mut graph_after = None;
     let (client, streams, changes) = async {
         let client = config.nats.connect().await?;
         // A cluster that is still electing its leaders answers "unavailable" for a while.
@@ -663,8 +679,25 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
             SweepStreams::setup(client.clone(), &config.sweep, &config.streams)
         })
         .await?;
-        let changes = manifest::update(&streams, &config.graph).await?;
         let span = tracing::Span::current();
+        let planned_from = match config.plan_from.take() {
+            Some(sweep) if config.graph.is_empty() => {
+                let (graph, restored) = graphstore::restore_or_plan(&streams, &sweep).await;
+                config.graph = graph;
+                graph_after = Some((t0.elapsed(), restored));
+                span.record("graph_restored", restored);
+                (!restored).then_some(sweep)
+            }
+            _ => None,
+        };
+        span.record("jobs", config.graph.len());
+        let changes = manifest::update(&streams, &config.graph).await?;
+        if let Some(sweep) = planned_from
+            && let Err(e) = graphstore::store(&streams, &config.graph, &sweep).await
+        {
+            // Only later restarts lose by it: they plan the graph again.
+            tracing::warn!(sweep = %config.sweep, error = %e, "cannot store the planned graph");
+        }
         span.record("reused", changes.reused);
         span.record("added", changes.added_count());
         span.record("changed", changes.changed.len());
@@ -699,8 +732,10 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
     let mut sink_task = None;
 
     // The scheduler and the publisher share the one graph; the config keeps none.
+    let total = config.graph.len();
+    let places = config.graph.take_dep_places();
     let graph = Arc::new(std::mem::take(&mut config.graph));
-    let mut sched = Sched::new(graph.clone());
+    let mut sched = Sched::new(graph.clone(), places);
     // A snapshot of this graph and this bucket saves replaying every state before it.
     let (bucket_created, bucket_last, bucket_messages) =
         snapshot::bucket_position(&streams).await?;
@@ -766,7 +801,8 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
         if current && !sched.reconciled {
             reconcile(&mut sched, &mut ready, &mut later);
             reconciling.done(ready.len() + later.len());
-            if let Some(s) = sink.take() {
+            if let Some(mut s) = sink.take() {
+                s.graph(sched.graph.clone());
                 sink_task = Some(tokio::spawn(crate::sinkrun::run(streams.clone(), s)));
             }
         }
@@ -918,6 +954,7 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
         first_new_publish: first_new.get().copied(),
         snapshot_seq,
         snapshot_after,
+        graph_after,
     })
 }
 
@@ -1329,8 +1366,10 @@ mod tests {
             payload_bytes: 0,
             seed: 5,
         };
-        let graph = Arc::new(crate::jobloop::synthetic_graph("snap", spec));
-        let mut a = Sched::new(graph.clone());
+        let mut graph = crate::jobloop::synthetic_graph("snap", spec);
+        let places = graph.take_dep_places();
+        let graph = Arc::new(graph);
+        let mut a = Sched::new(graph.clone(), places.clone());
         let mut out = VecDeque::new();
         reconcile(&mut a, &mut out, &mut VecDeque::new());
         let mut rng = rand::rngs::StdRng::seed_from_u64(23);
@@ -1345,7 +1384,7 @@ mod tests {
         }
         let bytes = a.encode_snapshot("digest", 42);
         let snap = snapshot::decode(&bytes).unwrap();
-        let mut b = Sched::new(graph);
+        let mut b = Sched::new(graph, places);
         let decisions = b.restore(&snap);
         let failed = a.local.iter().filter(|&&l| l == Local::Failed).count();
         assert_eq!(decisions.len(), failed);
@@ -1375,8 +1414,9 @@ mod tests {
             payload_bytes: 0,
             seed: 3,
         };
-        let graph = Arc::new(crate::jobloop::synthetic_graph("counts", spec));
-        let mut s = Sched::new(graph);
+        let mut graph = crate::jobloop::synthetic_graph("counts", spec);
+        let places = graph.take_dep_places();
+        let mut s = Sched::new(Arc::new(graph), places);
         let mut out = VecDeque::new();
         assert_eq!(s.counts(), recount(&s));
         reconcile(&mut s, &mut out, &mut VecDeque::new());

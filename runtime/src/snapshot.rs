@@ -13,8 +13,8 @@
 //! summary lists the one, the coordinator decides the other); the summary's newest errors; and
 //! a SHA-256 of everything before it.
 
+use promptgrid_common::codec::{Malformed, Reader, Unsealed, put_bytes, put_varint, seal, unseal};
 use promptgrid_common::wire::JobState;
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::streams::SweepStreams;
@@ -100,19 +100,6 @@ pub struct Snapshot {
     pub errors: Vec<(u64, u32, String)>,
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    put_varint(out, b.len() as u64);
-    out.extend_from_slice(b);
-}
-
 /// Writes a snapshot field by field, straight from the scheduler's arrays.
 pub struct Encoder {
     out: Vec<u8>,
@@ -166,74 +153,35 @@ impl Encoder {
             put_varint(out, u64::from(*i));
             put_bytes(out, reason.as_bytes());
         }
-        let sum = Sha256::digest(&out[..]);
-        out.extend_from_slice(&sum);
+        seal(out);
         self.out
     }
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn varint(&mut self) -> Result<u64, Invalid> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = self.b.split_first().ok_or(Invalid::Malformed)?;
-            self.b = rest;
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(Invalid::Malformed)
-    }
-
-    fn u32(&mut self) -> Result<u32, Invalid> {
-        u32::try_from(self.varint()?).map_err(|_| Invalid::Malformed)
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Invalid> {
-        if self.b.len() < n {
-            return Err(Invalid::Malformed);
-        }
-        let (head, rest) = self.b.split_at(n);
-        self.b = rest;
-        Ok(head)
-    }
-
-    fn bytes(&mut self) -> Result<&'a [u8], Invalid> {
-        let n = usize::try_from(self.varint()?).map_err(|_| Invalid::Malformed)?;
-        self.take(n)
+impl From<Malformed> for Invalid {
+    fn from(_: Malformed) -> Invalid {
+        Invalid::Malformed
     }
 }
 
 /// Decodes and checks a snapshot's own consistency (not yet whether it fits the sweep).
 pub fn decode(bytes: &[u8]) -> Result<Snapshot, Invalid> {
-    if bytes.len() < MAGIC.len() + 32 || &bytes[..MAGIC.len()] != MAGIC {
-        return Err(Invalid::Magic);
-    }
-    let (body, sum) = bytes.split_at(bytes.len() - 32);
-    if Sha256::digest(body)[..] != *sum {
-        return Err(Invalid::Checksum);
-    }
-    let mut r = Reader {
-        b: &body[MAGIC.len()..],
-    };
-    let graph_digest = String::from_utf8(r.bytes()?.to_vec()).map_err(|_| Invalid::Malformed)?;
+    let body = unseal(bytes, MAGIC).map_err(|e| match e {
+        Unsealed::Magic => Invalid::Magic,
+        Unsealed::Checksum => Invalid::Checksum,
+    })?;
+    let mut r = Reader { b: body };
+    let graph_digest = r.string()?;
     let created: [u8; 16] = r.take(16)?.try_into().map_err(|_| Invalid::Malformed)?;
     let seq = r.varint()?;
-    let n = usize::try_from(r.varint()?).map_err(|_| Invalid::Malformed)?;
+    let n = r.usize()?;
     // At least one byte per job: a corrupt count cannot make us reserve memory for nothing.
     if n > r.b.len() {
         return Err(Invalid::Malformed);
     }
     let mut jobs = Vec::with_capacity(n);
     for _ in 0..n {
-        let (&t, rest) = r.b.split_first().ok_or(Invalid::Malformed)?;
-        r.b = rest;
-        let tag = Tag::from_u8(t).ok_or(Invalid::Malformed)?;
+        let tag = Tag::from_u8(r.byte()?).ok_or(Invalid::Malformed)?;
         let e = if tag == Tag::Absent {
             JobEntry {
                 tag,
@@ -260,7 +208,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, Invalid> {
     for _ in 0..r.varint()? {
         let at = r.varint()?;
         let i = r.u32()?;
-        let reason = String::from_utf8(r.bytes()?.to_vec()).map_err(|_| Invalid::Malformed)?;
+        let reason = r.string()?;
         errors.push((at, i, reason));
     }
     if !r.b.is_empty() {

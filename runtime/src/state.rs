@@ -1,12 +1,12 @@
 //! Job states in the KV bucket, written only by compare-and-set on the entry's revision.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures::StreamExt;
 use promptgrid_common::JobId;
+use promptgrid_common::graph::IdMap;
 use promptgrid_common::wire::JobState;
 
 use crate::error::{Error, Result};
@@ -117,46 +117,91 @@ pub async fn count(js: &async_nats::jetstream::Context, store: &kv::Store) -> Re
     Ok(stream.info().await.map_err(Error::nats)?.state.messages)
 }
 
-/// Every job state in the bucket, read through a watcher until it is current. The watcher
-/// reads the bucket's messages in order from the first (the bucket keeps one value per key,
-/// and a later value of a key replaces an earlier one here in any case), which spares the
-/// server working out the last message of each of a million keys first.
+/// Messages one pull of the full read asks for.
+const SCAN_BATCH: usize = 10_000;
+
+/// A full read that hears nothing for this long has lost its server: an error, never a
+/// silently short read.
+const SCAN_STALL: Duration = Duration::from_secs(30);
+
+/// Every job state in the bucket, read in stream order from the first message up to the last
+/// one stored when the read began, through a pull consumer of its own. A watcher (a push
+/// consumer) was pushed more than it could take at a million keys: the client dropped
+/// messages, the consumer restarted, and a quiet second, taken for the end, cut the read short.
+/// Deletes and purges remove the key; a later value of a key replaces an earlier one.
 pub async fn snapshot(
     js: &async_nats::jetstream::Context,
     store: &kv::Store,
-) -> Result<HashMap<JobId, Versioned>> {
-    let mut out = HashMap::new();
-    if count(js, store).await? == 0 {
+) -> Result<IdMap<JobId, Versioned>> {
+    use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+    let mut stream = js
+        .get_stream(&store.stream_name)
+        .await
+        .map_err(Error::nats)?;
+    let at_start = stream.info().await.map_err(Error::nats)?.state.clone();
+    let mut out = IdMap::with_capacity_and_hasher(at_start.messages as usize, Default::default());
+    if at_start.messages == 0 {
         return Ok(out);
     }
-    let mut watch = store
-        .watch_all_from_revision(1)
+    let consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::None,
+            filter_subject: format!("{}>", store.prefix),
+            memory_storage: true,
+            num_replicas: 1,
+            inactive_threshold: SCAN_STALL,
+            ..Default::default()
+        })
+        .await
+        .map_err(Error::nats)?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(SCAN_BATCH)
+        .messages()
         .await
         .map_err(Error::nats)?;
     loop {
-        // A bucket whose last values were deletes never reports `seen_current` on a value;
-        // a quiet second means the replay is over.
-        let next = tokio::time::timeout(Duration::from_secs(1), watch.next()).await;
-        let Ok(Some(entry)) = next else { break };
-        let entry = entry.map_err(Error::nats)?;
-        let current = entry.seen_current || entry.delta == 0;
-        if !matches!(entry.operation, kv::Operation::Put) {
-            out.remove(entry.key.as_str());
+        let next = tokio::time::timeout(SCAN_STALL, messages.next()).await;
+        let Ok(Some(message)) = next else {
+            return Err(Error::nats(format!(
+                "the read of every job state stopped after {} of {} keys",
+                out.len(),
+                at_start.messages
+            )));
+        };
+        let message = message.map_err(Error::nats)?;
+        let info = message.info().map_err(Error::nats)?;
+        let (seq, pending) = (info.stream_sequence, info.pending);
+        let key = message
+            .subject
+            .as_str()
+            .strip_prefix(store.prefix.as_str())
+            .unwrap_or_default();
+        // As async-nats reads a KV entry: a delete or purge, or a server's marker of one.
+        let headers = message.headers.as_ref();
+        let op = headers
+            .and_then(|h| h.get("KV-Operation"))
+            .map(|v| v.as_str());
+        let marker = headers.is_some_and(|h| h.get("Nats-Marker-Reason").is_some());
+        if marker || matches!(op, Some("DEL" | "PURGE")) {
+            out.remove(key);
         } else {
-            let id = JobId::new(entry.key.as_str());
-            let state = JobState::from_bytes(&entry.value).map_err(|source| Error::BadState {
-                job: id.clone(),
-                source,
-            })?;
+            let id = JobId::new(key);
+            let state =
+                JobState::from_bytes(&message.payload).map_err(|source| Error::BadState {
+                    job: id.clone(),
+                    source,
+                })?;
             out.insert(
                 id,
                 Versioned {
                     state,
-                    revision: entry.revision,
+                    revision: seq,
                 },
             );
         }
-        if current {
+        if seq >= at_start.last_sequence || pending == 0 {
             break;
         }
     }

@@ -795,6 +795,10 @@ async fn coordinator_restarted_from_its_snapshot_runs_every_job_exactly_once() {
             .and_then(|s| s.split([',', '}']).next()?.trim().parse().ok())
             .unwrap_or_else(|| panic!("no snapshot_seq in {out}"));
         assert!(seq > 0, "the restart did not use the snapshot: {out}");
+        assert!(
+            out.contains("\"graph_restored\":true"),
+            "the restart planned its graph again: {out}"
+        );
         assert_exactly_once(&url, "snp", &all).await;
         let mut l = streams(&url, "snp").await;
         assert_eq!(l.jobs.info().await.unwrap().state.last_sequence, 400);
@@ -878,6 +882,77 @@ async fn a_corrupt_or_stale_snapshot_is_ignored() {
         assert!(out.complete(), "{out:?}");
         assert_eq!(out.snapshot_seq, None);
         assert_exactly_once(&url, "stl", &all).await;
+        stop.send(true).unwrap();
+        for h in hs {
+            h.await.unwrap().unwrap();
+        }
+    })
+    .await;
+}
+
+/// A coordinator that plans its graph itself, or restores the one stored for the sweep.
+fn planning_config(url: &str, sweep: &str, seed: u64) -> (CoordinatorConfig, Vec<JobId>) {
+    let mut spec = synthetic(120, 2, (0, 0));
+    spec.seed = seed;
+    let all = synthetic_graph(sweep, spec.clone())
+        .jobs()
+        .iter()
+        .map(|j| j.id.clone())
+        .collect();
+    let mut c = config(url, sweep, spec.clone(), 5_000);
+    c.graph = Default::default();
+    c.plan_from = Some(promptgrid_common::Sweep::synthetic_only(sweep, spec));
+    (c, all)
+}
+
+/// The first run plans and stores its graph, a rerun restores it; a damaged one, or one of
+/// another sweep file, is ignored (planned again and replaced), and every job runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_graph_is_restored_and_a_damaged_or_other_one_ignored() {
+    use promptgrid_runtime::graphstore::GRAPH_ARTIFACT;
+    bounded(async {
+        let (_d, srv) = server(&[]);
+        let url = srv.url();
+        let (stop, hs) = workers(&url, "gst", 3, 0);
+        let restored = |o: &promptgrid_runtime::Outcome| o.graph_after.map(|g| g.1);
+
+        let (cfg, all) = planning_config(&url, "gst", 1);
+        let out = promptgrid_runtime::run(cfg).await.unwrap();
+        assert!(out.complete() && out.total == 120, "{out:?}");
+        assert_eq!(restored(&out), Some(false));
+        assert_exactly_once(&url, "gst", &all).await;
+
+        let (cfg, _) = planning_config(&url, "gst", 1);
+        let out = promptgrid_runtime::run(cfg).await.unwrap();
+        assert!(out.complete() && out.published == 0, "{out:?}");
+        assert_eq!(restored(&out), Some(true));
+
+        // Damaged: planned again, nothing to publish, and stored anew.
+        let l = streams(&url, "gst").await;
+        let mut bytes = promptgrid_runtime::objects::read_object(&l.artifacts, GRAPH_ARTIFACT)
+            .await
+            .unwrap()
+            .unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        l.artifacts
+            .put(GRAPH_ARTIFACT, &mut bytes.as_slice())
+            .await
+            .unwrap();
+        let (cfg, _) = planning_config(&url, "gst", 1);
+        let out = promptgrid_runtime::run(cfg).await.unwrap();
+        assert!(out.complete() && out.published == 0, "{out:?}");
+        assert_eq!(restored(&out), Some(false));
+        let (cfg, _) = planning_config(&url, "gst", 1);
+        let out = promptgrid_runtime::run(cfg).await.unwrap();
+        assert_eq!(restored(&out), Some(true));
+
+        // Another sweep file (other dependencies, so other ids): the stored graph is not its.
+        let (cfg, all) = planning_config(&url, "gst", 2);
+        let out = promptgrid_runtime::run(cfg).await.unwrap();
+        assert!(out.complete(), "{out:?}");
+        assert_eq!(restored(&out), Some(false));
+        assert_exactly_once(&url, "gst", &all).await;
         stop.send(true).unwrap();
         for h in hs {
             h.await.unwrap().unwrap();

@@ -302,6 +302,22 @@ pub struct Sweep {
 }
 
 impl Sweep {
+    /// A sweep of synthetic jobs only, without a sweep file (tests and benchmarks).
+    pub fn synthetic_only(name: &str, spec: SyntheticSpec) -> Sweep {
+        Sweep {
+            name: name.to_string(),
+            description: None,
+            file: PathBuf::from(format!("{name}.toml")),
+            catalog: Default::default(),
+            seeds: vec![],
+            models: vec![],
+            tasks: vec![],
+            settings: Default::default(),
+            studies: Default::default(),
+            synthetic: Some(spec),
+        }
+    }
+
     /// The seeds a model runs: its own list, else the sweep's.
     pub fn seeds_of<'a>(&'a self, model: &'a ModelSpec) -> &'a [u64] {
         model.seeds_or(&self.seeds)

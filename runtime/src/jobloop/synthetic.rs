@@ -91,17 +91,5 @@ pub fn synthetic_graph(
     name: &str,
     spec: promptgrid_common::spec::SyntheticSpec,
 ) -> promptgrid_common::JobGraph {
-    let sweep = promptgrid_common::Sweep {
-        name: name.to_string(),
-        description: None,
-        file: std::path::PathBuf::from(format!("{name}.toml")),
-        catalog: Default::default(),
-        seeds: vec![],
-        models: vec![],
-        tasks: vec![],
-        settings: Default::default(),
-        studies: Default::default(),
-        synthetic: Some(spec),
-    };
-    promptgrid_common::JobGraph::build(&sweep)
+    promptgrid_common::JobGraph::build(&promptgrid_common::Sweep::synthetic_only(name, spec))
 }

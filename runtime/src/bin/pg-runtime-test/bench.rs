@@ -481,9 +481,20 @@ fn size(count: u32, a: &BenchArgs) -> Result<Row, String> {
         Some(ms) if ms >= 0.0 => format!("{:.2} s", run_s + ms / 1000.0),
         _ => "none".to_string(),
     };
+    let graph = match (
+        field(&out2, "graph_ms"),
+        out2.contains("\"graph_restored\":true"),
+    ) {
+        (Some(ms), restored) if ms >= 0.0 => format!(
+            "{} at {:.2} s",
+            if restored { "restored" } else { "planned" },
+            run_s + ms / 1000.0
+        ),
+        _ => "planned before run".to_string(),
+    };
     notes.push(format!(
-        "resume: graph planned at {run_s:.2} s, snapshot loaded at {snapshot}, replay over at \
-         {:.2} s, first new publish at {resume_s:.2} s",
+        "resume: run started at {run_s:.2} s, graph {graph}, snapshot loaded at {snapshot}, \
+         replay over at {:.2} s, first new publish at {resume_s:.2} s",
         run_s + reconciled_s
     ));
     let (done2, _) = parquet_done(&resume_dir)?;

@@ -15,6 +15,8 @@
 //!                 (a sweep file, a grid of M models x 17 tasks x S seeds, or a synthetic sweep
 //!                 planned as `promptgrid plan` plans it: time, jobs, peak RSS)
 //! ```
+//! The coordinator plans its graph once connected (or restores the one its sweep's first run
+//! stored), so the resume it reports counts either from process start.
 //! The coordinator prints its outcome as one JSON line and exits 0 when the sweep is complete.
 
 mod bench;
@@ -23,7 +25,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use promptgrid_common::spec::SyntheticSpec;
-use promptgrid_runtime::jobloop::{self, Synthetic, WorkerConfig, synthetic_graph};
+use promptgrid_runtime::jobloop::{self, Synthetic, WorkerConfig};
 use promptgrid_runtime::parquet::{ParquetDoneSource, ParquetSink};
 use promptgrid_runtime::{CoordinatorConfig, NatsConfig, shutdown_on_signals};
 
@@ -118,7 +120,9 @@ fn main() {
                     payload_bytes: num("payload-bytes", 0.0) as u32,
                     seed: num("seed", 0.0) as u64,
                 };
-                let mut config = CoordinatorConfig::new(nats, &sweep, synthetic_graph(&sweep, spec));
+                // Planned in `run`, or restored from the graph the first run stored.
+                let mut config = CoordinatorConfig::new(nats, &sweep, Default::default());
+                config.plan_from = Some(promptgrid_common::Sweep::synthetic_only(&sweep, spec));
                 config.streams.lease = Duration::from_millis(num("lease-ms", 30_000.0) as u64);
                 config.error_retries = num("error-retries", 2.0) as u32;
                 config.streams.replicas = num("replicas", 1.0) as usize;
@@ -141,7 +145,7 @@ fn main() {
                 match promptgrid_runtime::run(config).await {
                     Ok(o) => {
                         println!(
-                            "{{\"total\":{},\"done\":{},\"dead\":{},\"published\":{},\"reused\":{},\"reconciled_ms\":{},\"first_new_ms\":{},\"snapshot_seq\":{},\"run_ms\":{run_ms},\"snapshot_ms\":{}}}",
+                            "{{\"total\":{},\"done\":{},\"dead\":{},\"published\":{},\"reused\":{},\"reconciled_ms\":{},\"first_new_ms\":{},\"snapshot_seq\":{},\"run_ms\":{run_ms},\"snapshot_ms\":{},\"graph_ms\":{},\"graph_restored\":{}}}",
                             o.total,
                             o.done,
                             o.dead,
@@ -151,7 +155,9 @@ fn main() {
                             o.first_new_publish
                                 .map_or(-1, |t| (t - process_start).as_millis() as i64),
                             o.snapshot_seq.map_or(-1, |s| s as i64),
-                            o.snapshot_after.map_or(-1, |d| d.as_millis() as i64)
+                            o.snapshot_after.map_or(-1, |d| d.as_millis() as i64),
+                            o.graph_after.map_or(-1, |(d, _)| d.as_millis() as i64),
+                            o.graph_after.is_some_and(|(_, r)| r)
                         );
                         i32::from(!o.complete())
                     }
