@@ -14,10 +14,12 @@ enum Kernel {
     Products,
 }
 
-/// The kernel for products in `kind` on `device`, whose float32 scores take `score_bytes`, with
-/// or without a backward pass to follow. On CUDA the fused kernel in `kind` is the fast path. On
-/// the CPU, bf16 runs the two products in bf16 around a float32-arithmetic softmax while the allocator
-/// reuses the scores' memory (up to [`heap::largest_reused_block`]): measured with promptgrid's
+/// The kernel for products in `kind` on `device`, whose scores would take `score_bytes` in
+/// float32, with or without a backward pass to follow. On CUDA the fused kernel in `kind` is the
+/// fast path. On the CPU, bf16 runs the two products in bf16 around a softmax in float32
+/// arithmetic while the allocator reuses the scores' memory (up to
+/// [`heap::largest_reused_block`]; the bound still counts the scores in float32, as the products
+/// path kept them when it was measured, though they are bf16 now): measured with promptgrid's
 /// malloc settings, torch 2.13, against libtorch's flash kernel in float32 (its bf16 variant is
 /// slower still), forward + backward 16×12 heads×228×32, one thread, 64 ms against 79;
 /// 16×12×228×64 (RoBERTa-base), two threads, 50 against 80; 32×12×400×64, 344 against 419;
