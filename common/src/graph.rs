@@ -16,6 +16,7 @@ use crate::spec::{
     CrossModelPair, Indicator, Objective, ProjectorSettings, PromptSettings, Sweep, SyntheticSpec,
     TaskSpec, TptPairs,
 };
+use crate::symbol::Symbol;
 
 /// The name of the random-prompt source in transfer and activations jobs.
 pub const RANDOM: &str = "random";
@@ -113,11 +114,11 @@ impl JobKind {
 #[serde(tag = "from", rename_all = "snake_case")]
 pub enum TptSource {
     /// The source task's prompt on the same model (TPT-task).
-    Task { task: String },
+    Task { task: Symbol },
     /// The same task's prompt of another model, through a projector (TPT-model).
     Projected {
-        task: String,
-        model: String,
+        task: Symbol,
+        model: Symbol,
         objective: Objective,
     },
 }
@@ -128,8 +129,8 @@ pub enum TptSource {
 pub enum JobSpec {
     /// Prompt tuning of `task` on `model` from the settings' init.
     Train {
-        task: String,
-        model: String,
+        task: Symbol,
+        model: Symbol,
         seed: u64,
         /// Boxed, as in `Tpt`: inline, the settings made every job of every kind as large as
         /// the largest, which a million-job graph pays a million times.
@@ -137,17 +138,17 @@ pub enum JobSpec {
     },
     /// Zero-shot: the prompt of `src` (a task, or [`RANDOM`]) on `tgt`'s template and split.
     Transfer {
-        src: String,
-        tgt: String,
-        model: String,
+        src: Symbol,
+        tgt: Symbol,
+        model: Symbol,
         seed: u64,
-        split: String,
+        split: Symbol,
     },
     /// Prompt tuning of `tgt` starting from another prompt, with the vanilla run's settings.
     Tpt {
         source: TptSource,
-        tgt: String,
-        model: String,
+        tgt: Symbol,
+        model: Symbol,
         seed: u64,
         settings: Box<PromptSettings>,
         /// Stop once a dev evaluation matches the vanilla run's best ([`TptStudy`]); left out
@@ -157,28 +158,29 @@ pub enum JobSpec {
     },
     /// The binary FFN activation mask the prompt of `task` (or [`RANDOM`]) induces.
     Activations {
-        task: String,
-        model: String,
+        task: Symbol,
+        model: Symbol,
         seed: u64,
     },
     /// A projector from `src_model`'s prompts to `tgt_model`'s.
     Projector {
-        src_model: String,
-        tgt_model: String,
+        src_model: Symbol,
+        tgt_model: Symbol,
         objective: Objective,
-        train_tasks: Vec<String>,
+        train_tasks: Vec<Symbol>,
         seed: u64,
-        settings: ProjectorSettings,
+        /// Boxed: a projector job is rare, and inline its settings made every job larger.
+        settings: Box<ProjectorSettings>,
     },
     /// `task`'s prompt of `src_model`, projected and scored zero-shot on `tgt_model`.
     CrossModel {
-        task: String,
-        src_model: String,
-        tgt_model: String,
+        task: Symbol,
+        src_model: Symbol,
+        tgt_model: Symbol,
         objective: Objective,
         held_out: bool,
         seed: u64,
-        split: String,
+        split: Symbol,
     },
     /// No ML: sleeps, maybe fails, and returns a payload; tests and benchmarks the runtime.
     Synthetic {
@@ -286,8 +288,6 @@ pub struct Job {
     pub id: JobId,
     pub key: String,
     pub spec: JobSpec,
-    /// Jobs that must be done before this one is published.
-    pub deps: Vec<JobId>,
     /// For TPT with `top_k`: the job runs only if its source is among the k best by this
     /// indicator, which is known once the prompts exist.
     pub gate: Option<(u32, Indicator)>,
@@ -401,17 +401,19 @@ impl Index {
 }
 
 /// All jobs of a sweep in a topological order (every job after its dependencies).
+///
+/// A job's dependencies (the jobs that must be done before it is published) are kept here as
+/// their places in [`Self::jobs`], all jobs' in one table: a vector of ids per job cost an
+/// allocation and a reference count touched at a random place per edge, which at a million
+/// jobs was most of the time a restart took to read its graph back.
 #[derive(Debug, Clone, Default)]
 pub struct JobGraph {
     jobs: Vec<Job>,
     index: Index,
-    /// The places of every job's dependencies, in job order ([`NOT_IN_GRAPH`] for one that is
-    /// not), when they came with the graph (a restored one); see [`Self::take_dep_places`].
-    dep_places: Vec<u32>,
+    /// Job `i`'s dependencies are `deps[dep_end[i - 1]..dep_end[i]]` (from 0 for job 0).
+    dep_end: Vec<u32>,
+    deps: Vec<u32>,
 }
-
-/// A dependency outside the graph, in [`JobGraph::take_dep_places`].
-pub const NOT_IN_GRAPH: u32 = u32::MAX;
 
 impl JobGraph {
     pub fn jobs(&self) -> &[Job] {
@@ -430,6 +432,22 @@ impl JobGraph {
     /// [`Self::position`] of an id given as text (a bucket key).
     pub fn position_of(&self, id: &str) -> Option<usize> {
         self.index.find(&self.jobs, id)
+    }
+
+    /// The places of job `i`'s dependencies, each before `i`.
+    pub fn deps(&self, i: usize) -> &[u32] {
+        let start = i.checked_sub(1).map_or(0, |p| self.dep_end[p] as usize);
+        &self.deps[start..self.dep_end[i] as usize]
+    }
+
+    /// The ids of job `i`'s dependencies.
+    pub fn dep_ids(&self, i: usize) -> impl Iterator<Item = &JobId> {
+        self.deps(i).iter().map(|&k| &self.jobs[k as usize].id)
+    }
+
+    /// Dependency edges in all.
+    pub fn edge_count(&self) -> usize {
+        self.deps.len()
     }
 
     pub fn by_key(&self, key: &str) -> Option<&Job> {
@@ -456,11 +474,11 @@ impl JobGraph {
     /// The number of jobs on the longest dependency chain (1 when nothing depends on anything).
     pub fn depth(&self) -> usize {
         let mut depth: Vec<usize> = Vec::with_capacity(self.jobs.len());
-        for j in &self.jobs {
-            let d = j
-                .deps
+        for i in 0..self.jobs.len() {
+            let d = self
+                .deps(i)
                 .iter()
-                .filter_map(|d| self.position(d).map(|i| depth[i]))
+                .map(|&k| depth[k as usize])
                 .max()
                 .unwrap_or(0)
                 + 1;
@@ -491,13 +509,20 @@ impl JobGraph {
         b.graph
     }
 
-    /// A graph of jobs given in a topological order, with the places of their dependencies as
-    /// [`Self::take_dep_places`] gives them (a restored graph); `None` when two jobs share an
-    /// id or the places do not fit.
-    pub fn from_jobs(jobs: Vec<Job>, dep_places: Vec<u32>) -> Option<JobGraph> {
-        let edges: usize = jobs.iter().map(|j| j.deps.len()).sum();
-        if edges != dep_places.len() {
+    /// A graph of jobs given in a topological order, with their dependencies as
+    /// [`Self::deps`] gives them (`dep_end[i]`: where job `i`'s end in `deps`); `None` when two
+    /// jobs share an id or the dependencies do not fit (a place not before its job's own).
+    pub fn from_jobs(jobs: Vec<Job>, dep_end: Vec<u32>, deps: Vec<u32>) -> Option<JobGraph> {
+        if dep_end.len() != jobs.len() || dep_end.last().map_or(0, |&e| e as usize) != deps.len() {
             return None;
+        }
+        let mut start = 0;
+        for (i, &end) in dep_end.iter().enumerate() {
+            let end = end as usize;
+            if end < start || deps[start..end].iter().any(|&k| k as usize >= i) {
+                return None;
+            }
+            start = end;
         }
         let mut index = Index::default();
         index.reserve(&[], jobs.len());
@@ -509,23 +534,14 @@ impl JobGraph {
         Some(JobGraph {
             jobs,
             index,
-            dep_places,
+            dep_end,
+            deps,
         })
     }
 
-    /// The places of every job's dependencies, in job order ([`NOT_IN_GRAPH`] for one that is
-    /// not in it): handed over by a restored graph, which knew them, else looked up (a random
-    /// read or three per edge: over a second at a million jobs).
-    pub fn take_dep_places(&mut self) -> Vec<u32> {
-        if self.dep_places.is_empty() {
-            let jobs = &self.jobs;
-            jobs.iter()
-                .flat_map(|j| &j.deps)
-                .map(|d| self.position(d).map_or(NOT_IN_GRAPH, |k| k as u32))
-                .collect()
-        } else {
-            std::mem::take(&mut self.dep_places)
-        }
+    /// The graph's dependency table, as [`Self::from_jobs`] takes it.
+    pub fn dep_table(&self) -> (&[u32], &[u32]) {
+        (&self.dep_end, &self.deps)
     }
 
     /// Whether `sample` jobs spread over the graph have the ids this planner gives their specs
@@ -537,19 +553,24 @@ impl JobGraph {
         let last = self.jobs.len().checked_sub(1);
         (0..self.jobs.len()).step_by(step).chain(last).all(|i| {
             let j = &self.jobs[i];
-            b.content_id(&j.spec, &j.deps) == j.id
+            let ids = self.dep_ids(i).collect();
+            content_id(&mut b.buf, &b.model_json, &b.task_json, &j.spec, ids) == j.id
         })
     }
 
-    fn push(&mut self, job: Job) -> JobId {
+    /// Adds `job` after its dependencies `deps` (places), unless a job of its id is in the
+    /// graph already; either way, the job's place.
+    fn push(&mut self, job: Job, deps: &[u32]) -> u32 {
         if let Some(i) = self.position(&job.id) {
-            return self.jobs[i].id.clone();
+            return i as u32;
         }
-        self.index.reserve(&self.jobs, self.jobs.len() + 1);
-        self.index.insert_new(job.id.as_str(), self.jobs.len());
-        let id = job.id.clone();
+        let i = self.jobs.len();
+        self.index.reserve(&self.jobs, i + 1);
+        self.index.insert_new(job.id.as_str(), i);
         self.jobs.push(job);
-        id
+        self.deps.extend_from_slice(deps);
+        self.dep_end.push(self.deps.len() as u32);
+        i as u32
     }
 }
 
@@ -570,8 +591,8 @@ mod erased {
 struct Builder<'a> {
     sweep: &'a Sweep,
     graph: JobGraph,
-    /// seed -> model -> task -> train job: looked up by `&str` without building a key.
-    train: IdMap<u64, IdMap<String, IdMap<String, JobId>>>,
+    /// seed -> model -> task -> train job's place: looked up by `&str` without building a key.
+    train: IdMap<u64, IdMap<String, IdMap<String, u32>>>,
     /// The JSON of each model and task definition, part of the hashed content of every job
     /// that names it: serialized once rather than once per job (a task definition is most of
     /// the bytes a planned job hashes).
@@ -603,62 +624,23 @@ impl<'a> Builder<'a> {
         b
     }
 
-    fn add(
-        &mut self,
-        spec: JobSpec,
-        mut deps: Vec<JobId>,
-        gate: Option<(u32, Indicator)>,
-    ) -> JobId {
-        // Kept for the graph's life: no spare room per job.
-        deps.shrink_to_fit();
-        let id = self.content_id(&spec, &deps);
+    /// Adds the job of `spec` after the jobs at places `deps`; its place.
+    fn add(&mut self, spec: JobSpec, deps: Vec<u32>, gate: Option<(u32, Indicator)>) -> u32 {
+        let ids = deps
+            .iter()
+            .map(|&k| &self.graph.jobs[k as usize].id)
+            .collect();
+        let id = content_id(&mut self.buf, &self.model_json, &self.task_json, &spec, ids);
         let key = spec.key();
-        self.graph.push(Job {
-            id,
-            key,
-            spec,
-            deps,
-            gate,
-        })
-    }
-
-    /// Hash of the spec, the definitions it names and its dependencies' ids: the bytes
-    /// `serde_json` writes for [`Content`], put together from the definitions' JSON made once.
-    fn content_id(&mut self, spec: &JobSpec, deps: &[JobId]) -> JobId {
-        let uses_random = uses_random(spec);
-        let (models, tasks) = names_of(spec);
-        let mut deps: Vec<&JobId> = deps.iter().collect();
-        deps.sort();
-        let buf = &mut self.buf;
-        buf.clear();
-        buf.extend_from_slice(b"{\"v\":1,\"spec\":");
-        let _ = serde_json::to_writer(&mut *buf, spec);
-        for (field, names, json) in [
-            ("models", models, &self.model_json),
-            ("tasks", tasks, &self.task_json),
-        ] {
-            buf.extend_from_slice(b",\"");
-            buf.extend_from_slice(field.as_bytes());
-            buf.extend_from_slice(b"\":[");
-            let mut first = true;
-            for j in names.iter().filter_map(|n| json.get(n)) {
-                if !first {
-                    buf.push(b',');
-                }
-                first = false;
-                buf.extend_from_slice(j);
-            }
-            buf.push(b']');
-        }
-        buf.extend_from_slice(b",\"deps\":");
-        let _ = serde_json::to_writer(&mut *buf, &deps);
-        if uses_random {
-            buf.extend_from_slice(b",\"random\":");
-            let _ = serde_json::to_writer(&mut *buf, RANDOM_PROMPT);
-        }
-        buf.push(b'}');
-        let digest = Sha256::digest(&buf[..]);
-        JobId::new(hex::encode(&digest[..16]))
+        self.graph.push(
+            Job {
+                id,
+                key,
+                spec,
+                gate,
+            },
+            &deps,
+        )
     }
 
     #[cfg(test)]
@@ -675,15 +657,59 @@ impl<'a> Builder<'a> {
                 .collect(),
         )
     }
+}
 
+/// Hash of the spec, the definitions it names and its dependencies' ids: the bytes
+/// `serde_json` writes for `Content` (see the test), put together from the definitions' JSON
+/// made once, in `buf`.
+fn content_id(
+    buf: &mut Vec<u8>,
+    model_json: &IdMap<&str, Vec<u8>>,
+    task_json: &IdMap<&str, Vec<u8>>,
+    spec: &JobSpec,
+    mut deps: Vec<&JobId>,
+) -> JobId {
+    let uses_random = uses_random(spec);
+    let (models, tasks) = names_of(spec);
+    deps.sort();
+    buf.clear();
+    buf.extend_from_slice(b"{\"v\":1,\"spec\":");
+    let _ = serde_json::to_writer(&mut *buf, spec);
+    for (field, names, json) in [("models", models, model_json), ("tasks", tasks, task_json)] {
+        buf.extend_from_slice(b",\"");
+        buf.extend_from_slice(field.as_bytes());
+        buf.extend_from_slice(b"\":[");
+        let mut first = true;
+        for j in names.iter().filter_map(|n| json.get(n)) {
+            if !first {
+                buf.push(b',');
+            }
+            first = false;
+            buf.extend_from_slice(j);
+        }
+        buf.push(b']');
+    }
+    buf.extend_from_slice(b",\"deps\":");
+    let _ = serde_json::to_writer(&mut *buf, &deps);
+    if uses_random {
+        buf.extend_from_slice(b",\"random\":");
+        let _ = serde_json::to_writer(&mut *buf, RANDOM_PROMPT);
+    }
+    buf.push(b'}');
+    let digest = Sha256::digest(&buf[..]);
+    JobId::new(hex::encode(&digest[..16]))
+}
+
+impl<'a> Builder<'a> {
     fn settings(&self, model: &str, task: &str) -> Box<PromptSettings> {
         Box::new(self.sweep.settings(model, task).clone())
     }
 
-    fn train_job(&mut self, task: &str, model: &str, seed: u64) -> JobId {
+    /// The place of the train job of `task` on `model`, added on first use.
+    fn train_job(&mut self, task: &str, model: &str, seed: u64) -> u32 {
         let known = self.train.get(&seed).and_then(|m| m.get(model));
-        if let Some(id) = known.and_then(|t| t.get(task)) {
-            return id.clone();
+        if let Some(&k) = known.and_then(|t| t.get(task)) {
+            return k;
         }
         let settings = self.settings(model, task);
         let spec = JobSpec::Train {
@@ -698,12 +724,12 @@ impl<'a> Builder<'a> {
             .or_default()
             .entry(model.to_string())
             .or_default()
-            .insert(task.to_string(), id.clone());
+            .insert(task.to_string(), id);
         id
     }
 
     /// The activations job of a task's prompt (or the random one); adding it twice is a no-op.
-    fn activations_job(&mut self, task: &str, model: &str, seed: u64) -> JobId {
+    fn activations_job(&mut self, task: &str, model: &str, seed: u64) -> u32 {
         let deps = if task == RANDOM {
             vec![]
         } else {
@@ -747,9 +773,9 @@ impl<'a> Builder<'a> {
                         let spec = JobSpec::Transfer {
                             src: src.into(),
                             tgt: tgt.name().into(),
-                            model: model.name.clone(),
+                            model: Symbol::new(&model.name),
                             seed,
-                            split: ct.split.clone(),
+                            split: Symbol::new(&ct.split),
                         };
                         self.add(spec, deps, None);
                     }
@@ -781,10 +807,12 @@ impl<'a> Builder<'a> {
                         deps.dedup();
                     }
                     let spec = JobSpec::Tpt {
-                        source: TptSource::Task { task: src },
+                        source: TptSource::Task {
+                            task: Symbol::new(&src),
+                        },
                         settings: self.settings(&model.name, &tgt),
-                        tgt,
-                        model: model.name.clone(),
+                        tgt: Symbol::new(&tgt),
+                        model: Symbol::new(&model.name),
                         seed,
                         stop_when_matched: tpt.stop_when_matched,
                     };
@@ -829,12 +857,12 @@ impl<'a> Builder<'a> {
             }
             let projector = self.add(
                 JobSpec::Projector {
-                    src_model: src.name.clone(),
-                    tgt_model: tgt.name.clone(),
+                    src_model: Symbol::new(&src.name),
+                    tgt_model: Symbol::new(&tgt.name),
                     objective,
-                    train_tasks: pair.train_tasks.clone(),
+                    train_tasks: pair.train_tasks.iter().map(Symbol::from).collect(),
                     seed,
-                    settings: pair.settings.clone(),
+                    settings: Box::new(pair.settings.clone()),
                 },
                 deps,
                 None,
@@ -847,30 +875,30 @@ impl<'a> Builder<'a> {
             for task in &shared {
                 let src_prompt = self.train_job(task, &src.name, seed);
                 let spec = JobSpec::CrossModel {
-                    task: task.clone(),
-                    src_model: src.name.clone(),
-                    tgt_model: tgt.name.clone(),
+                    task: Symbol::new(task),
+                    src_model: Symbol::new(&src.name),
+                    tgt_model: Symbol::new(&tgt.name),
                     objective,
                     held_out: !pair.train_tasks.contains(task),
                     seed,
-                    split: split.to_string(),
+                    split: Symbol::new(split),
                 };
-                self.add(spec, vec![projector.clone(), src_prompt.clone()], None);
+                self.add(spec, vec![projector, src_prompt], None);
                 if let Some(tpt) = sweep.studies.tpt.as_ref().filter(|t| t.from_projected) {
                     let vanilla = self.train_job(task, &tgt.name, seed);
                     let spec = JobSpec::Tpt {
                         source: TptSource::Projected {
-                            task: task.clone(),
-                            model: src.name.clone(),
+                            task: Symbol::new(task),
+                            model: Symbol::new(&src.name),
                             objective,
                         },
-                        tgt: task.clone(),
-                        model: tgt.name.clone(),
+                        tgt: Symbol::new(task),
+                        model: Symbol::new(&tgt.name),
                         seed,
                         settings: self.settings(&tgt.name, task),
                         stop_when_matched: tpt.stop_when_matched,
                     };
-                    self.add(spec, vec![projector.clone(), src_prompt, vanilla], None);
+                    self.add(spec, vec![projector, src_prompt, vanilla], None);
                 }
             }
         }
@@ -901,9 +929,7 @@ impl<'a> Builder<'a> {
             let mut deps = Vec::with_capacity(if index > 0 { s.fan_in as usize } else { 0 });
             if index > 0 {
                 for _ in 0..s.fan_in {
-                    let d = self.graph.jobs[(next() % u64::from(index)) as usize]
-                        .id
-                        .clone();
+                    let d = (next() % u64::from(index)) as u32;
                     if !deps.contains(&d) {
                         deps.push(d);
                     }
@@ -953,7 +979,7 @@ fn names_of(spec: &JobSpec) -> (Vec<&str>, Vec<&str>) {
             ..
         } => (
             vec![src_model, tgt_model],
-            train_tasks.iter().map(String::as_str).collect(),
+            train_tasks.iter().map(Symbol::as_str).collect(),
         ),
         JobSpec::CrossModel {
             task,
@@ -994,6 +1020,16 @@ fn tpt_pairs(pairs: &TptPairs, tasks: &[&TaskSpec]) -> Vec<(String, String)> {
 mod tests {
     use super::*;
 
+    /// A million-job graph holds a million of these: a field that makes every spec larger
+    /// costs the coordinator that many times its size (names are interned [`Symbol`]s,
+    /// settings rare or large are boxed, and dependencies live in the graph's table).
+    #[test]
+    fn a_job_and_its_spec_stay_small() {
+        assert_eq!(std::mem::size_of::<Symbol>(), 8);
+        assert_eq!(std::mem::size_of::<JobSpec>(), 64);
+        assert_eq!(std::mem::size_of::<Job>(), 112);
+    }
+
     /// The index finds every job at its place, through every growth of its table, keeps one
     /// job per id, and finds nothing else.
     #[test]
@@ -1008,12 +1044,11 @@ mod tests {
                 fail: false,
                 payload_bytes: 0,
             },
-            deps: vec![],
             gate: None,
         };
         for i in 0..5_000 {
-            g.push(job(i));
-            g.push(job(i / 2));
+            g.push(job(i), &[]);
+            g.push(job(i / 2), &[]);
         }
         assert_eq!(g.len(), 5_000);
         for (i, j) in g.jobs().iter().enumerate() {
@@ -1043,17 +1078,10 @@ mod tests {
         let sweep = Sweep::parse(std::path::Path::new("demo.toml"), source, &catalog).unwrap();
         let graph = JobGraph::build(&sweep);
         assert!(graph.len() > 100);
-        let b = Builder {
-            sweep: &sweep,
-            graph: JobGraph::default(),
-            train: IdMap::default(),
-            model_json: IdMap::default(),
-            task_json: IdMap::default(),
-            buf: Vec::new(),
-        };
-        for job in graph.jobs() {
+        let b = Builder::new(&sweep);
+        for (i, job) in graph.jobs().iter().enumerate() {
             let (models, tasks) = b.names_in(&job.spec);
-            let mut deps: Vec<&JobId> = job.deps.iter().collect();
+            let mut deps: Vec<&JobId> = graph.dep_ids(i).collect();
             deps.sort();
             let content = Content {
                 v: 1,

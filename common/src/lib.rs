@@ -13,6 +13,7 @@
 //!   report's resampling;
 //! * [`codec`]: the sealed binary encoding of what a coordinator stores for its restarts;
 //! * [`stored`]: the planned graph in that encoding, restored on a restart instead of planned;
+//! * [`symbol`]: interned model, task and split names, as job specs hold them;
 //! * [`error`]: errors that name the file, key and line.
 pub mod catalog;
 pub mod codec;
@@ -26,8 +27,10 @@ pub mod plan;
 pub mod rng;
 pub mod spec;
 pub mod stored;
+pub mod symbol;
 pub mod wire;
 
 pub use error::{SpecError, SpecResult, UnknownValue};
 pub use graph::{Job, JobGraph, JobId, JobKind, JobSpec};
 pub use spec::Sweep;
+pub use symbol::Symbol;

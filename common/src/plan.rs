@@ -282,14 +282,26 @@ fn inputs_of(sweep: &Sweep, spec: &JobSpec, roots: &Roots) -> Vec<(String, PathB
 
 /// `start` and every job that depends on one of them, transitively.
 fn downstream(graph: &JobGraph, start: &[JobId]) -> HashSet<JobId> {
-    let mut blocked: HashSet<JobId> = start.iter().cloned().collect();
+    let mut blocked = vec![false; graph.len()];
+    for i in start.iter().filter_map(|id| graph.position(id)) {
+        blocked[i] = true;
+    }
     // Jobs are in topological order, so one pass suffices.
-    for job in graph.jobs() {
-        if job.deps.iter().any(|d| blocked.contains(d)) {
-            blocked.insert(job.id.clone());
+    for i in 0..graph.len() {
+        if graph.deps(i).iter().any(|&k| blocked[k as usize]) {
+            blocked[i] = true;
         }
     }
-    blocked
+    let mut out: HashSet<JobId> = start.iter().cloned().collect();
+    out.extend(
+        graph
+            .jobs()
+            .iter()
+            .zip(&blocked)
+            .filter(|(_, b)| **b)
+            .map(|(j, _)| j.id.clone()),
+    );
+    out
 }
 
 impl std::fmt::Display for Plan {

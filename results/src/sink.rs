@@ -42,28 +42,28 @@ fn names_of(spec: &JobSpec) -> JobNames {
     };
     match spec {
         JobSpec::Train { task, seed, .. } | JobSpec::Activations { task, seed, .. } => {
-            n.task = Some(task.clone());
+            n.task = Some(task.to_string());
             n.seed = Some(*seed as i64);
         }
         JobSpec::Transfer { src, tgt, seed, .. } => {
-            n.task = Some(tgt.clone());
-            n.src_task = Some(src.clone());
+            n.task = Some(tgt.to_string());
+            n.src_task = Some(src.to_string());
             n.seed = Some(*seed as i64);
         }
         JobSpec::Tpt {
             source, tgt, seed, ..
         } => {
-            n.task = Some(tgt.clone());
+            n.task = Some(tgt.to_string());
             n.seed = Some(*seed as i64);
             match source {
-                TptSource::Task { task } => n.src_task = Some(task.clone()),
+                TptSource::Task { task } => n.src_task = Some(task.to_string()),
                 TptSource::Projected {
                     task,
                     model,
                     objective,
                 } => {
-                    n.src_task = Some(task.clone());
-                    n.src_model = Some(model.clone());
+                    n.src_task = Some(task.to_string());
+                    n.src_model = Some(model.to_string());
                     n.objective = Some(objective.name().to_string());
                 }
             }
@@ -74,7 +74,7 @@ fn names_of(spec: &JobSpec) -> JobNames {
             seed,
             ..
         } => {
-            n.src_model = Some(src_model.clone());
+            n.src_model = Some(src_model.to_string());
             n.seed = Some(*seed as i64);
             n.objective = Some(objective.name().to_string());
         }
@@ -87,9 +87,9 @@ fn names_of(spec: &JobSpec) -> JobNames {
             ..
         } => {
             n.held_out = Some(*held_out);
-            n.task = Some(task.clone());
-            n.src_task = Some(task.clone());
-            n.src_model = Some(src_model.clone());
+            n.task = Some(task.to_string());
+            n.src_task = Some(task.to_string());
+            n.src_model = Some(src_model.to_string());
             n.seed = Some(*seed as i64);
             n.objective = Some(objective.name().to_string());
         }

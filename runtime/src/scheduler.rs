@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::StreamExt;
-use promptgrid_common::graph::NOT_IN_GRAPH;
 use promptgrid_common::names::SWEEP_ARTIFACT;
 use promptgrid_common::names::model_token;
 use promptgrid_common::wire::{JobMessage, JobState, now_ms};
@@ -252,34 +251,25 @@ impl Counts {
 }
 
 impl Sched {
-    /// `places`: the graph's [`JobGraph::take_dep_places`].
-    fn new(graph: Arc<JobGraph>, places: Vec<u32>) -> Sched {
+    fn new(graph: Arc<JobGraph>) -> Sched {
         let n = graph.len();
-        // The edges (dependency place per job, in job order), then a counting sort of them
-        // into the flat dependents list.
+        // The graph's dependencies turned around by a counting sort: the flat dependents list.
         let mut remaining = vec![0u32; n];
-        let mut edges: Vec<u32> = Vec::with_capacity(places.len());
         let mut first_dependent = vec![0u32; n + 1];
-        let mut place = places.into_iter();
-        for (i, j) in graph.jobs().iter().enumerate() {
-            for k in place
-                .by_ref()
-                .take(j.deps.len())
-                .filter(|&k| k != NOT_IN_GRAPH)
-            {
-                edges.push(k);
+        for (i, r) in remaining.iter_mut().enumerate() {
+            let deps = graph.deps(i);
+            *r = deps.len() as u32;
+            for &k in deps {
                 first_dependent[k as usize + 1] += 1;
-                remaining[i] += 1;
             }
         }
         for k in 0..n {
             first_dependent[k + 1] += first_dependent[k];
         }
         let mut fill: Vec<u32> = first_dependent[..n].to_vec();
-        let mut dependents = vec![0u32; edges.len()];
-        let mut edge = edges.iter();
-        for (i, &r) in remaining.iter().enumerate() {
-            for &k in edge.by_ref().take(r as usize) {
+        let mut dependents = vec![0u32; graph.edge_count()];
+        for i in 0..n {
+            for &k in graph.deps(i) {
                 dependents[fill[k as usize] as usize] = i as u32;
                 fill[k as usize] += 1;
             }
@@ -733,9 +723,8 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
 
     // The scheduler and the publisher share the one graph; the config keeps none.
     let total = config.graph.len();
-    let places = config.graph.take_dep_places();
     let graph = Arc::new(std::mem::take(&mut config.graph));
-    let mut sched = Sched::new(graph.clone(), places);
+    let mut sched = Sched::new(graph.clone());
     // A snapshot of this graph and this bucket saves replaying every state before it.
     let (bucket_created, bucket_last, bucket_messages) =
         snapshot::bucket_position(&streams).await?;
@@ -1162,7 +1151,9 @@ async fn publisher(publisher: Publisher, mut rx: mpsc::Receiver<Publish>) {
                 loop {
                     match publish_one(&publisher.streams, &msg).await {
                         Ok(Some(true)) => {
-                            let _ = publisher.first_new.set(Instant::now());
+                            if publisher.first_new.set(Instant::now()).is_ok() {
+                                tracing::info!(job = %msg.id, "first job published by this coordinator");
+                            }
                             return;
                         }
                         Ok(_) => return,
@@ -1366,10 +1357,8 @@ mod tests {
             payload_bytes: 0,
             seed: 5,
         };
-        let mut graph = crate::jobloop::synthetic_graph("snap", spec);
-        let places = graph.take_dep_places();
-        let graph = Arc::new(graph);
-        let mut a = Sched::new(graph.clone(), places.clone());
+        let graph = Arc::new(crate::jobloop::synthetic_graph("snap", spec));
+        let mut a = Sched::new(graph.clone());
         let mut out = VecDeque::new();
         reconcile(&mut a, &mut out, &mut VecDeque::new());
         let mut rng = rand::rngs::StdRng::seed_from_u64(23);
@@ -1384,7 +1373,7 @@ mod tests {
         }
         let bytes = a.encode_snapshot("digest", 42);
         let snap = snapshot::decode(&bytes).unwrap();
-        let mut b = Sched::new(graph, places);
+        let mut b = Sched::new(graph);
         let decisions = b.restore(&snap);
         let failed = a.local.iter().filter(|&&l| l == Local::Failed).count();
         assert_eq!(decisions.len(), failed);
@@ -1414,9 +1403,8 @@ mod tests {
             payload_bytes: 0,
             seed: 3,
         };
-        let mut graph = crate::jobloop::synthetic_graph("counts", spec);
-        let places = graph.take_dep_places();
-        let mut s = Sched::new(Arc::new(graph), places);
+        let graph = crate::jobloop::synthetic_graph("counts", spec);
+        let mut s = Sched::new(Arc::new(graph));
         let mut out = VecDeque::new();
         assert_eq!(s.counts(), recount(&s));
         reconcile(&mut s, &mut out, &mut VecDeque::new());

@@ -184,7 +184,7 @@ pub async fn status(nats: &NatsConfig, sweep: &str, graph: &JobGraph) -> Result<
             pulling.insert(token, info.num_waiting + info.num_ack_pending);
         }
     }
-    for job in graph.jobs() {
+    for (i, job) in graph.jobs().iter().enumerate() {
         let st = states.get(&job.id).map(|v| &v.state);
         let name = st.map_or("waiting", JobState::name);
         *report
@@ -216,7 +216,7 @@ pub async fn status(nats: &NatsConfig, sweep: &str, graph: &JobGraph) -> Result<
                 if report.waits.len() >= 20 {
                     continue;
                 }
-                let blocker = job.deps.iter().find(|d| {
+                let blocker = graph.dep_ids(i).find(|d| {
                     !matches!(
                         states.get(*d).map(|v| &v.state),
                         Some(JobState::Done { .. })

@@ -171,10 +171,10 @@ impl Run<'_> {
             return Err(ExecError::Cancelled);
         }
         let meta = ProjectorMeta {
-            src_model: src_model.clone(),
-            tgt_model: tgt_model.clone(),
+            src_model: src_model.to_string(),
+            tgt_model: tgt_model.to_string(),
             objective: objective.name().to_string(),
-            train_tasks: train_tasks.clone(),
+            train_tasks: train_tasks.iter().map(|t| t.to_string()).collect(),
         };
         let bytes = projector.to_bytes(&meta)?;
         let artifact = self.block(
@@ -219,8 +219,8 @@ impl Run<'_> {
             artifacts: vec![],
             metrics: vec![],
             evals: vec![EvalRow {
-                src_task: Some(task.clone()),
-                src_model: Some(src_model.clone()),
+                src_task: Some(task.to_string()),
+                src_model: Some(src_model.to_string()),
                 ..eval
             }],
         })

@@ -243,7 +243,7 @@ impl Run<'_> {
                 seed,
                 settings,
                 ..
-            } => (tgt, task, Some(model.clone()), *seed, settings),
+            } => (tgt, task, Some(*model), *seed, settings),
             other => {
                 return Err(ExecError::Fatal(format!(
                     "{} is not a tuning job",
@@ -372,9 +372,9 @@ impl Run<'_> {
                 .collect::<Vec<_>>(),
             ),
             evals: vec![EvalRow {
-                src_task: Some(src_name.clone()),
-                tgt_task: Some(task_name.clone()),
-                src_model,
+                src_task: Some(src_name.to_string()),
+                tgt_task: Some(task_name.to_string()),
+                src_model: src_model.map(String::from),
                 split: split_name(task, Split::Test).into(),
                 metric: task.metric.name().into(),
                 value,
@@ -415,7 +415,7 @@ impl Run<'_> {
             artifacts: vec![],
             metrics: vec![],
             evals: vec![EvalRow {
-                src_task: Some(src.clone()),
+                src_task: Some(src.to_string()),
                 ..eval
             }],
         })

@@ -238,11 +238,11 @@ async fn latencies(url: &str, sweep: &str, graph: &JobGraph) -> Result<Vec<f64>,
         .jobs()
         .iter()
         .enumerate()
-        .filter(|(_, j)| !j.deps.is_empty())
-        .filter_map(|(i, j)| {
+        .filter(|&(i, _)| !graph.deps(i).is_empty())
+        .filter_map(|(i, _)| {
             let mut ready = 0;
-            for d in &j.deps {
-                let f = finished[graph.position(d)?];
+            for &d in graph.deps(i) {
+                let f = finished[d as usize];
                 if f == u64::MAX {
                     return None;
                 }

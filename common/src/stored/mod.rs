@@ -5,17 +5,21 @@
 //! ([`plan_digest`]), its checksum holds, and a sample of its ids is what this planner derives
 //! from their specs ([`JobGraph::ids_agree`]); anything else is refused and the graph planned.
 //!
-//! Layout ([`crate::codec`]): magic, plan digest (32 bytes), jobs, then per job its id (16
-//! bytes when it is 32 lowercase hex digits, else the text), key, spec (synthetic fields, or
-//! the spec's JSON), dependencies as places in the graph (before the job's own), and gate.
+//! Layout ([`crate::codec`]): magic, plan digest (32 bytes), the tables of names and settings
+//! ([`specs`]), jobs, then per job its id (16 bytes when it is 32 lowercase hex digits, else
+//! the text), key, spec (its fields, names and settings as table numbers), dependencies as
+//! places in the graph (each before the job's own), and gate.
 
 use sha2::{Digest, Sha256};
 
 use crate::codec::{Malformed, Reader, Unsealed, put_bytes, put_varint, seal, unseal};
-use crate::graph::{Job, JobGraph, JobId, JobSpec, NOT_IN_GRAPH};
-use crate::spec::{Indicator, Sweep};
+use crate::graph::{Job, JobGraph, JobId};
+use crate::spec::Sweep;
 
-const MAGIC: &[u8; 8] = b"PGGRAPH1";
+mod specs;
+use specs::{SpecReader, SpecWriter};
+
+const MAGIC: &[u8; 8] = b"PGGRAPH2";
 
 /// Changes whenever planning may give another graph for the same sweep file: this crate's
 /// version, and a number to raise with any change to expansion or ids between versions.
@@ -54,69 +58,46 @@ pub fn plan_digest(sweep: &Sweep) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Tags of a job's encoded spec.
-const SPEC_SYNTHETIC: u8 = 0;
-const SPEC_JSON: u8 = 1;
-
 /// The graph planned from `sweep`, as bytes.
 pub fn encode(graph: &JobGraph, sweep: &Sweep) -> Vec<u8> {
     let jobs = graph.jobs();
-    // About 50 bytes a synthetic job.
-    let mut out = Vec::with_capacity(64 + jobs.len() * 56);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&plan_digest(sweep));
-    put_varint(&mut out, jobs.len() as u64);
-    for j in jobs {
+    let mut specs = SpecWriter::default();
+    // About 50 bytes a synthetic job, 60 a transfer job.
+    let mut body = Vec::with_capacity(16 + jobs.len() * 64);
+    put_varint(&mut body, jobs.len() as u64);
+    for (i, j) in jobs.iter().enumerate() {
         let id = j.id.as_str();
         match hex_id(id) {
             Some(raw) => {
-                out.push(0);
-                out.extend_from_slice(&raw);
+                body.push(0);
+                body.extend_from_slice(&raw);
             }
             None => {
-                out.push(1);
-                put_bytes(&mut out, id.as_bytes());
+                body.push(1);
+                put_bytes(&mut body, id.as_bytes());
             }
         }
-        put_bytes(&mut out, j.key.as_bytes());
-        match &j.spec {
-            JobSpec::Synthetic {
-                index,
-                duration_ms,
-                fail,
-                payload_bytes,
-            } => {
-                out.push(SPEC_SYNTHETIC);
-                put_varint(&mut out, u64::from(*index));
-                put_varint(&mut out, u64::from(*duration_ms));
-                out.push(u8::from(*fail));
-                put_varint(&mut out, u64::from(*payload_bytes));
-            }
-            spec => {
-                out.push(SPEC_JSON);
-                put_bytes(&mut out, &serde_json::to_vec(spec).unwrap_or_default());
-            }
-        }
-        put_varint(&mut out, j.deps.len() as u64);
-        for d in &j.deps {
-            // 0, then the id, for a dependency outside the graph.
-            match graph.position(d) {
-                Some(k) => put_varint(&mut out, k as u64 + 1),
-                None => {
-                    put_varint(&mut out, 0);
-                    put_bytes(&mut out, d.as_str().as_bytes());
-                }
-            }
+        put_bytes(&mut body, j.key.as_bytes());
+        specs.spec(&mut body, &j.spec);
+        let deps = graph.deps(i);
+        put_varint(&mut body, deps.len() as u64);
+        for &k in deps {
+            put_varint(&mut body, u64::from(k));
         }
         match &j.gate {
-            None => out.push(0),
+            None => body.push(0),
             Some((k, by)) => {
-                out.push(1);
-                put_varint(&mut out, u64::from(*k));
-                put_bytes(&mut out, &serde_json::to_vec(by).unwrap_or_default());
+                body.push(1);
+                put_varint(&mut body, u64::from(*k));
+                specs.blob(&mut body, by);
             }
         }
     }
+    let mut out = Vec::with_capacity(body.len() + 4096);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&plan_digest(sweep));
+    specs.tables(&mut out);
+    out.extend_from_slice(&body);
     seal(&mut out);
     out
 }
@@ -138,13 +119,15 @@ pub fn decode(bytes: &[u8], sweep: &Sweep) -> Result<JobGraph, Invalid> {
     if r.take(32)? != plan_digest(sweep) {
         return Err(Invalid::OtherPlan);
     }
+    let mut specs = SpecReader::tables(&mut r)?;
     let n = r.usize()?;
     // Every job takes bytes: a corrupt count cannot make us reserve memory for nothing.
     if n > r.b.len() {
         return Err(Invalid::Malformed);
     }
     let mut jobs: Vec<Job> = Vec::with_capacity(n);
-    let mut places: Vec<u32> = Vec::with_capacity(n * 2);
+    let mut dep_end: Vec<u32> = Vec::with_capacity(n);
+    let mut deps: Vec<u32> = Vec::with_capacity(n * 2);
     let mut hex_buf = [0u8; 32];
     for _ in 0..n {
         let id = match r.byte()? {
@@ -156,38 +139,20 @@ pub fn decode(bytes: &[u8], sweep: &Sweep) -> Result<JobGraph, Invalid> {
             _ => return Err(Invalid::Malformed),
         };
         let key = r.string()?;
-        let spec = match r.byte()? {
-            SPEC_SYNTHETIC => JobSpec::Synthetic {
-                index: r.u32()?,
-                duration_ms: r.u32()?,
-                fail: r.byte()? != 0,
-                payload_bytes: r.u32()?,
-            },
-            SPEC_JSON => serde_json::from_slice(r.bytes()?).map_err(|_| Invalid::Malformed)?,
-            _ => return Err(Invalid::Malformed),
-        };
+        let spec = specs.spec(&mut r)?;
         let deps_len = r.usize()?;
         if deps_len > r.b.len() {
             return Err(Invalid::Malformed);
         }
-        let mut deps = Vec::with_capacity(deps_len);
         for _ in 0..deps_len {
-            let (dep, place) = match r.usize()? {
-                0 => (JobId::new(r.string()?), NOT_IN_GRAPH),
-                // A dependency comes before its dependent.
-                k if k <= jobs.len() => (jobs[k - 1].id.clone(), k as u32 - 1),
-                _ => return Err(Invalid::Malformed),
-            };
-            deps.push(dep);
-            places.push(place);
+            deps.push(r.u32()?);
         }
+        dep_end.push(u32::try_from(deps.len()).map_err(|_| Malformed)?);
         let gate = match r.byte()? {
             0 => None,
             1 => {
                 let k = r.u32()?;
-                let by: Indicator =
-                    serde_json::from_slice(r.bytes()?).map_err(|_| Invalid::Malformed)?;
-                Some((k, by))
+                Some((k, specs.indicator(&mut r)?))
             }
             _ => return Err(Invalid::Malformed),
         };
@@ -195,14 +160,14 @@ pub fn decode(bytes: &[u8], sweep: &Sweep) -> Result<JobGraph, Invalid> {
             id,
             key,
             spec,
-            deps,
             gate,
         });
     }
     if !r.b.is_empty() {
         return Err(Invalid::Malformed);
     }
-    let graph = JobGraph::from_jobs(jobs, places).ok_or(Invalid::Malformed)?;
+    // Checks that every dependency comes before its dependent.
+    let graph = JobGraph::from_jobs(jobs, dep_end, deps).ok_or(Invalid::Malformed)?;
     if !graph.ids_agree(sweep, ID_SAMPLE) {
         return Err(Invalid::Ids);
     }
@@ -212,6 +177,7 @@ pub fn decode(bytes: &[u8], sweep: &Sweep) -> Result<JobGraph, Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::{JobKind, JobSpec, TptSource};
     use crate::spec::SyntheticSpec;
 
     fn synthetic(count: u32, seed: u64) -> Sweep {
@@ -231,7 +197,7 @@ mod tests {
         for j in a.jobs() {
             assert_eq!(a.position(&j.id), b.position(&j.id));
         }
-        assert_eq!(a.clone().take_dep_places(), b.clone().take_dep_places());
+        assert_eq!(a.dep_table(), b.dep_table());
     }
 
     #[test]
@@ -242,14 +208,42 @@ mod tests {
         same(&decode(&bytes, &sweep).unwrap(), &graph);
     }
 
+    /// The demo, and the smoke sweep, which plans every kind of job, a projected TPT source
+    /// and gated TPT jobs: every field of every spec comes back.
     #[test]
-    fn a_planned_grid_restores_as_planned() {
-        let source = include_str!("../../sweeps/demo.toml");
+    fn planned_grids_restore_as_planned() {
         let catalog = crate::catalog::Catalog::builtin().unwrap();
-        let sweep = Sweep::parse(std::path::Path::new("demo.toml"), source, &catalog).unwrap();
+        for (name, source) in [
+            ("demo.toml", include_str!("../../../sweeps/demo.toml")),
+            ("smoke.toml", include_str!("../../../sweeps/smoke.toml")),
+        ] {
+            let sweep = Sweep::parse(std::path::Path::new(name), source, &catalog).unwrap();
+            let graph = JobGraph::build(&sweep);
+            assert!(graph.edge_count() > 0);
+            same(&decode(&encode(&graph, &sweep), &sweep).unwrap(), &graph);
+        }
+        let sweep = Sweep::parse(
+            std::path::Path::new("smoke.toml"),
+            include_str!("../../../sweeps/smoke.toml"),
+            &catalog,
+        )
+        .unwrap();
         let graph = JobGraph::build(&sweep);
-        assert!(graph.jobs().iter().any(|j| !j.deps.is_empty()));
-        same(&decode(&encode(&graph, &sweep), &sweep).unwrap(), &graph);
+        let kinds = graph.counts();
+        for kind in JobKind::ALL
+            .into_iter()
+            .filter(|&k| k != JobKind::Synthetic)
+        {
+            assert!(kinds.contains_key(&kind), "smoke plans no {kind:?} job");
+        }
+        assert!(graph.jobs().iter().any(|j| j.gate.is_some()));
+        assert!(graph.jobs().iter().any(|j| matches!(
+            j.spec,
+            JobSpec::Tpt {
+                source: TptSource::Projected { .. },
+                ..
+            }
+        )));
     }
 
     #[test]
@@ -273,17 +267,16 @@ mod tests {
         for j in &mut jobs {
             j.id = JobId::new(format!("{:0>32}", &j.id.as_str()[1..]));
         }
-        let mut forged = JobGraph::from_jobs(jobs, vec![]).unwrap_or_default();
-        assert!(
-            forged.is_empty(),
-            "places that do not fit the edges are refused"
-        );
-        let places = graph.clone().take_dep_places();
-        let mut jobs = graph.jobs().to_vec();
-        for j in &mut jobs {
-            j.id = JobId::new(format!("{:0>32}", &j.id.as_str()[1..]));
-        }
-        forged = JobGraph::from_jobs(jobs, places).unwrap();
+        let (dep_end, deps) = graph.dep_table();
+        let (dep_end, deps) = (dep_end.to_vec(), deps.to_vec());
+        // Dependencies that do not fit the jobs are refused: too few, or one that is not
+        // before its dependent.
+        assert!(JobGraph::from_jobs(jobs.clone(), dep_end.clone(), vec![]).is_none());
+        let mut forward = deps.clone();
+        let last = *dep_end.last().unwrap() as usize - 1;
+        forward[last] = jobs.len() as u32 - 1;
+        assert!(JobGraph::from_jobs(jobs.clone(), dep_end.clone(), forward).is_none());
+        let forged = JobGraph::from_jobs(jobs, dep_end, deps).unwrap();
         assert_eq!(
             decode(&encode(&forged, &sweep), &sweep).err(),
             Some(Invalid::Ids)
