@@ -258,6 +258,18 @@ def table(size, path):
               f"({pg32['eval14_separate_s'] / pg32['eval14_batched_s']:.2f}x)")
 
 
+def pairs(path):
+    """promptgrid's bf16/fp32 ratio from steps timed alternately, a float32 run then a bf16 one
+    per pair: a host whose speed drifts during the table moves both sides of a pair alike."""
+    runs = [json.loads(line) for line in open(path)]
+    by_prec = {p: [statistics.median(r["steps"]) for r in runs if r["precision"] == p] for p in ("fp32", "bf16")}
+    ratios = [b / f for f, b in zip(by_prec["fp32"], by_prec["bf16"])]
+    if ratios:
+        listed = ", ".join(f"{r:.3f}x" for r in ratios)
+        print(f"promptgrid bf16 / fp32, {len(ratios)} alternating pairs: {listed} "
+              f"(median {statistics.median(ratios):.3f}x)")
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -271,6 +283,8 @@ def main():
     t.add_argument("steps", type=int)
     t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     t.add_argument("--device", default="cpu")
+    ap = sub.add_parser("pairs")
+    ap.add_argument("jsonl")
     k = sub.add_parser("peak")
     k.add_argument("--device", default="cpu")
     k.add_argument("--size", type=int, default=2048)
@@ -284,6 +298,8 @@ def main():
         time_steps(a.impl, a.size, a.dir, a.steps, a.precision, a.device)
     elif a.cmd == "peak":
         matmul_peak(a.device, a.size)
+    elif a.cmd == "pairs":
+        pairs(a.jsonl)
     else:
         table(a.size, a.results)
 
