@@ -74,7 +74,8 @@ pub struct CoordinatorConfig {
     /// The sweep itself, stored as the `manifest/sweep.json` artifact so that workers learn
     /// models, tasks and settings from the server rather than from a file of their own.
     pub sweep_spec: Option<Sweep>,
-    /// How often the coordinator stores its state snapshot (and once more at the end).
+    /// How often the coordinator stores its state snapshot (and once more at the end), at the
+    /// latest: sooner once [`SNAPSHOT_CHANGES`] state changes are not in one.
     pub snapshot_every: Duration,
 }
 
@@ -194,6 +195,18 @@ const SUMMARY_ERRORS: usize = 10;
 
 /// How often the coordinator writes its status summary.
 const SUMMARY_EVERY: Duration = Duration::from_secs(1);
+
+/// State changes after which a snapshot is stored without waiting for `snapshot_every`: a
+/// restart replays the changes since the last snapshot (and those made while it restarts)
+/// before it publishes, so this bounds the replay however fast jobs finish. A million-job
+/// sweep makes about 5,000 changes a second; its snapshot takes tens of ms to encode.
+pub const SNAPSHOT_CHANGES: u64 = 20_000;
+
+/// Whether a snapshot is due: state changed since the last one (`written`, a bucket sequence)
+/// and either `every` has passed or [`SNAPSHOT_CHANGES`] changes are not in one.
+fn snapshot_due(since: Duration, every: Duration, seq: u64, written: u64) -> bool {
+    seq > written && (since >= every || seq - written >= SNAPSHOT_CHANGES)
+}
 
 /// One publish for the publisher task: which job and which counters; the publisher builds the
 /// message from the graph when it sends it, so a queue of a million ready jobs stays small.
@@ -662,13 +675,14 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
         restored = Empty,
     );
     let mut graph_after = None;
-    let (client, streams, changes) = async {
+    let (client, streams, changes, snapshot_bytes) = async {
         let client = config.nats.connect().await?;
         // A cluster that is still electing its leaders answers "unavailable" for a while.
         let streams = retry::through_outages("set up the sweep's streams", retry::PATIENCE, || {
             SweepStreams::setup(client.clone(), &config.sweep, &config.streams)
         })
         .await?;
+        let snapshot_bytes = tokio::spawn(snapshot::fetch(streams.clone()));
         let span = tracing::Span::current();
         let planned_from = match config.plan_from.take() {
             Some(sweep) if config.graph.is_empty() => {
@@ -712,7 +726,7 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
         for token in model_tokens(&config.graph) {
             streams.model_consumer(&token, config.streams.lease).await?;
         }
-        Ok::<_, Error>((client, streams, changes))
+        Ok::<_, Error>((client, streams, changes, snapshot_bytes))
     }
     .instrument(plan)
     .await?;
@@ -728,15 +742,11 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
     // A snapshot of this graph and this bucket saves replaying every state before it.
     let (bucket_created, bucket_last, bucket_messages) =
         snapshot::bucket_position(&streams).await?;
+    let snapshot_bytes = snapshot_bytes.await.ok().flatten();
     let snapshot_seq = if bucket_messages == 0 {
         None
-    } else if let Some(snap) = snapshot::load(
-        &streams,
-        &changes.digest,
-        total,
-        (bucket_created, bucket_last),
-    )
-    .await
+    } else if let Some(snap) = snapshot_bytes
+        .and_then(|b| snapshot::load(&b, &changes.digest, total, (bucket_created, bucket_last)))
     {
         let decisions = sched.restore(&snap);
         tracing::info!(sweep = %config.sweep, seq = snap.seq, "loaded the state snapshot");
@@ -839,8 +849,7 @@ pub async fn run(mut config: CoordinatorConfig) -> Result<Outcome> {
             _ = tick.tick() => {
                 progress.update(sched.counts(), started.elapsed());
                 if sched.reconciled
-                    && last_snapshot.elapsed() >= config.snapshot_every
-                    && sched.seq > snapshot_written
+                    && snapshot_due(last_snapshot.elapsed(), config.snapshot_every, sched.seq, snapshot_written)
                     && snapshot_put.as_ref().is_none_or(|p| p.is_finished())
                 {
                     last_snapshot = Instant::now();
@@ -1391,6 +1400,16 @@ mod tests {
         sb.running.sort();
         assert_eq!(sa, sb);
         assert_eq!(b.encode_snapshot("digest", 42), bytes);
+    }
+
+    #[test]
+    fn a_snapshot_is_due_after_its_interval_or_enough_changes() {
+        let every = Duration::from_secs(10);
+        let (early, late) = (Duration::from_secs(1), Duration::from_secs(10));
+        assert!(!snapshot_due(late, every, 500, 500), "nothing changed");
+        assert!(snapshot_due(late, every, 501, 500));
+        assert!(!snapshot_due(early, every, 500 + SNAPSHOT_CHANGES - 1, 500));
+        assert!(snapshot_due(early, every, 500 + SNAPSHOT_CHANGES, 500));
     }
 
     #[test]

@@ -270,24 +270,29 @@ pub fn validate(
     Ok(())
 }
 
-/// The sweep's snapshot if there is one that fits `graph_digest`, `jobs` and the bucket as it
-/// is now (`bucket`: its creation time and last sequence, from [`bucket_position`]); `None`
-/// (and a log line saying why) otherwise.
-pub async fn load(
-    streams: &SweepStreams,
+/// The bytes of the sweep's snapshot, if there is one it can read. A restart fetches them
+/// while it reads its graph back: only the coordinator writes a snapshot, and one read before
+/// the bucket's position is at worst older than that position, which [`load`] accepts.
+pub async fn fetch(streams: SweepStreams) -> Option<Vec<u8>> {
+    match crate::objects::read_object(&streams.artifacts, SNAPSHOT_ARTIFACT).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the state snapshot; replaying every state");
+            None
+        }
+    }
+}
+
+/// The snapshot in `bytes` (from [`fetch`]) if it fits `graph_digest`, `jobs` and the bucket
+/// as it is now (`bucket`: its creation time and last sequence, from [`bucket_position`]);
+/// `None` (and a log line saying why) otherwise.
+pub fn load(
+    bytes: &[u8],
     graph_digest: &str,
     jobs: usize,
     bucket: (i128, u64),
 ) -> Option<Snapshot> {
-    let bytes = match crate::objects::read_object(&streams.artifacts, SNAPSHOT_ARTIFACT).await {
-        Ok(Some(b)) => b,
-        Ok(None) => return None,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the state snapshot; replaying every state");
-            return None;
-        }
-    };
-    match decode(&bytes).and_then(|s| validate(&s, graph_digest, jobs, bucket).map(|()| s)) {
+    match decode(bytes).and_then(|s| validate(&s, graph_digest, jobs, bucket).map(|()| s)) {
         Ok(s) => Some(s),
         Err(why) => {
             tracing::info!(%why, "the state snapshot does not fit; replaying every state");
