@@ -24,9 +24,84 @@ use promptgrid_runtime::server::NatsServer;
 pub struct BenchArgs {
     /// One table row per size.
     pub counts: Vec<u32>,
+    /// A planned grid of (models, seeds) x the 17 tasks of [`GRID_TASKS`]: one row after the
+    /// synthetic sizes.
+    pub grid: Option<(u32, u32)>,
     pub workers: usize,
     pub processes: usize,
     pub fan_in: u32,
+}
+
+/// What a row runs.
+#[derive(Clone, Copy)]
+enum Workload {
+    Synthetic { count: u32, fan_in: u32 },
+    Grid { models: u32, seeds: u32 },
+}
+
+impl Workload {
+    /// The coordinator's arguments that plan it.
+    fn args(self) -> Vec<String> {
+        let (a, b, c, d) = match self {
+            Workload::Synthetic { count, fan_in } => ("--count", count, "--fan-in", fan_in),
+            Workload::Grid { models, seeds } => ("--models", models, "--seeds", seeds),
+        };
+        vec![a.into(), b.to_string(), c.into(), d.to_string()]
+    }
+
+    /// The graph the coordinator of sweep `name` runs.
+    fn graph(self, name: &str) -> Result<JobGraph, String> {
+        Ok(match self {
+            Workload::Synthetic { count, fan_in } => synthetic_graph(
+                name,
+                SyntheticSpec {
+                    count,
+                    fan_in,
+                    duration_ms: (0, 0),
+                    fail_probability: 0.0,
+                    payload_bytes: 0,
+                    seed: 0,
+                },
+            ),
+            Workload::Grid { models, seeds } => JobGraph::build(&grid_sweep(name, models, seeds)?),
+        })
+    }
+
+    fn label(self, jobs: usize) -> String {
+        match self {
+            Workload::Synthetic { .. } => jobs.to_string(),
+            Workload::Grid { models, seeds } => {
+                format!("{jobs} (grid: {models} models x 17 tasks x {seeds} seeds)")
+            }
+        }
+    }
+}
+
+/// Completes every job at once: synthetic ones as [`Synthetic`] does, any other kind with no
+/// output, so that a planned grid runs through the runtime (queue, states, sink) without ML.
+pub struct AnyKind(pub promptgrid_runtime::jobloop::Synthetic);
+
+impl promptgrid_runtime::jobloop::Executor for AnyKind {
+    async fn run(
+        &self,
+        job: &promptgrid_common::wire::JobMessage,
+        ctx: &promptgrid_runtime::jobloop::JobContext,
+    ) -> Result<promptgrid_common::wire::JobOutput, promptgrid_runtime::jobloop::JobError> {
+        if matches!(job.spec, promptgrid_common::JobSpec::Synthetic { .. }) {
+            return self.0.run(job, ctx).await;
+        }
+        Ok(promptgrid_common::wire::JobOutput {
+            artifacts: vec![],
+            metrics: vec![promptgrid_common::wire::MetricRow {
+                step: 0,
+                name: "attempt".into(),
+                value: f64::from(ctx.attempt()),
+                wall_s: ctx.wall_s(),
+            }],
+            evals: vec![],
+            provenance: None,
+        })
+    }
 }
 
 /// How long the first coordinator of the resume sweep may take to reach half of its jobs.
@@ -39,23 +114,12 @@ fn me() -> std::path::PathBuf {
     std::env::current_exe().unwrap_or_else(|_| "pg-runtime-test".into())
 }
 
-fn coordinator(
-    url: &str,
-    sweep: &str,
-    results: &Path,
-    count: u32,
-    fan_in: u32,
-) -> Result<Child, String> {
+fn coordinator(url: &str, sweep: &str, results: &Path, work: Workload) -> Result<Child, String> {
     Command::new(me())
         .args(["coordinator", "--nats", url, "--sweep", sweep])
         .arg("--results")
         .arg(results)
-        .args([
-            "--count",
-            &count.to_string(),
-            "--fan-in",
-            &fan_in.to_string(),
-        ])
+        .args(work.args())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -69,6 +133,7 @@ fn workers(url: &str, sweep: &str, a: &BenchArgs) -> Result<Vec<Child>, String> 
             Command::new(me())
                 .args(["worker", "--nats", url, "--sweep", sweep])
                 .args(["--name", &format!("p{p}"), "--workers", &per.to_string()])
+                .arg("--any-kind")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -256,6 +321,8 @@ async fn latencies(url: &str, sweep: &str, graph: &JobGraph) -> Result<Vec<f64>,
 /// One size's figures.
 struct Row {
     jobs: u32,
+    /// What the row ran, as its first column shows it.
+    label: String,
     /// Distinct jobs done in the Parquet `jobs` table of the first sweep, and its rows.
     done: usize,
     wall_s: f64,
@@ -295,7 +362,7 @@ fn line(r: &Row, base: Option<f64>) -> String {
     let ratio = base.map_or("-".to_string(), |b| format!("{:.2}", r.jobs_per_s() / b));
     format!(
         "| {} | {:.0} | {ratio} | {:.1} | {:.2} ({:.2}) | {:.2} | {:.2} | {:.0} | {} -> {} | {:.0} / {:.0} |",
-        r.jobs,
+        r.label,
         r.jobs_per_s(),
         r.peak_mib,
         r.resume_s,
@@ -317,11 +384,20 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         a.fan_in, a.workers, a.processes
     );
     let mut rows: Vec<Row> = Vec::new();
-    for &count in &a.counts {
-        let row = size(count, &a)?;
+    let fan_in = a.fan_in;
+    let works = a
+        .counts
+        .iter()
+        .map(|&count| Workload::Synthetic { count, fan_in })
+        .chain(
+            a.grid
+                .map(|(models, seeds)| Workload::Grid { models, seeds }),
+        );
+    for work in works {
+        let row = size(work, &a)?;
         println!("{HEADER}\n{}", line(&row, None));
         for n in &row.notes {
-            println!("{count} jobs: {n}");
+            println!("{}: {n}", row.label);
         }
         rows.push(row);
     }
@@ -336,13 +412,17 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
     }
     for r in &rows {
         for n in &r.notes {
-            println!("{} jobs: {n}", r.jobs);
+            println!("{}: {n}", r.label);
         }
     }
     Ok(())
 }
 
-fn size(count: u32, a: &BenchArgs) -> Result<Row, String> {
+fn size(work: Workload, a: &BenchArgs) -> Result<Row, String> {
+    // Sweep names are not part of job ids: one graph serves both sweeps.
+    let graph = work.graph("bench")?;
+    let count = graph.len() as u32;
+    let label = work.label(graph.len());
     let dir = std::env::temp_dir().join(format!("pg-bench-{}-{count}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let results = dir.join("results");
@@ -353,7 +433,7 @@ fn size(count: u32, a: &BenchArgs) -> Result<Row, String> {
 
     // 1. Throughput, latency, memory, the sink, compaction.
     let t0 = Instant::now();
-    let mut coord = coordinator(&url, "bench", &results, count, a.fan_in)?;
+    let mut coord = coordinator(&url, "bench", &results, work)?;
     let mut ws = workers(&url, "bench", a)?;
     let mut peak = 0.0f64;
     let (ok, out) = wait(&mut coord, &mut peak, None)?;
@@ -376,22 +456,13 @@ fn size(count: u32, a: &BenchArgs) -> Result<Row, String> {
     if parquet_done(&bench_dir)?.0 != done {
         notes.push("compaction changed the done count".into());
     }
-    let spec = SyntheticSpec {
-        count,
-        fan_in: a.fan_in,
-        duration_ms: (0, 0),
-        fail_probability: 0.0,
-        payload_bytes: 0,
-        seed: 0,
-    };
-    let graph = synthetic_graph("bench", spec.clone());
     let mut lat = rt.block_on(latencies(&url, "bench", &graph))?;
     let (p50_ms, p99_ms) = (percentile(&mut lat, 0.5), percentile(&mut lat, 0.99));
 
     // 2. Resume: kill the coordinator at 50%, restart it, time its first new publish and a
     // `status` while it runs. The kill is triggered from the events stream (two events per
     // job: started, finished), which is cheap to poll.
-    let mut coord = coordinator(&url, "resume", &results, count, a.fan_in)?;
+    let mut coord = coordinator(&url, "resume", &results, work)?;
     let mut ws = workers(&url, "resume", a)?;
     let half = u64::from(count / 2);
     let deadline = Instant::now() + HALF_LIMIT;
@@ -423,9 +494,9 @@ fn size(count: u32, a: &BenchArgs) -> Result<Row, String> {
     }
     stop(std::slice::from_mut(&mut coord));
     let resume_dir = results.join("resume");
-    let mut coord = coordinator(&url, "resume", &results, count, a.fan_in)?;
+    let mut coord = coordinator(&url, "resume", &results, work)?;
     let mut peak2 = 0.0f64;
-    let status_graph = synthetic_graph("resume", spec);
+    let status_graph = &graph;
     let (mut status_s, mut status_full_s) = (f64::NAN, f64::NAN);
     let restarted_ms = promptgrid_common::wire::now_ms();
     let mut measure_status = || {
@@ -451,14 +522,14 @@ fn size(count: u32, a: &BenchArgs) -> Result<Row, String> {
         let r = match rt.block_on(promptgrid_runtime::status::quick(&nats, "resume")) {
             Ok(Some(_)) => Ok(()),
             Ok(None) => rt
-                .block_on(promptgrid_runtime::status(&nats, "resume", &status_graph))
+                .block_on(promptgrid_runtime::status(&nats, "resume", status_graph))
                 .map(drop),
             Err(e) => Err(e),
         };
         status_s = t.elapsed().as_secs_f64();
         // And the full read of every state, which `status` falls back to.
         let t = Instant::now();
-        let full = rt.block_on(promptgrid_runtime::status(&nats, "resume", &status_graph));
+        let full = rt.block_on(promptgrid_runtime::status(&nats, "resume", status_graph));
         status_full_s = t.elapsed().as_secs_f64();
         if let Some(e) = r.err().or(full.err()) {
             eprintln!("status failed: {e}");
@@ -473,7 +544,17 @@ fn size(count: u32, a: &BenchArgs) -> Result<Row, String> {
             "the restarted coordinator did not complete: {out2}"
         ));
     }
-    let resume_s = field(&out2, "first_new_ms").map_or(f64::NAN, |ms| ms / 1000.0);
+    // -1: every job had a message before the kill (a grid's last jobs become ready early).
+    let resume_s = field(&out2, "first_new_ms")
+        .filter(|&ms| ms >= 0.0)
+        .map_or(f64::NAN, |ms| ms / 1000.0);
+    if resume_s.is_nan() {
+        notes.push(
+            "resume: no job was left to publish for the first time after the kill; the \
+             replay's end is when the restarted coordinator took over"
+                .into(),
+        );
+    }
     let reconciled_s = field(&out2, "reconciled_ms").map_or(f64::NAN, |ms| ms / 1000.0);
     // Where the resume's time goes, each from the restarted process's start.
     let run_s = field(&out2, "run_ms").map_or(f64::NAN, |ms| ms / 1000.0);
@@ -481,7 +562,7 @@ fn size(count: u32, a: &BenchArgs) -> Result<Row, String> {
         Some(ms) if ms >= 0.0 => format!("{:.2} s", run_s + ms / 1000.0),
         _ => "none".to_string(),
     };
-    let graph = match (
+    let graph_at = match (
         field(&out2, "graph_ms"),
         out2.contains("\"graph_restored\":true"),
     ) {
@@ -493,7 +574,7 @@ fn size(count: u32, a: &BenchArgs) -> Result<Row, String> {
         _ => "planned before run".to_string(),
     };
     notes.push(format!(
-        "resume: run started at {run_s:.2} s, graph {graph}, snapshot loaded at {snapshot}, \
+        "resume: run started at {run_s:.2} s, graph {graph_at}, snapshot loaded at {snapshot}, \
          replay over at {:.2} s, first new publish at {resume_s:.2} s",
         run_s + reconciled_s
     ));
@@ -507,6 +588,7 @@ fn size(count: u32, a: &BenchArgs) -> Result<Row, String> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Row {
         jobs: count,
+        label,
         done,
         wall_s,
         p50_ms,
@@ -558,11 +640,19 @@ const GRID_TASKS: [&str; 17] = [
     "demo-amazon",
 ];
 
+/// The sweep `name` of `models` RoBERTa models x 17 tasks x `seeds` seeds with every study.
+pub fn grid_sweep(name: &str, models: u32, seeds: u32) -> Result<promptgrid_common::Sweep, String> {
+    let catalog = promptgrid_common::catalog::Catalog::builtin().map_err(|e| e.to_string())?;
+    let file = Path::new("grid.toml");
+    promptgrid_common::Sweep::parse(file, &grid_toml(name, models, seeds), &catalog)
+        .map_err(|e| e.to_string())
+}
+
 /// A sweep file of `models` RoBERTa models x 17 tasks x `seeds` seeds with every study.
-fn grid_toml(models: u32, seeds: u32) -> String {
+fn grid_toml(name: &str, models: u32, seeds: u32) -> String {
     let seeds: Vec<String> = (1..=seeds).map(|s| s.to_string()).collect();
     let mut t = format!(
-        "[sweep]\nname = \"grid\"\n\n[prompt]\nlength = 100\ninit = \"random\"\n\
+        "[sweep]\nname = \"{name}\"\n\n[prompt]\nlength = 100\ninit = \"random\"\n\
          learning_rate = 1e-3\nbatch_size = 16\nmax_text_tokens = 128\nmax_steps = 20000\n\
          eval_every = 500\nseeds = [{}]\n\n",
         seeds.join(", ")
@@ -602,15 +692,7 @@ pub fn plan(what: PlanOf, process_start: Instant) -> Result<(), String> {
             let sweep = Sweep::load(&file).map_err(|e| e.to_string())?;
             plan_sweep(&sweep)
         }
-        PlanOf::Grid { models, seeds } => {
-            let dir = std::env::temp_dir().join(format!("pg-plan-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-            let file = dir.join("grid.toml");
-            std::fs::write(&file, grid_toml(models, seeds)).map_err(|e| e.to_string())?;
-            let sweep = Sweep::load(&file).map_err(|e| e.to_string());
-            let _ = std::fs::remove_dir_all(&dir);
-            plan_sweep(&sweep?)
-        }
+        PlanOf::Grid { models, seeds } => plan_sweep(&grid_sweep("grid", models, seeds)?),
     };
     let secs = process_start.elapsed().as_secs_f64();
     let rss = hwm_mib(std::process::id()).unwrap_or(f64::NAN);

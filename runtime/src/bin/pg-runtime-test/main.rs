@@ -4,13 +4,15 @@
 //!
 //! ```text
 //! pg-runtime-test coordinator --nats URL --sweep NAME --count N [--fan-in F] [--duration-ms LO HI]
+//!                 | --models M [--seeds S]   (a planned grid: M models x 17 tasks x S seeds)
 //!                 [--fail-probability P] [--payload-bytes B] [--lease-ms L] [--error-retries R]
 //!                 [--results DIR]   (a Parquet sink under DIR/NAME, and the done set read back)
 //!                 [--replicas R]    (copies of each stream on a JetStream cluster)
 //!                 [--snapshot-ms S] (how often the state snapshot is stored)
 //! pg-runtime-test worker --nats URL --sweep NAME [--name W] [--step-ms S] [--workers K]
+//!                 [--any-kind]      (jobs of every kind complete at once, for a planned grid)
 //! pg-runtime-test bench [--count 10000 | --counts 10000,100000,1000000] [--workers 32]
-//!                 [--processes 4] [--fan-in 2]
+//!                 [--processes 4] [--fan-in 2] [--grid M,S]  (a planned grid's row after them)
 //! pg-runtime-test plan --sweep-file FILE | --models M [--seeds S] | --count N [--fan-in F]
 //!                 (a sweep file, a grid of M models x 17 tasks x S seeds, or a synthetic sweep
 //!                 planned as `promptgrid plan` plans it: time, jobs, peak RSS)
@@ -58,8 +60,13 @@ fn main() {
         let counts = get("counts")
             .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
             .unwrap_or_else(|| vec![num("count", 10_000.0) as u32]);
+        let grid = get("grid").and_then(|g| {
+            let (m, s) = g.split_once(',')?;
+            Some((m.trim().parse().ok()?, s.trim().parse().ok()?))
+        });
         let a = bench::BenchArgs {
             counts,
+            grid,
             workers: num("workers", 32.0) as usize,
             processes: num("processes", 4.0) as usize,
             fan_in: num("fan-in", 2.0) as u32,
@@ -120,9 +127,22 @@ fn main() {
                     payload_bytes: num("payload-bytes", 0.0) as u32,
                     seed: num("seed", 0.0) as u64,
                 };
+                let plan_from = match get("models") {
+                    Some(m) => {
+                        let (models, seeds) = (m.parse().unwrap_or(1), num("seeds", 1.0) as u32);
+                        match bench::grid_sweep(&sweep, models, seeds) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                eprintln!("error: {e}");
+                                return 1;
+                            }
+                        }
+                    }
+                    None => promptgrid_common::Sweep::synthetic_only(&sweep, spec),
+                };
                 // Planned in `run`, or restored from the graph the first run stored.
                 let mut config = CoordinatorConfig::new(nats, &sweep, Default::default());
-                config.plan_from = Some(promptgrid_common::Sweep::synthetic_only(&sweep, spec));
+                config.plan_from = Some(plan_from);
                 config.streams.lease = Duration::from_millis(num("lease-ms", 30_000.0) as u64);
                 config.error_retries = num("error-retries", 2.0) as u32;
                 config.streams.replicas = num("replicas", 1.0) as usize;
@@ -171,13 +191,21 @@ fn main() {
                 let shutdown = shutdown_on_signals();
                 let step = Duration::from_millis(num("step-ms", 100.0) as u64);
                 let k = num("workers", 1.0) as usize;
+                let any_kind = opts.contains_key("any-kind");
                 let base = get("name").unwrap_or_else(|| format!("w{}", std::process::id()));
                 let mut handles = Vec::new();
                 for i in 0..k {
                     let mut wc = WorkerConfig::new(nats.clone(), Some(sweep.clone()));
                     wc.name = if k == 1 { base.clone() } else { format!("{base}-{i}") };
                     wc.shutdown = Some(shutdown.clone());
-                    handles.push(tokio::spawn(jobloop::run(wc, Synthetic { step })));
+                    let synthetic = Synthetic { step };
+                    handles.push(tokio::spawn(async move {
+                        if any_kind {
+                            jobloop::run(wc, bench::AnyKind(synthetic)).await
+                        } else {
+                            jobloop::run(wc, synthetic).await
+                        }
+                    }));
                 }
                 let mut code = 0;
                 for h in handles {
