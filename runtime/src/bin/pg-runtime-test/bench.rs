@@ -52,17 +52,9 @@ impl Workload {
     /// The graph the coordinator of sweep `name` runs.
     fn graph(self, name: &str) -> Result<JobGraph, String> {
         Ok(match self {
-            Workload::Synthetic { count, fan_in } => synthetic_graph(
-                name,
-                SyntheticSpec {
-                    count,
-                    fan_in,
-                    duration_ms: (0, 0),
-                    fail_probability: 0.0,
-                    payload_bytes: 0,
-                    seed: 0,
-                },
-            ),
+            Workload::Synthetic { count, fan_in } => {
+                synthetic_graph(name, zero_duration(count, fan_in))
+            }
             Workload::Grid { models, seeds } => JobGraph::build(&grid_sweep(name, models, seeds)?),
         })
     }
@@ -74,6 +66,18 @@ impl Workload {
                 format!("{jobs} (grid: {models} models x 17 tasks x {seeds} seeds)")
             }
         }
+    }
+}
+
+/// `count` synthetic jobs that never fail and take no time, each after `fan_in` earlier ones.
+fn zero_duration(count: u32, fan_in: u32) -> SyntheticSpec {
+    SyntheticSpec {
+        count,
+        fan_in,
+        duration_ms: (0, 0),
+        fail_probability: 0.0,
+        payload_bytes: 0,
+        seed: 0,
     }
 }
 
@@ -677,17 +681,9 @@ fn grid_toml(name: &str, models: u32, seeds: u32) -> String {
 pub fn plan(what: PlanOf, process_start: Instant) -> Result<(), String> {
     use promptgrid_common::Sweep;
     let graph = match what {
-        PlanOf::Synthetic { count, fan_in } => synthetic_graph(
-            "plan",
-            SyntheticSpec {
-                count,
-                fan_in,
-                duration_ms: (0, 0),
-                fail_probability: 0.0,
-                payload_bytes: 0,
-                seed: 0,
-            },
-        ),
+        PlanOf::Synthetic { count, fan_in } => {
+            synthetic_graph("plan", zero_duration(count, fan_in))
+        }
         PlanOf::File(file) => {
             let sweep = Sweep::load(&file).map_err(|e| e.to_string())?;
             plan_sweep(&sweep)
