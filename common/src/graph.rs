@@ -657,50 +657,7 @@ impl<'a> Builder<'a> {
                 .collect(),
         )
     }
-}
 
-/// Hash of the spec, the definitions it names and its dependencies' ids: the bytes
-/// `serde_json` writes for `Content` (see the test), put together from the definitions' JSON
-/// made once, in `buf`.
-fn content_id(
-    buf: &mut Vec<u8>,
-    model_json: &IdMap<&str, Vec<u8>>,
-    task_json: &IdMap<&str, Vec<u8>>,
-    spec: &JobSpec,
-    mut deps: Vec<&JobId>,
-) -> JobId {
-    let uses_random = uses_random(spec);
-    let (models, tasks) = names_of(spec);
-    deps.sort();
-    buf.clear();
-    buf.extend_from_slice(b"{\"v\":1,\"spec\":");
-    let _ = serde_json::to_writer(&mut *buf, spec);
-    for (field, names, json) in [("models", models, model_json), ("tasks", tasks, task_json)] {
-        buf.extend_from_slice(b",\"");
-        buf.extend_from_slice(field.as_bytes());
-        buf.extend_from_slice(b"\":[");
-        let mut first = true;
-        for j in names.iter().filter_map(|n| json.get(n)) {
-            if !first {
-                buf.push(b',');
-            }
-            first = false;
-            buf.extend_from_slice(j);
-        }
-        buf.push(b']');
-    }
-    buf.extend_from_slice(b",\"deps\":");
-    let _ = serde_json::to_writer(&mut *buf, &deps);
-    if uses_random {
-        buf.extend_from_slice(b",\"random\":");
-        let _ = serde_json::to_writer(&mut *buf, RANDOM_PROMPT);
-    }
-    buf.push(b'}');
-    let digest = Sha256::digest(&buf[..]);
-    JobId::new(hex::encode(&digest[..16]))
-}
-
-impl<'a> Builder<'a> {
     fn settings(&self, model: &str, task: &str) -> Box<PromptSettings> {
         Box::new(self.sweep.settings(model, task).clone())
     }
@@ -944,6 +901,47 @@ impl<'a> Builder<'a> {
             self.add(spec, deps, None);
         }
     }
+}
+
+/// Hash of the spec, the definitions it names and its dependencies' ids: the bytes
+/// `serde_json` writes for `Content` (see the test), put together from the definitions' JSON
+/// made once, in `buf`.
+fn content_id(
+    buf: &mut Vec<u8>,
+    model_json: &IdMap<&str, Vec<u8>>,
+    task_json: &IdMap<&str, Vec<u8>>,
+    spec: &JobSpec,
+    mut deps: Vec<&JobId>,
+) -> JobId {
+    let uses_random = uses_random(spec);
+    let (models, tasks) = names_of(spec);
+    deps.sort();
+    buf.clear();
+    buf.extend_from_slice(b"{\"v\":1,\"spec\":");
+    let _ = serde_json::to_writer(&mut *buf, spec);
+    for (field, names, json) in [("models", models, model_json), ("tasks", tasks, task_json)] {
+        buf.extend_from_slice(b",\"");
+        buf.extend_from_slice(field.as_bytes());
+        buf.extend_from_slice(b"\":[");
+        let mut first = true;
+        for j in names.iter().filter_map(|n| json.get(n)) {
+            if !first {
+                buf.push(b',');
+            }
+            first = false;
+            buf.extend_from_slice(j);
+        }
+        buf.push(b']');
+    }
+    buf.extend_from_slice(b",\"deps\":");
+    let _ = serde_json::to_writer(&mut *buf, &deps);
+    if uses_random {
+        buf.extend_from_slice(b",\"random\":");
+        let _ = serde_json::to_writer(&mut *buf, RANDOM_PROMPT);
+    }
+    buf.push(b'}');
+    let digest = Sha256::digest(&buf[..]);
+    JobId::new(hex::encode(&digest[..16]))
 }
 
 /// Whether a job uses the random prompt, which is then part of its content.

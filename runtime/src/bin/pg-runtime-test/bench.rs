@@ -500,7 +500,6 @@ fn size(work: Workload, a: &BenchArgs) -> Result<Row, String> {
     let resume_dir = results.join("resume");
     let mut coord = coordinator(&url, "resume", &results, work)?;
     let mut peak2 = 0.0f64;
-    let status_graph = &graph;
     let (mut status_s, mut status_full_s) = (f64::NAN, f64::NAN);
     let restarted_ms = promptgrid_common::wire::now_ms();
     let mut measure_status = || {
@@ -526,14 +525,14 @@ fn size(work: Workload, a: &BenchArgs) -> Result<Row, String> {
         let r = match rt.block_on(promptgrid_runtime::status::quick(&nats, "resume")) {
             Ok(Some(_)) => Ok(()),
             Ok(None) => rt
-                .block_on(promptgrid_runtime::status(&nats, "resume", status_graph))
+                .block_on(promptgrid_runtime::status(&nats, "resume", &graph))
                 .map(drop),
             Err(e) => Err(e),
         };
         status_s = t.elapsed().as_secs_f64();
         // And the full read of every state, which `status` falls back to.
         let t = Instant::now();
-        let full = rt.block_on(promptgrid_runtime::status(&nats, "resume", status_graph));
+        let full = rt.block_on(promptgrid_runtime::status(&nats, "resume", &graph));
         status_full_s = t.elapsed().as_secs_f64();
         if let Some(e) = r.err().or(full.err()) {
             eprintln!("status failed: {e}");
