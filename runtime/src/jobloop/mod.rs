@@ -7,6 +7,7 @@
 mod executor;
 mod synthetic;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
@@ -73,6 +74,7 @@ pub struct WorkerStats {
 }
 
 /// A source of jobs: one model's consumer of one sweep.
+#[derive(Clone)]
 struct Source {
     streams: SweepStreams,
     token: String,
@@ -95,7 +97,7 @@ pub async fn run<E: Executor>(config: WorkerConfig, executor: E) -> Result<Worke
     let mut next = 0usize;
     while !*shutdown.borrow() {
         if refreshed.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) || sources.is_empty() {
-            match discover(&js, &config).await {
+            match discover(&js, &config, &sources).await {
                 Ok(s) => sources = s,
                 Err(e) => tracing::warn!(error = %e, "cannot list job sources"),
             }
@@ -179,28 +181,58 @@ async fn fetch_one(
     }
 }
 
-async fn discover(js: &jetstream::Context, config: &WorkerConfig) -> Result<Vec<Source>> {
+/// The sources to pull from now: the sweeps' model consumers. Known ones are kept as they are,
+/// so a refresh costs one request per sweep (its consumers' names) plus one per new consumer:
+/// 32 workers looking up 160 models' consumers every few seconds were 2,000 requests a second
+/// on a server that was already the bottleneck.
+async fn discover(
+    js: &jetstream::Context,
+    config: &WorkerConfig,
+    known: &[Source],
+) -> Result<Vec<Source>> {
     let sweeps = match &config.sweep {
         Some(s) => vec![s.clone()],
         None => sweeps_on_server(js).await?,
     };
+    let known: HashMap<(&str, &str), &Source> = known
+        .iter()
+        .map(|s| ((s.streams.names.sweep.as_str(), s.token.as_str()), s))
+        .collect();
     let mut out = Vec::new();
     for sweep in sweeps {
-        let streams = match SweepStreams::open(js.client().clone(), &sweep).await {
-            Ok(l) => l,
-            Err(Error::NoSweep(_)) => continue,
-            Err(e) => return Err(e),
+        let open = known
+            .values()
+            .find(|s| s.streams.names.sweep == sweep)
+            .map(|s| s.streams.clone());
+        let listed = match open {
+            Some(streams) => match streams.model_tokens().await {
+                Ok(tokens) => Some((streams, tokens)),
+                // Gone, or an outage: opening it again tells which.
+                Err(_) => None,
+            },
+            None => None,
         };
-        for token in streams.model_tokens().await? {
+        let (streams, tokens) = match listed {
+            Some(l) => l,
+            None => match SweepStreams::open(js.client().clone(), &sweep).await {
+                Ok(streams) => {
+                    let tokens = streams.model_tokens().await?;
+                    (streams, tokens)
+                }
+                Err(Error::NoSweep(_)) => continue,
+                Err(e) => return Err(e),
+            },
+        };
+        for token in tokens {
+            if let Some(&source) = known.get(&(sweep.as_str(), token.as_str())) {
+                out.push(source.clone());
+                continue;
+            }
             let name = streams.names.model_consumer(&token);
-            let Ok(mut consumer) = streams.jobs.get_consumer::<pull::Config>(&name).await else {
+            let Ok(consumer) = streams.jobs.get_consumer::<pull::Config>(&name).await else {
                 continue;
             };
-            let lease = consumer
-                .info()
-                .await
-                .map(|i| i.config.ack_wait)
-                .unwrap_or(Duration::from_secs(30));
+            let lease = consumer.cached_info().config.ack_wait;
             out.push(Source {
                 streams: streams.clone(),
                 token,
