@@ -89,10 +89,9 @@ impl Serialize for AsMap<'_> {
     }
 }
 
-/// Compares `graph` with the stored manifest, then stores `graph` as the new one.
-pub async fn update(streams: &SweepStreams, graph: &JobGraph) -> Result<GraphChanges> {
-    // In the graph's own order, which is the same on every run of the same sweep; only a
-    // changed graph pays for sorting.
+/// The digest of a graph's ids and keys, in the graph's own order (the same on every run of
+/// the same sweep; only a changed graph pays for sorting). It ties a state snapshot to its graph.
+pub fn digest(graph: &JobGraph) -> String {
     let mut hasher = Sha256::new();
     for j in graph.jobs() {
         hasher.update(j.key.as_bytes());
@@ -100,7 +99,12 @@ pub async fn update(streams: &SweepStreams, graph: &JobGraph) -> Result<GraphCha
         hasher.update(j.id.as_str().as_bytes());
         hasher.update([b'\n']);
     }
-    let digest = hex::encode(hasher.finalize());
+    hex::encode(hasher.finalize())
+}
+
+/// Compares `graph` with the stored manifest, then stores `graph` as the new one.
+pub async fn update(streams: &SweepStreams, graph: &JobGraph) -> Result<GraphChanges> {
+    let digest = digest(graph);
     let old_digest = crate::objects::read_object(&streams.artifacts, MANIFEST_DIGEST).await?;
     if old_digest.as_deref() == Some(digest.as_bytes()) {
         return Ok(GraphChanges {

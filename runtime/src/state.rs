@@ -124,28 +124,55 @@ const SCAN_BATCH: usize = 10_000;
 /// silently short read.
 const SCAN_STALL: Duration = Duration::from_secs(30);
 
-/// Every job state in the bucket, read in stream order from the first message up to the last
-/// one stored when the read began, through a pull consumer of its own. A watcher (a push
-/// consumer) was pushed more than it could take at a million keys: the client dropped
-/// messages, the consumer restarted, and a quiet second, taken for the end, cut the read short.
-/// Deletes and purges remove the key; a later value of a key replaces an earlier one.
+/// Every job state in the bucket (see [`scan`]).
 pub async fn snapshot(
     js: &async_nats::jetstream::Context,
     store: &kv::Store,
 ) -> Result<IdMap<JobId, Versioned>> {
+    let mut out = IdMap::default();
+    scan(js, store, 1, |key, state| match state {
+        Some(v) => {
+            out.insert(JobId::new(key), v);
+        }
+        None => {
+            out.remove(key);
+        }
+    })
+    .await?;
+    Ok(out)
+}
+
+/// Reads the bucket's messages in stream order, from sequence `start` up to the last one
+/// stored when the read began, through a pull consumer of its own, and hands each to `visit`:
+/// the key and its state, `None` for a delete or a purge. A later message of a key supersedes
+/// an earlier one. A watcher (a push consumer) was pushed more than it could take at a million
+/// keys: the client dropped messages, the consumer restarted, and a quiet second, taken for
+/// the end, cut the read short.
+pub async fn scan(
+    js: &async_nats::jetstream::Context,
+    store: &kv::Store,
+    start: u64,
+    mut visit: impl FnMut(&str, Option<Versioned>),
+) -> Result<()> {
     use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
     let mut stream = js
         .get_stream(&store.stream_name)
         .await
         .map_err(Error::nats)?;
     let at_start = stream.info().await.map_err(Error::nats)?.state.clone();
-    let mut out = IdMap::with_capacity_and_hasher(at_start.messages as usize, Default::default());
-    if at_start.messages == 0 {
-        return Ok(out);
+    if at_start.messages == 0 || start > at_start.last_sequence {
+        return Ok(());
     }
+    let deliver_policy = if start <= 1 {
+        DeliverPolicy::All
+    } else {
+        DeliverPolicy::ByStartSequence {
+            start_sequence: start,
+        }
+    };
     let consumer = stream
         .create_consumer(pull::Config {
-            deliver_policy: DeliverPolicy::All,
+            deliver_policy,
             ack_policy: AckPolicy::None,
             filter_subject: format!("{}>", store.prefix),
             memory_storage: true,
@@ -161,16 +188,17 @@ pub async fn snapshot(
         .messages()
         .await
         .map_err(Error::nats)?;
+    let mut read = 0u64;
     loop {
         let next = tokio::time::timeout(SCAN_STALL, messages.next()).await;
         let Ok(Some(message)) = next else {
             return Err(Error::nats(format!(
-                "the read of every job state stopped after {} of {} keys",
-                out.len(),
-                at_start.messages
+                "the read of the job states stopped after {read} messages, before sequence {}",
+                at_start.last_sequence
             )));
         };
         let message = message.map_err(Error::nats)?;
+        read += 1;
         let info = message.info().map_err(Error::nats)?;
         let (seq, pending) = (info.stream_sequence, info.pending);
         let key = message
@@ -185,25 +213,24 @@ pub async fn snapshot(
             .map(|v| v.as_str());
         let marker = headers.is_some_and(|h| h.get("Nats-Marker-Reason").is_some());
         if marker || matches!(op, Some("DEL" | "PURGE")) {
-            out.remove(key);
+            visit(key, None);
         } else {
-            let id = JobId::new(key);
             let state =
                 JobState::from_bytes(&message.payload).map_err(|source| Error::BadState {
-                    job: id.clone(),
+                    job: JobId::new(key),
                     source,
                 })?;
-            out.insert(
-                id,
-                Versioned {
+            visit(
+                key,
+                Some(Versioned {
                     state,
                     revision: seq,
-                },
+                }),
             );
         }
         if seq >= at_start.last_sequence || pending == 0 {
             break;
         }
     }
-    Ok(out)
+    Ok(())
 }

@@ -2,10 +2,10 @@
 //! and the re-queueing of dead jobs.
 //!
 //! A running coordinator keeps a [`Summary`] of its counts in the artifact store; [`quick`]
-//! answers from it in one read, where [`status`] replays every job's state (seconds at a
-//! million jobs).
+//! answers from it in one read. Without one, [`status`] reads the coordinator's last state
+//! snapshot and the bucket's changes since, and every job's state only where no snapshot fits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use promptgrid_common::wire::{JobState, now_ms};
@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::connect::NatsConfig;
 use crate::error::Result;
-use crate::state;
+use crate::snapshot::{self, Tag};
 use crate::streams::SweepStreams;
+use crate::{manifest, state};
 
 /// A running job as status shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,17 +160,121 @@ pub async fn quick(nats: &NatsConfig, sweep: &str) -> Result<Option<StatusReport
     }))
 }
 
+/// Every job's state as [`status`] shows it: its state's name, and the full state of the
+/// running, failed and dead jobs whose state was read.
+struct States {
+    /// Per graph place; "waiting" for a job without a state.
+    names: Vec<&'static str>,
+    full: HashMap<u32, JobState>,
+    /// (at ms, place, reason) from the snapshot: the newest errors it knew of.
+    errors: Vec<(u64, u32, String)>,
+}
+
+impl States {
+    /// The coordinator's state snapshot, if one fits this graph and bucket, plus the bucket's
+    /// messages after it; else every message of the bucket. At a million jobs the full read
+    /// moves a million messages through a server that may be busy with the sweep; the snapshot
+    /// is one object and at most [`crate::scheduler`]'s snapshot interval of changes.
+    async fn read(streams: &SweepStreams, graph: &JobGraph) -> Result<States> {
+        // The snapshot before the bucket's position: it can only be older than that position.
+        let bytes = snapshot::fetch(streams.clone()).await;
+        let (created, last, messages) = snapshot::bucket_position(streams).await?;
+        let snap = bytes.filter(|_| messages > 0).and_then(|b| {
+            snapshot::load(&b, &manifest::digest(graph), graph.len(), (created, last))
+        });
+        let mut states = States {
+            names: vec!["waiting"; graph.len()],
+            full: HashMap::new(),
+            errors: Vec::new(),
+        };
+        let start = match snap {
+            Some(snap) => {
+                for (name, e) in states.names.iter_mut().zip(&snap.jobs) {
+                    *name = tag_name(e.tag);
+                }
+                states
+                    .full
+                    .extend(snap.details.into_iter().map(|(i, _, s)| (i, s)));
+                states.errors = snap.errors;
+                snap.seq + 1
+            }
+            None => 1,
+        };
+        state::scan(&streams.js, &streams.state, start, |key, v| {
+            let Some(i) = graph.position_of(key) else {
+                return;
+            };
+            let i32 = i as u32;
+            states.full.remove(&i32);
+            states.names[i] = match v {
+                None => "waiting",
+                Some(v) => {
+                    let name = v.state.name();
+                    if matches!(
+                        v.state,
+                        JobState::Running { .. } | JobState::Failed { .. } | JobState::Dead { .. }
+                    ) {
+                        states.full.insert(i32, v.state);
+                    }
+                    name
+                }
+            };
+        })
+        .await?;
+        Ok(states)
+    }
+
+    /// The newest errors, one per job that is failed or dead now.
+    fn last_errors(&self, graph: &JobGraph, n: usize) -> Vec<(String, String)> {
+        let mut errors: Vec<(u64, u32, &str)> = self
+            .full
+            .iter()
+            .filter_map(|(&i, s)| match s {
+                JobState::Failed { failure, at_ms, .. } => {
+                    Some((*at_ms, i, failure.reason.as_str()))
+                }
+                JobState::Dead { reason, at_ms, .. } => Some((*at_ms, i, reason.as_str())),
+                _ => None,
+            })
+            .collect();
+        // The snapshot's errors of dead jobs, whose full states it does not keep.
+        errors.extend(self.errors.iter().filter_map(|(at, i, reason)| {
+            let still = self.names[*i as usize] == "dead" && !self.full.contains_key(i);
+            still.then_some((*at, *i, reason.as_str()))
+        }));
+        errors.sort_by_key(|e| std::cmp::Reverse((e.0, e.1)));
+        errors.dedup_by_key(|e| e.1);
+        errors
+            .into_iter()
+            .take(n)
+            .map(|(_, i, reason)| (graph.jobs()[i as usize].key.clone(), reason.to_string()))
+            .collect()
+    }
+}
+
+/// The state name of a snapshot's class.
+fn tag_name(tag: Tag) -> &'static str {
+    match tag {
+        Tag::Absent => "waiting",
+        Tag::Pending | Tag::Requeued => "pending",
+        Tag::Running => "running",
+        Tag::Done => "done",
+        Tag::Failed => "failed",
+        Tag::Dead => "dead",
+    }
+}
+
 /// Counts per state and kind, running jobs, the last errors and why queued jobs wait.
 pub async fn status(nats: &NatsConfig, sweep: &str, graph: &JobGraph) -> Result<StatusReport> {
     let client = nats.connect().await?;
     let streams = SweepStreams::open(client, sweep).await?;
-    let states = state::snapshot(&streams.js, &streams.state).await?;
+    let states = States::read(&streams, graph).await?;
     let mut report = StatusReport {
         sweep: sweep.to_string(),
         total: graph.len(),
+        last_errors: states.last_errors(graph, 10),
         ..Default::default()
     };
-    let mut errors: Vec<(u64, String, String)> = Vec::new();
     let now = now_ms();
     // Pull requests waiting on each model's consumer: none means no worker serves that model.
     let mut pulling: BTreeMap<String, usize> = BTreeMap::new();
@@ -185,68 +290,51 @@ pub async fn status(nats: &NatsConfig, sweep: &str, graph: &JobGraph) -> Result<
         }
     }
     for (i, job) in graph.jobs().iter().enumerate() {
-        let st = states.get(&job.id).map(|v| &v.state);
-        let name = st.map_or("waiting", JobState::name);
+        let name = states.names[i];
         *report
             .counts
             .entry(name.to_string())
             .or_default()
             .entry(job.kind())
             .or_default() += 1;
-        match st {
-            Some(JobState::Running {
-                worker,
-                attempt,
-                started_ms,
-                ..
-            }) => report.running.push(RunningJob {
+        if let Some(JobState::Running {
+            worker,
+            attempt,
+            started_ms,
+            ..
+        }) = states.full.get(&(i as u32))
+        {
+            report.running.push(RunningJob {
                 key: job.key.clone(),
                 worker: worker.clone(),
                 attempt: *attempt,
                 age_s: now.saturating_sub(*started_ms) as f64 / 1000.0,
-            }),
-            Some(JobState::Failed { failure, at_ms, .. }) => {
-                errors.push((*at_ms, job.key.clone(), failure.reason.clone()))
-            }
-            Some(JobState::Dead { reason, at_ms, .. }) => {
-                errors.push((*at_ms, job.key.clone(), reason.clone()))
-            }
-            Some(JobState::Done { .. }) => {}
-            Some(JobState::Pending { .. }) | None => {
-                if report.waits.len() >= 20 {
-                    continue;
-                }
-                let blocker = graph.dep_ids(i).find(|d| {
-                    !matches!(
-                        states.get(*d).map(|v| &v.state),
-                        Some(JobState::Done { .. })
-                    )
-                });
-                let why = match blocker {
-                    Some(d) => {
-                        let key = graph.get(d).map_or(d.0.to_string(), |j| j.key.clone());
-                        let st = states.get(d).map_or("waiting", |v| v.state.name());
-                        format!("dependency {key} is {st}")
-                    }
-                    None => {
-                        let token = promptgrid_common::names::model_token(job.spec.model());
-                        if pulling.get(&token).copied().unwrap_or(0) == 0 {
-                            format!("queued; no worker is pulling jobs for model `{token}`")
-                        } else {
-                            "queued; workers are busy".to_string()
-                        }
-                    }
-                };
-                report.waits.push((job.key.clone(), why));
-            }
+            });
         }
+        if !matches!(name, "pending" | "waiting") || report.waits.len() >= 20 {
+            continue;
+        }
+        let blocker = graph
+            .deps(i)
+            .iter()
+            .find(|&&d| states.names[d as usize] != "done");
+        let why = match blocker {
+            Some(&d) => format!(
+                "dependency {} is {}",
+                graph.jobs()[d as usize].key,
+                states.names[d as usize]
+            ),
+            None => {
+                let token = promptgrid_common::names::model_token(job.spec.model());
+                if pulling.get(&token).copied().unwrap_or(0) == 0 {
+                    format!("queued; no worker is pulling jobs for model `{token}`")
+                } else {
+                    "queued; workers are busy".to_string()
+                }
+            }
+        };
+        report.waits.push((job.key.clone(), why));
     }
-    errors.sort_by_key(|e| std::cmp::Reverse(e.0));
-    report.last_errors = errors
-        .into_iter()
-        .take(10)
-        .map(|(_, k, e)| (k, e))
-        .collect();
     report.running.sort_by(|a, b| b.age_s.total_cmp(&a.age_s));
     Ok(report)
 }

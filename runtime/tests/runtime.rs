@@ -386,6 +386,232 @@ async fn malformed_message_fails_its_job_with_a_clear_error_and_the_worker_goes_
     .await;
 }
 
+/// Without a running coordinator, `status` reads the coordinator's state snapshot and the
+/// bucket's changes after it (a full read of a million states took 17 s on a busy server):
+/// it shows those changes, agrees with the full read it falls back to where the snapshot does
+/// not fit, and trusts a fitting snapshot for what it covers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_without_a_coordinator_reads_its_snapshot_and_the_changes_after_it() {
+    use promptgrid_runtime::snapshot::{self, Encoder, JobEntry, SNAPSHOT_ARTIFACT, Tag};
+    use promptgrid_runtime::state;
+    bounded(async {
+        let (_d, srv) = server(&[]);
+        let url = srv.url();
+        let mut spec = synthetic(50, 0, (0, 0));
+        spec.fail_probability = 0.1;
+        let mut cfg = config(&url, "stt", spec, 5_000);
+        cfg.error_retries = 0;
+        let graph = cfg.graph.clone();
+        let (stop, hs) = workers(&url, "stt", 2, 0);
+        let out = promptgrid_runtime::run(cfg).await.unwrap();
+        stop.send(true).unwrap();
+        for h in hs {
+            h.await.unwrap().unwrap();
+        }
+        assert!(out.dead > 0 && out.done + out.dead == 50, "{out:?}");
+        let nats = NatsConfig::new(&url);
+        let l = streams(&url, "stt").await;
+        let snap = promptgrid_runtime::objects::read_object(&l.artifacts, SNAPSHOT_ARTIFACT)
+            .await
+            .unwrap()
+            .expect("the coordinator's last snapshot");
+        let (_, covered, _) = snapshot::bucket_position(&l).await.unwrap();
+
+        // After the snapshot: a done job running again, another dead, a third pending.
+        let done: Vec<&promptgrid_common::Job> = graph
+            .jobs()
+            .iter()
+            .filter(|j| {
+                matches!(
+                    j.spec,
+                    promptgrid_common::JobSpec::Synthetic { fail: false, .. }
+                )
+            })
+            .take(3)
+            .collect();
+        let set = |job: &promptgrid_common::Job, next: JobState| {
+            let l = l.clone();
+            let id = job.id.clone();
+            async move {
+                let v = state::read(&l.state, &id).await.unwrap().unwrap();
+                state::cas(&l.state, &id, &next, v.revision)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        };
+        set(
+            done[0],
+            JobState::Running {
+                attempt: 2,
+                retries: 0,
+                lost: 0,
+                worker: "late-worker".into(),
+                started_ms: promptgrid_common::wire::now_ms(),
+                lease_ms: 5_000,
+                msg_seq: 1,
+                outages: 0,
+            },
+        )
+        .await;
+        set(
+            done[1],
+            JobState::Dead {
+                attempt: 1,
+                retries: 0,
+                lost: 0,
+                reason: "killed after the snapshot".into(),
+                at_ms: promptgrid_common::wire::now_ms() + 60_000,
+            },
+        )
+        .await;
+        set(
+            done[2],
+            JobState::Pending {
+                attempts: 1,
+                retries: 0,
+                lost: 0,
+                requeued: false,
+                outages: 0,
+            },
+        )
+        .await;
+        let (_, last, _) = snapshot::bucket_position(&l).await.unwrap();
+        assert_eq!(last, covered + 3);
+
+        let from_snapshot = promptgrid_runtime::status(&nats, "stt", &graph)
+            .await
+            .unwrap();
+        assert_eq!(from_snapshot.summary_age_ms, None);
+        assert_eq!(
+            (
+                from_snapshot.count("done"),
+                from_snapshot.count("dead"),
+                from_snapshot.count("running"),
+                from_snapshot.count("pending")
+            ),
+            (out.done - 3, out.dead + 1, 1, 1),
+            "{from_snapshot}"
+        );
+        assert_eq!(from_snapshot.running.len(), 1);
+        assert_eq!(
+            (
+                from_snapshot.running[0].key.as_str(),
+                from_snapshot.running[0].worker.as_str()
+            ),
+            (done[0].key.as_str(), "late-worker")
+        );
+        assert_eq!(
+            from_snapshot.last_errors[0],
+            (done[1].key.clone(), "killed after the snapshot".to_string())
+        );
+        assert_eq!(from_snapshot.last_errors.len(), (out.dead + 1).min(10));
+        assert!(
+            from_snapshot.last_errors[1..]
+                .iter()
+                .all(|(_, e)| e.contains("fails by design")),
+            "{from_snapshot}"
+        );
+
+        // A damaged snapshot: the full read, with the same answer.
+        let mut damaged = snap.clone();
+        let mid = damaged.len() / 2;
+        damaged[mid] ^= 0xff;
+        l.artifacts
+            .put(SNAPSHOT_ARTIFACT, &mut damaged.as_slice())
+            .await
+            .unwrap();
+        let full = promptgrid_runtime::status(&nats, "stt", &graph)
+            .await
+            .unwrap();
+        assert_eq!(
+            (&full.counts, &full.last_errors, full.running.len()),
+            (
+                &from_snapshot.counts,
+                &from_snapshot.last_errors,
+                from_snapshot.running.len()
+            )
+        );
+
+        // A fitting snapshot is trusted for what it covers: one that says every job is done,
+        // up to the bucket's last message, is what status shows.
+        let (created, last, _) = snapshot::bucket_position(&l).await.unwrap();
+        let mut e = Encoder::new(
+            &promptgrid_runtime::manifest::digest(&graph),
+            created,
+            last,
+            50,
+        );
+        for _ in 0..50 {
+            e.job(JobEntry {
+                tag: Tag::Done,
+                counters: (1, 0, 0),
+                revision: last,
+            });
+        }
+        l.artifacts
+            .put(SNAPSHOT_ARTIFACT, &mut e.finish(&[], &[]).as_slice())
+            .await
+            .unwrap();
+        let trusted = promptgrid_runtime::status(&nats, "stt", &graph)
+            .await
+            .unwrap();
+        assert_eq!(trusted.count("done"), 50, "{trusted}");
+        assert!(trusted.last_errors.is_empty() && trusted.running.is_empty());
+    })
+    .await;
+}
+
+/// JetStream API requests the server has answered, from its monitoring port's `/jsz`.
+fn api_requests(monitor: u16) -> u64 {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", monitor)).unwrap();
+    conn.write_all(b"GET /jsz HTTP/1.0\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let jsz: serde_json::Value = serde_json::from_str(body).unwrap();
+    jsz["api"]["total"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no api.total in {body}"))
+}
+
+/// An idle worker keeps the model consumers it found: a refresh of 40 models' sources every
+/// 5 s costs one request, where it looked up every consumer again (2 requests a model).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_refreshes_its_sources_without_a_request_per_model() {
+    bounded(async {
+        let monitor = promptgrid_runtime::server::free_port().unwrap();
+        let (_d, srv) = server(&["-m", &monitor.to_string()]);
+        let url = srv.url();
+        let client = NatsConfig::new(&url).connect().await.unwrap();
+        let l = SweepStreams::setup(client, "idle", &StreamOptions::default())
+            .await
+            .unwrap();
+        for m in 0..40 {
+            l.model_consumer(&format!("m{m}"), Duration::from_secs(5))
+                .await
+                .unwrap();
+        }
+        let (stop, hs) = workers(&url, "idle", 1, 0);
+        // Past its first look, then two refreshes.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before = api_requests(monitor);
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        let during = api_requests(monitor) - before;
+        stop.send(true).unwrap();
+        for h in hs {
+            let stats = h.await.unwrap().unwrap();
+            assert_eq!(stats, jobloop::WorkerStats::default());
+        }
+        assert!(
+            (1..=6).contains(&during),
+            "{during} API requests in two refreshes"
+        );
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_jobs_use_their_error_budget_then_are_dead() {
     bounded(async {

@@ -20,6 +20,7 @@ use promptgrid_results::store::read_table;
 use promptgrid_runtime::NatsConfig;
 use promptgrid_runtime::jobloop::synthetic_graph;
 use promptgrid_runtime::server::NatsServer;
+use promptgrid_runtime::streams::SweepStreams;
 
 pub struct BenchArgs {
     /// One table row per size.
@@ -345,8 +346,11 @@ struct Row {
     /// written its first summary), the way `promptgrid status` answers: from the
     /// coordinator's summary, else from every job's state.
     status_s: f64,
-    /// The same by reading every job's state (what `status` does without a coordinator).
-    status_full_s: f64,
+    /// `status` as it answers with no coordinator running: the coordinator's last state
+    /// snapshot and the bucket's changes after it.
+    status_alone_s: f64,
+    /// A read of every job's state, what that falls back to where no snapshot fits.
+    every_state_s: f64,
     sink_rows_per_s: f64,
     parts_before: usize,
     parts_after: usize,
@@ -360,19 +364,20 @@ impl Row {
     }
 }
 
-const HEADER: &str = "| jobs | jobs/s | vs 10k | coordinator peak RSS MiB | resume: first new publish (reconciled) s | status s | status, full scan s | sink rows/s | part files before -> after compact | ready->start p50 / p99 ms |\n|---|---|---|---|---|---|---|---|---|---|";
+const HEADER: &str = "| jobs | jobs/s | vs 10k | coordinator peak RSS MiB | resume: first new publish (reconciled) s | status s | status, no coordinator s | every state read s | sink rows/s | part files before -> after compact | ready->start p50 / p99 ms |\n|---|---|---|---|---|---|---|---|---|---|---|";
 
 fn line(r: &Row, base: Option<f64>) -> String {
     let ratio = base.map_or("-".to_string(), |b| format!("{:.2}", r.jobs_per_s() / b));
     format!(
-        "| {} | {:.0} | {ratio} | {:.1} | {:.2} ({:.2}) | {:.2} | {:.2} | {:.0} | {} -> {} | {:.0} / {:.0} |",
+        "| {} | {:.0} | {ratio} | {:.1} | {:.2} ({:.2}) | {:.2} | {:.2} | {:.2} | {:.0} | {} -> {} | {:.0} / {:.0} |",
         r.label,
         r.jobs_per_s(),
         r.peak_mib,
         r.resume_s,
         r.reconciled_s,
         r.status_s,
-        r.status_full_s,
+        r.status_alone_s,
+        r.every_state_s,
         r.sink_rows_per_s,
         r.parts_before,
         r.parts_after,
@@ -500,7 +505,7 @@ fn size(work: Workload, a: &BenchArgs) -> Result<Row, String> {
     let resume_dir = results.join("resume");
     let mut coord = coordinator(&url, "resume", &results, work)?;
     let mut peak2 = 0.0f64;
-    let (mut status_s, mut status_full_s) = (f64::NAN, f64::NAN);
+    let (mut status_s, mut status_alone_s, mut every_state_s) = (f64::NAN, f64::NAN, f64::NAN);
     let restarted_ms = promptgrid_common::wire::now_ms();
     let mut measure_status = || {
         let nats = NatsConfig::new(&url);
@@ -530,13 +535,20 @@ fn size(work: Workload, a: &BenchArgs) -> Result<Row, String> {
             Err(e) => Err(e),
         };
         status_s = t.elapsed().as_secs_f64();
-        // And the full read of every state, which `status` falls back to.
+        // As it answers with no coordinator: the snapshot and the changes after it.
         let t = Instant::now();
-        let full = rt.block_on(promptgrid_runtime::status(&nats, "resume", &graph));
-        status_full_s = t.elapsed().as_secs_f64();
-        if let Some(e) = r.err().or(full.err()) {
+        let alone = rt.block_on(promptgrid_runtime::status(&nats, "resume", &graph));
+        status_alone_s = t.elapsed().as_secs_f64();
+        // And the read of every state, where no snapshot fits.
+        let t = Instant::now();
+        let every = rt.block_on(async {
+            let streams = SweepStreams::open(nats.connect().await?, "resume").await?;
+            promptgrid_runtime::state::snapshot(&streams.js, &streams.state).await
+        });
+        every_state_s = t.elapsed().as_secs_f64();
+        if let Some(e) = r.err().or(alone.err()).or(every.err()) {
             eprintln!("status failed: {e}");
-            (status_s, status_full_s) = (f64::NAN, f64::NAN);
+            (status_s, status_alone_s, every_state_s) = (f64::NAN, f64::NAN, f64::NAN);
         }
     };
     let during: (Duration, &mut dyn FnMut()) = (Duration::from_secs(1), &mut measure_status);
@@ -600,7 +612,8 @@ fn size(work: Workload, a: &BenchArgs) -> Result<Row, String> {
         resume_s,
         reconciled_s,
         status_s,
-        status_full_s,
+        status_alone_s,
+        every_state_s,
         sink_rows_per_s,
         parts_before,
         parts_after,
