@@ -94,7 +94,8 @@ pub async fn run<E: Executor>(config: WorkerConfig, executor: E) -> Result<Worke
     let mut stats = WorkerStats::default();
     let mut sources: Vec<Source> = Vec::new();
     let mut refreshed: Option<Instant> = None;
-    let mut next = 0usize;
+    // The source of the last job: the likeliest to have the next one.
+    let mut last = 0usize;
     while !*shutdown.borrow() {
         if refreshed.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) || sources.is_empty() {
             match discover(&js, &config, &sources).await {
@@ -110,28 +111,37 @@ pub async fn run<E: Executor>(config: WorkerConfig, executor: E) -> Result<Worke
                 continue;
             }
         }
-        // The resident model's source first, then the others in turn.
+        // The resident model's source first, then the others in turn from the last one that
+        // had a job.
         let resident = executor
             .resident_model()
             .map(|m| promptgrid_common::names::model_token(Some(&m)));
         let mut order: Vec<usize> = (0..sources.len())
-            .map(|k| (next + k) % sources.len())
+            .map(|k| (last + k) % sources.len())
             .collect();
         order.sort_by_key(|&k| Some(&sources[k].token) != resident.as_ref());
-        next = next.wrapping_add(1);
-        let wait = if sources.len() == 1 {
-            Duration::from_secs(1)
+        // Probe every source without waiting, then long-poll the first. Only the long poll
+        // carries an expiry: the server holds an expiring pull on an empty consumer until it
+        // expires, so 100 ms expiries on 160 models' consumers left a worker up to 16 s a
+        // round to find the model that had jobs.
+        let probes = if order.len() == 1 {
+            &[][..]
         } else {
-            Duration::from_millis(100)
+            &order[..]
         };
+        let polls = probes
+            .iter()
+            .map(|&k| (k, None))
+            .chain([(order[0], Some(Duration::from_secs(1)))]);
         let mut got = None;
-        for k in order {
+        for (k, wait) in polls {
             let fetched = tokio::select! {
                 m = fetch_one(&sources[k].consumer, wait) => m,
                 _ = shutdown.changed() => break,
             };
             match fetched {
                 Ok(Some(m)) => {
+                    last = k;
                     got = Some((k, m));
                     break;
                 }
@@ -163,17 +173,17 @@ pub async fn run<E: Executor>(config: WorkerConfig, executor: E) -> Result<Worke
     Ok(stats)
 }
 
+/// One job message from `c`: at once (`wait` `None`) or within `wait`.
 async fn fetch_one(
     c: &Consumer<pull::Config>,
-    wait: Duration,
+    wait: Option<Duration>,
 ) -> Result<Option<jetstream::Message>> {
-    let mut batch = c
-        .fetch()
-        .max_messages(1)
-        .expires(wait)
-        .messages()
-        .await
-        .map_err(Error::nats)?;
+    let fetch = c.fetch().max_messages(1);
+    let fetch = match wait {
+        Some(w) => fetch.expires(w),
+        None => fetch,
+    };
+    let mut batch = fetch.messages().await.map_err(Error::nats)?;
     match batch.next().await {
         Some(Ok(m)) => Ok(Some(m)),
         Some(Err(e)) => Err(Error::nats(e)),
