@@ -276,41 +276,13 @@ pub async fn status(nats: &NatsConfig, sweep: &str, graph: &JobGraph) -> Result<
         ..Default::default()
     };
     let now = now_ms();
-    // Pull requests waiting on each model's consumer: none means no worker serves that model.
-    let mut pulling: BTreeMap<String, usize> = BTreeMap::new();
-    for token in streams.model_tokens().await? {
-        let name = streams.names.model_consumer(&token);
-        if let Ok(mut c) = streams
-            .jobs
-            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&name)
-            .await
-            && let Ok(info) = c.info().await
-        {
-            pulling.insert(token, info.num_waiting + info.num_ack_pending);
-        }
-    }
+    // No pull request on a model's consumer means no worker serves that model.
+    let pulling = streams.model_demand().await?;
+    // Counted by (name, kind) first: a string per job would be a million allocations.
+    let mut counts: HashMap<(&str, JobKind), usize> = HashMap::new();
     for (i, job) in graph.jobs().iter().enumerate() {
         let name = states.names[i];
-        *report
-            .counts
-            .entry(name.to_string())
-            .or_default()
-            .entry(job.kind())
-            .or_default() += 1;
-        if let Some(JobState::Running {
-            worker,
-            attempt,
-            started_ms,
-            ..
-        }) = states.full.get(&(i as u32))
-        {
-            report.running.push(RunningJob {
-                key: job.key.clone(),
-                worker: worker.clone(),
-                attempt: *attempt,
-                age_s: now.saturating_sub(*started_ms) as f64 / 1000.0,
-            });
-        }
+        *counts.entry((name, job.kind())).or_default() += 1;
         if !matches!(name, "pending" | "waiting") || report.waits.len() >= 20 {
             continue;
         }
@@ -335,7 +307,32 @@ pub async fn status(nats: &NatsConfig, sweep: &str, graph: &JobGraph) -> Result<
         };
         report.waits.push((job.key.clone(), why));
     }
-    report.running.sort_by(|a, b| b.age_s.total_cmp(&a.age_s));
+    for ((name, kind), n) in counts {
+        report
+            .counts
+            .entry(name.to_string())
+            .or_default()
+            .insert(kind, n);
+    }
+    for (&i, s) in &states.full {
+        if let JobState::Running {
+            worker,
+            attempt,
+            started_ms,
+            ..
+        } = s
+        {
+            report.running.push(RunningJob {
+                key: graph.jobs()[i as usize].key.clone(),
+                worker: worker.clone(),
+                attempt: *attempt,
+                age_s: now.saturating_sub(*started_ms) as f64 / 1000.0,
+            });
+        }
+    }
+    report
+        .running
+        .sort_by(|a, b| b.age_s.total_cmp(&a.age_s).then_with(|| a.key.cmp(&b.key)));
     Ok(report)
 }
 

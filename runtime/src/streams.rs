@@ -1,6 +1,7 @@
 //! The JetStream objects of one sweep (DESIGN.md §2): the work-queue stream of jobs with one
 //! durable pull consumer per model, the events stream, the state bucket and the artifact store.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream::context::GetStreamErrorKind;
@@ -261,6 +262,25 @@ impl SweepStreams {
         Ok(names
             .into_iter()
             .filter_map(|n| n.strip_prefix("jobs-").map(str::to_string))
+            .collect())
+    }
+
+    /// Model token -> pull requests waiting plus messages delivered and unacknowledged on its
+    /// consumer: 0 means no worker serves that model now. One listing (256 consumers a page),
+    /// not one request per model.
+    pub async fn model_demand(&self) -> Result<BTreeMap<String, usize>> {
+        let infos: Vec<consumer::Info> = self
+            .jobs
+            .consumers()
+            .try_collect()
+            .await
+            .map_err(Error::nats)?;
+        Ok(infos
+            .into_iter()
+            .filter_map(|i| {
+                let token = i.name.strip_prefix("jobs-")?.to_string();
+                Some((token, i.num_waiting + i.num_ack_pending))
+            })
             .collect())
     }
 }
