@@ -14,6 +14,9 @@ pub const SWEEP_ARTIFACT: &str = "manifest/sweep.json";
 /// The token standing for "any model" in job subjects (synthetic jobs).
 pub const NO_MODEL: &str = "none";
 
+/// Model consumers are `jobs-<model token>`.
+const MODEL_CONSUMER_PREFIX: &str = "jobs-";
+
 /// All names of one sweep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SweepNames {
@@ -71,7 +74,12 @@ impl SweepNames {
 
     /// The durable consumer name of one model's jobs.
     pub fn model_consumer(&self, model_token: &str) -> String {
-        format!("jobs-{model_token}")
+        format!("{MODEL_CONSUMER_PREFIX}{model_token}")
+    }
+
+    /// The model token of a consumer named by [`Self::model_consumer`]; `None` for others.
+    pub fn model_of_consumer<'a>(&self, consumer: &'a str) -> Option<&'a str> {
+        consumer.strip_prefix(MODEL_CONSUMER_PREFIX)
     }
 
     /// `pg.<sweep>.events.<event kind>.<job id>`.
@@ -131,6 +139,15 @@ pub fn is_plain_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_consumers_round_trip_the_model_token() {
+        let n = SweepNames::new("demo");
+        let c = n.model_consumer("roberta_base");
+        assert_eq!(c, "jobs-roberta_base");
+        assert_eq!(n.model_of_consumer(&c), Some("roberta_base"));
+        assert_eq!(n.model_of_consumer("sink"), None);
+    }
 
     #[test]
     fn subjects_round_trip_the_job_id() {

@@ -261,7 +261,7 @@ impl SweepStreams {
             .map_err(Error::nats)?;
         Ok(names
             .into_iter()
-            .filter_map(|n| n.strip_prefix("jobs-").map(str::to_string))
+            .filter_map(|n| self.names.model_of_consumer(&n).map(str::to_string))
             .collect())
     }
 
@@ -278,7 +278,7 @@ impl SweepStreams {
         Ok(infos
             .into_iter()
             .filter_map(|i| {
-                let token = i.name.strip_prefix("jobs-")?.to_string();
+                let token = self.names.model_of_consumer(&i.name)?.to_string();
                 Some((token, i.num_waiting + i.num_ack_pending))
             })
             .collect())

@@ -513,6 +513,45 @@ async fn status_without_a_coordinator_reads_its_snapshot_and_the_changes_after_i
             "{from_snapshot}"
         );
 
+        // The pending job waits for its model's consumer: with no pull request on it, no
+        // worker serves the model; with one, workers are busy. Polled, as a stopped worker's
+        // last long poll lingers on the server until it expires.
+        let reason = |want: &'static str| {
+            let (nats, graph, key) = (nats.clone(), graph.clone(), done[2].key.clone());
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                loop {
+                    let r = promptgrid_runtime::status(&nats, "stt", &graph)
+                        .await
+                        .unwrap();
+                    let why = r.waits.into_iter().find(|(k, _)| *k == key).map(|w| w.1);
+                    if why.as_deref() == Some(want) || std::time::Instant::now() > deadline {
+                        return why;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        let idle = "queued; no worker is pulling jobs for model `none`";
+        assert_eq!(reason(idle).await.as_deref(), Some(idle));
+        let consumer = l
+            .model_consumer(promptgrid_common::names::NO_MODEL, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let pull = tokio::spawn(async move {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1)
+                .expires(Duration::from_secs(20))
+                .messages()
+                .await
+                .unwrap();
+            futures::StreamExt::next(&mut batch).await.is_none()
+        });
+        let busy = "queued; workers are busy";
+        assert_eq!(reason(busy).await.as_deref(), Some(busy));
+        pull.abort();
+
         // A damaged snapshot: the full read, with the same answer.
         let mut damaged = snap.clone();
         let mid = damaged.len() / 2;
