@@ -291,9 +291,10 @@ async fn replicas_of_an_existing_sweep_are_kept_and_a_lone_server_refuses_three(
 /// given subject") that used up their error budget. An outage longer than the worker's patience
 /// now hands the attempt back, counted as an outage, and the job finishes uncharged.
 ///
-/// Ignored in CI: it passes alone, but in a full CI run 2 of its 4 jobs still ended dead (an
-/// outage charged as a job error on some path not yet found); open in issue 17. Run it with
-/// `cargo test -p promptgrid-runtime --test cluster -- --ignored`.
+/// Ignored in CI: it passes alone, but under load 2 of its 4 jobs can still end dead (an outage
+/// charged as a job error on some path not yet found; open in issue 17). It showed once in
+/// about eight runs of this file beside two busy CPU loops; a failure names the dead jobs'
+/// reasons. Run it with `cargo test -p promptgrid-runtime --test cluster -- --ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a known gap: under load an outage can still be charged as a job error (issue 17)"]
 async fn one_replica_store_lost_hands_jobs_back_without_a_job_error() {
@@ -340,7 +341,9 @@ async fn one_replica_store_lost_hands_jobs_back_without_a_job_error() {
             Duration::from_secs(30),
             "every job to run for a while",
             || async {
-                let st = util::states(&url, sweep).await;
+                let Ok(st) = util::try_states(&url, sweep).await else {
+                    return false;
+                };
                 st.len() == 4
                     && st.values().all(|s| {
                         matches!(s, JobState::Running { started_ms, .. }
@@ -354,7 +357,18 @@ async fn one_replica_store_lost_hands_jobs_back_without_a_job_error() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         tokio::task::block_in_place(|| cluster.servers[v].restart()).unwrap();
         let out = coordinator.await.unwrap().unwrap();
-        assert_eq!((out.done, out.dead), (4, 0), "{out:?}");
+        let dead: Vec<String> = util::try_states(&url, sweep)
+            .await
+            .map(|st| {
+                st.into_values()
+                    .filter_map(|s| match s {
+                        JobState::Dead { reason, .. } => Some(reason),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!((out.done, out.dead), (4, 0), "{out:?}; dead: {dead:?}");
         stop.send(true).unwrap();
         let mut outages = 0;
         for w in workers {

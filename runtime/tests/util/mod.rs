@@ -112,16 +112,24 @@ pub async fn streams(url: &str, sweep: &str) -> SweepStreams {
 
 /// Job states; empty while the sweep has no bucket yet.
 pub async fn states(url: &str, sweep: &str) -> HashMap<JobId, JobState> {
-    let client = NatsConfig::new(url).connect().await.unwrap();
+    try_states(url, sweep).await.unwrap()
+}
+
+/// [`states`], or the error of a cluster that cannot answer now (a JetStream cluster under
+/// load can say "no responders" for a moment), for polls that try again.
+pub async fn try_states(
+    url: &str,
+    sweep: &str,
+) -> promptgrid_runtime::Result<HashMap<JobId, JobState>> {
+    let client = NatsConfig::new(url).connect().await?;
     let Ok(l) = SweepStreams::open(client, sweep).await else {
-        return HashMap::new();
+        return Ok(HashMap::new());
     };
-    state::snapshot(&l.js, &l.state)
-        .await
-        .unwrap()
+    Ok(state::snapshot(&l.js, &l.state)
+        .await?
         .into_iter()
         .map(|(k, v)| (k, v.state))
-        .collect()
+        .collect())
 }
 
 pub async fn count_done(url: &str, sweep: &str) -> usize {
