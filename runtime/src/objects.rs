@@ -39,9 +39,9 @@ pub async fn read_object(store: &ObjectStore, name: &str) -> Result<Option<Vec<u
                     bytes.extend_from_slice(&chunk[..n]);
                     last = Instant::now();
                 }
-                Ok(Err(e)) => {
-                    return Err(Error::io(format!("cannot read artifact {name}"), e));
-                }
+                // The chunks come from a consumer on the server: its failures (a server
+                // gone mid-read times out) are NATS errors, an outage among them.
+                Ok(Err(e)) => return Err(Error::nats(format!("cannot read artifact {name}: {e}"))),
                 Err(_) => {
                     match store.info(name).await {
                         Ok(i) if i.deleted => return Ok(None),

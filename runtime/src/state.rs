@@ -163,6 +163,7 @@ pub async fn scan(
     if at_start.messages == 0 || start > at_start.last_sequence {
         return Ok(());
     }
+    let filter = format!("{}>", store.prefix);
     let deliver_policy = if start <= 1 {
         DeliverPolicy::All
     } else {
@@ -174,7 +175,7 @@ pub async fn scan(
         .create_consumer(pull::Config {
             deliver_policy,
             ack_policy: AckPolicy::None,
-            filter_subject: format!("{}>", store.prefix),
+            filter_subject: filter.clone(),
             memory_storage: true,
             num_replicas: 1,
             inactive_threshold: SCAN_STALL,
@@ -228,9 +229,35 @@ pub async fn scan(
                 }),
             );
         }
-        if seq >= at_start.last_sequence || pending == 0 {
+        if seq >= at_start.last_sequence
+            || (pending == 0 && !more_up_to(&stream, &filter, seq, at_start.last_sequence).await?)
+        {
             break;
         }
     }
     Ok(())
+}
+
+/// Whether the stream's leader holds a message of `filter` after `seq` and at most `last`.
+/// A consumer's "nothing pending" speaks for the replica it was placed on, which may lag the
+/// leader whose last sequence the read aims for; only where the leader agrees (the messages
+/// up to `last` were deleted since) is the read complete.
+async fn more_up_to(
+    stream: &async_nats::jetstream::stream::Stream,
+    filter: &str,
+    seq: u64,
+    last: u64,
+) -> Result<bool> {
+    use async_nats::jetstream::stream::RawMessageErrorKind;
+    let next = stream
+        .raw_message_builder()
+        .sequence(seq + 1)
+        .next_by_subject(filter.to_string())
+        .send()
+        .await;
+    match next {
+        Ok(m) => Ok(m.sequence <= last),
+        Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(false),
+        Err(e) => Err(Error::nats(e)),
+    }
 }

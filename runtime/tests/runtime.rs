@@ -1225,3 +1225,50 @@ async fn a_stored_graph_is_restored_and_a_damaged_or_other_one_ignored() {
     })
     .await;
 }
+
+/// The full read of the job states aims for the bucket's last sequence at its start, and
+/// trusts a consumer's "nothing pending" only where the stream's leader agrees. Here the newest
+/// messages were erased after being stored: the read ends at once with the states left, rather
+/// than waiting for messages that will never come.
+#[tokio::test]
+async fn a_full_read_whose_newest_messages_were_erased_ends_with_what_is_left() {
+    use promptgrid_runtime::state;
+    bounded(async {
+        let (_d, srv) = server(&[]);
+        let client = NatsConfig::new(srv.url()).connect().await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        // A bucket's own stream refuses erasures; this one, laid out as a bucket, allows them
+        // (as an operator's tool, or a per-message expiry, could remove a message).
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "KV_erased".into(),
+            subjects: vec!["$KV.erased.>".into()],
+            max_messages_per_subject: 1,
+            allow_rollup: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let store = js.get_key_value("erased").await.unwrap();
+        for (i, key) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            let s = JobState::Dead {
+                attempt: 1,
+                retries: 0,
+                lost: 0,
+                reason: format!("r{i}"),
+                at_ms: 0,
+            };
+            store.put(key, s.to_bytes().into()).await.unwrap();
+        }
+        let stream = js.get_stream("KV_erased").await.unwrap();
+        for seq in [3, 4] {
+            assert!(stream.delete_message(seq).await.unwrap());
+        }
+        let t = std::time::Instant::now();
+        let got = state::snapshot(&js, &store).await.unwrap();
+        let mut keys: Vec<&str> = got.keys().map(|k| k.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["a", "b"]);
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    })
+    .await;
+}

@@ -110,9 +110,16 @@ pub async fn streams(url: &str, sweep: &str) -> SweepStreams {
     SweepStreams::open(client, sweep).await.unwrap()
 }
 
-/// Job states; empty while the sweep has no bucket yet.
+/// Job states; empty while the sweep has no bucket yet. Rides out a cluster that cannot
+/// answer for a moment, as the runtime does.
 pub async fn states(url: &str, sweep: &str) -> HashMap<JobId, JobState> {
-    try_states(url, sweep).await.unwrap()
+    promptgrid_runtime::retry::through_outages(
+        "read the job states",
+        Duration::from_secs(30),
+        || try_states(url, sweep),
+    )
+    .await
+    .unwrap()
 }
 
 /// [`states`], or the error of a cluster that cannot answer now (a JetStream cluster under
