@@ -129,8 +129,10 @@ pub async fn try_states(
     sweep: &str,
 ) -> promptgrid_runtime::Result<HashMap<JobId, JobState>> {
     let client = NatsConfig::new(url).connect().await?;
-    let Ok(l) = SweepStreams::open(client, sweep).await else {
-        return Ok(HashMap::new());
+    // Only a missing sweep reads as no states; an outage is the caller's to ride out.
+    let l = match SweepStreams::open(client, sweep).await {
+        Err(promptgrid_runtime::Error::NoSweep(_)) => return Ok(HashMap::new()),
+        opened => opened?,
     };
     Ok(state::snapshot(&l.js, &l.state)
         .await?
