@@ -38,7 +38,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer
 from transformers import BertForMaskedLM, RobertaForMaskedLM, T5ForConditionalGeneration
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "worker", "tests", "data")
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ml", "tests", "data")
 PROMPT_LEN = 5
 
 

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import BertConfig, BertForMaskedLM, RobertaConfig, RobertaForMaskedLM
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "worker", "tests", "data")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ml", "tests", "data")
 
 WORDS = (
     "the a an it was is this that movie film story plot great terrible good bad awful fine "

@@ -35,7 +35,7 @@ from tokenizers import Tokenizer
 from transformers import RobertaForMaskedLM
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(ROOT, "worker", "tests", "data")
+DATA = os.path.join(ROOT, "ml", "tests", "data")
 OUT = os.path.join(DATA, "projector")
 
 PROMPT_LEN = 4

@@ -41,7 +41,7 @@ from transformers import T5Config, T5ForConditionalGeneration
 from transformers.models.t5.modeling_t5 import T5Attention
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUT = os.path.join(ROOT, "worker", "tests", "data")
+OUT = os.path.join(ROOT, "ml", "tests", "data")
 
 VOCAB = 96
 PROMPT_LEN = 5
