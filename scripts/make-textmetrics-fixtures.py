@@ -8,6 +8,10 @@ checks promptgrid's generation metrics (ml/src/textmetrics.rs) against.
   below.
 * ROUGE-1/2/L: Google's `rouge-score` package (pinned in scripts/requirements.txt),
   `rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)`.
+* BLEU as the official T5 runs score generation (Prompt-Transferability-1.0 model/PromptT5.py:
+  299-304): NLTK's `sentence_bleu([reference], hypothesis, weights=(0.7, 0.3, 0.0, 0.0),
+  smoothing_function=SmoothingFunction().method1)` on piece sequences, 0 for an empty
+  hypothesis.
 
 The examples are hand-made to cover the normalization edge cases (articles, punctuation, case,
 whitespace, empty strings, several golds, Unicode punctuation and case mapping, numbers,
@@ -23,6 +27,7 @@ import string
 from collections import Counter
 from importlib.metadata import version
 
+from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 from rouge_score import rouge_scorer, tokenize
 
 
@@ -174,6 +179,33 @@ def long_pairs():
     return pairs
 
 
+# (hypothesis, reference) piece sequences: exact, partial, reordered, repeated pieces (clipping),
+# shorter and longer than the reference (brevity penalty), a single piece (no bigram), no
+# overlap, an empty hypothesis and an empty reference.
+BLEU = [
+    ("▁the ▁cat ▁sat", "▁the ▁cat ▁sat"),
+    ("▁the ▁cat", "▁the ▁cat ▁sat ▁on ▁the ▁mat"),
+    ("▁cat", "▁the ▁cat ▁sat"),
+    ("▁sat ▁cat ▁the", "▁the ▁cat ▁sat"),
+    ("▁the ▁the ▁the ▁the", "▁the ▁cat ▁the ▁mat"),
+    ("▁the ▁cat ▁sat ▁on ▁the ▁mat ▁today ▁again", "▁the ▁cat ▁sat ▁on ▁the ▁mat"),
+    ("▁dog ▁runs", "▁the ▁cat ▁sat"),
+    ("", "▁the ▁cat"),
+    ("▁the ▁cat", ""),
+    ("▁Paris", "▁Paris"),
+    ("▁in ▁19 89", "▁19 89"),
+    ("▁a ▁b ▁c ▁d ▁a ▁b ▁c ▁d", "▁a ▁b ▁c ▁d ▁e ▁a ▁b"),
+]
+
+
+def official_bleu(hypothesis, reference):
+    """model/PromptT5.py:299-304: `len(y) != 0` is always true (y = [reference])."""
+    if len(hypothesis) == 0:
+        return 0
+    return sentence_bleu([reference], hypothesis, weights=(0.7, 0.3, 0.0, 0.0),
+                         smoothing_function=SmoothingFunction().method1)
+
+
 def exact(x):
     """A score as the string of its shortest round-trip repr: serde_json's default float parser
     is not correctly rounded, Rust's `str::parse::<f64>` is, so the test reads the same bits."""
@@ -182,7 +214,7 @@ def exact(x):
 
 def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = os.path.join(root, "worker", "tests", "data", "textmetrics.json")
+    out = os.path.join(root, "ml", "tests", "data", "textmetrics.json")
 
     qa = []
     for prediction, golds in QA:
@@ -211,9 +243,16 @@ def main():
     rouge_corpus = {k: exact(sum(float(e[k][2]) for e in rouge) / len(rouge))
                     for k in ["rouge1", "rouge2", "rougeL"]}
 
+    bleu = []
+    for hypothesis, reference in BLEU:
+        h, r = hypothesis.split(), reference.split()
+        bleu.append({"hypothesis": h, "reference": r, "bleu": exact(official_bleu(h, r))})
+
     data = {
         "source": "scripts/make-textmetrics-fixtures.py",
         "rouge_score_version": version("rouge-score"),
+        "nltk_version": version("nltk"),
+        "bleu": bleu,
         "qa": qa,
         "qa_corpus": qa_corpus,
         "rouge": rouge,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use promptgrid_ml::{EncoderModel, Head, Layout, random_baseline};
-use promptgrid_results::schema::{EvalRow, JobRow, TransferRelativeRow};
+use promptgrid_results::schema::{EvalRow, JobRow, MetricRow, TransferRelativeRow};
 use promptgrid_results::store::read_table;
 
 fn repo() -> PathBuf {
@@ -107,6 +107,24 @@ fn assert_all_done(dir: &Path, expected: usize) -> Vec<JobRow> {
     jobs
 }
 
+/// The (source, target) pairs of the official config/<Target>use<Source>PromptRoberta.config.
+const OFFICIAL_TPT: [(&str, &str); 14] = [
+    ("movierationales", "imdb"),
+    ("snli", "mnli"),
+    ("qqp", "mrpc"),
+    ("mnli", "qnli"),
+    ("mrpc", "qqp"),
+    ("imdb", "sst2"),
+    ("laptop", "sst2"),
+    ("ethicsjustice", "ethicsdeontology"),
+    ("ethicsdeontology", "ethicsjustice"),
+    ("restaurant", "laptop"),
+    ("imdb", "movierationales"),
+    ("laptop", "restaurant"),
+    ("mnli", "snli"),
+    ("restaurant", "tweetevalsentiment"),
+];
+
 const ROBERTA_TASKS: [&str; 13] = [
     "imdb",
     "sst2",
@@ -136,10 +154,43 @@ fn paper_roberta_sweep_reports_every_target_on_its_own_split() {
             "studies.cross_model.*.steps=2",
         ],
     );
-    // 2 models × (13 train + 13·13 transfer (the diagonal is the train job's eval) + 13·12 TPT
-    // + 14 activations), 2 projectors, and 13 projected prompts scored per objective.
-    let per_model = 13 + 13 * 13 + 13 * 12 + 14;
-    assert_all_done(&dir, 2 * per_model + 2 + 2 * 13);
+    // 2 models × (13 train + 13·13 transfer (the diagonal is the train job's eval) + the 14
+    // official TPT pairs + 14 activations), the official projector, and 13 projected prompts.
+    let per_model = 13 + 13 * 13 + OFFICIAL_TPT.len() + 14;
+    let jobs = assert_all_done(&dir, 2 * per_model + 1 + 13);
+    for model in ["roberta-base", "roberta-large"] {
+        let pairs: BTreeSet<(&str, &str)> = jobs
+            .iter()
+            .filter(|j| j.kind == "tpt" && j.model == model)
+            .map(|j| (j.src_task.as_deref().unwrap(), j.task.as_deref().unwrap()))
+            .collect();
+        assert_eq!(pairs, BTreeSet::from(OFFICIAL_TPT), "{model}: TPT pairs");
+    }
+    // The official base -> large projector (crossPromptRobertaLarge_restaurant_100.config):
+    // the task objective, trained on restaurant.
+    let projectors: Vec<&JobRow> = jobs.iter().filter(|j| j.kind == "projector").collect();
+    assert_eq!(projectors.len(), 1);
+    assert_eq!(
+        (
+            projectors[0].src_model.as_deref(),
+            projectors[0].model.as_str(),
+            projectors[0].objective.as_deref()
+        ),
+        (Some("roberta-base"), "roberta-large", Some("task"))
+    );
+    let held_in: Vec<&str> = jobs
+        .iter()
+        .filter(|j| j.kind == "cross_model")
+        .filter_map(|j| j.task.as_deref())
+        .collect();
+    assert_eq!(held_in.len(), 13);
+
+    // IMDB's dev is held out of train: the best prompt is picked on data it is not scored on.
+    let text = std::fs::read_to_string(repo().join("sweeps/tasks/imdb.toml")).unwrap();
+    let imdb: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(imdb["splits"]["dev"].as_str(), Some("train"));
+    assert_eq!(imdb["splits"]["test"].as_str(), Some("test"));
+    assert_eq!(imdb["splits"]["dev_holdout_percent"].as_integer(), Some(10));
     let all: BTreeSet<&str> = ROBERTA_TASKS.iter().copied().collect();
     for model in ["roberta-base", "roberta-large"] {
         assert_full_matrix(&dir, model, &ROBERTA_TASKS, &all);
@@ -252,10 +303,80 @@ fn paper_t5_sweep_reports_all_seventeen_tasks() {
             .unwrap()
     };
     assert_eq!(metric("sst2"), "accuracy");
-    assert_eq!(metric("squad"), "squad_f1");
+    // The generation tasks are scored with the official BLEU; their own metric lands in the
+    // metrics table beside it.
+    for task in ["squad", "nq_open", "multi_news", "samsum"] {
+        assert_eq!(metric(task), "bleu", "{task}");
+    }
+    let jobs: Vec<JobRow> = read_table(&dir).unwrap();
+    let metrics: Vec<MetricRow> = read_table(&dir).unwrap();
+    for (task, also) in [
+        ("squad", "squad_f1"),
+        ("nq_open", "squad_f1"),
+        ("multi_news", "rouge_l"),
+        ("samsum", "rouge_l"),
+    ] {
+        let train = jobs
+            .iter()
+            .find(|j| j.kind == "train" && j.task.as_deref() == Some(task))
+            .unwrap();
+        let row = metrics
+            .iter()
+            .find(|m| m.job_id == train.job_id && m.name == also)
+            .unwrap_or_else(|| panic!("{task}: no {also} metric row"));
+        assert!(
+            (0.0..=1.0).contains(&row.value),
+            "{task}: {also} {}",
+            row.value
+        );
+    }
+}
+
+#[test]
+fn plan_lists_every_paper_t5_job_with_the_official_training_settings() {
+    let out = Command::new(env!("CARGO_BIN_EXE_promptgrid"))
+        .current_dir(repo())
+        .args(["plan", "sweeps/paper-t5.toml", "--json", "--jobs"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
     assert!(
-        metric("samsum").starts_with("rouge"),
+        out.status.success(),
         "{}",
-        metric("samsum")
+        String::from_utf8_lossy(&out.stderr)
     );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let jobs = plan["job_list"].as_array().unwrap();
+    assert_eq!(jobs.len() as u64, plan["jobs"].as_u64().unwrap());
+    let train: Vec<&serde_json::Value> = jobs
+        .iter()
+        .filter(|j| j["spec"]["kind"] == "train")
+        .collect();
+    assert_eq!(train.len(), 17);
+    for j in train {
+        let s = &j["spec"]["settings"];
+        assert_eq!(
+            (&s["adam_eps"], &s["dropout"], &s["official_padding"]),
+            (
+                &serde_json::json!(1e-6),
+                &serde_json::json!(0.1),
+                &serde_json::json!(true)
+            ),
+            "{}",
+            j["key"]
+        );
+        assert_eq!(
+            j["definitions"],
+            serde_json::json!(["t5@2"]),
+            "{}",
+            j["key"]
+        );
+    }
+    // Without --json, --jobs is refused rather than ignored.
+    let bare = Command::new(env!("CARGO_BIN_EXE_promptgrid"))
+        .current_dir(repo())
+        .args(["plan", "sweeps/paper-t5.toml", "--jobs"])
+        .output()
+        .unwrap();
+    assert_eq!(bare.status.code(), Some(2));
 }

@@ -278,3 +278,68 @@ fn a_t5_folder_without_the_probe_token_is_a_clear_activations_error() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("has no <extra_id_0>"), "{err}");
 }
+
+/// The prompt `tune --max-steps 0` writes: the initial prompt, as a flat list.
+fn initial_prompt(dir: &Path, data: &Path, catalog: &Path, task: &str, seed: &str) -> Vec<f32> {
+    let out = dir.join(format!("{task}-{seed}.safetensors"));
+    ok(&promptgrid(&[
+        "tune",
+        "--model",
+        s(&dir.join("t5-v1_0")),
+        "--task",
+        task,
+        "--data",
+        s(data),
+        "--catalog",
+        s(catalog),
+        "--length",
+        "20",
+        "--max-steps",
+        "0",
+        "--seed",
+        seed,
+        "--out",
+        s(&out),
+    ]));
+    let prompt = tch::Tensor::read_safetensors(&out)
+        .unwrap()
+        .into_iter()
+        .find(|(name, _)| name == "prompt")
+        .unwrap()
+        .1;
+    Vec::<f32>::try_from(prompt.flatten(0, -1)).unwrap()
+}
+
+#[test]
+fn a_random_t5_prompt_is_the_official_normal_one_draw_per_seed_for_every_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (catalog, data) = task(tmp.path());
+    model(tmp.path(), "t5-v1_0");
+    // A second task of the catalog, on the same data.
+    let toy = std::fs::read_to_string(catalog.join("toy.toml")).unwrap();
+    std::fs::write(
+        catalog.join("other.toml"),
+        toy.replace("name = \"toy\"", "name = \"other\""),
+    )
+    .unwrap();
+    let a = initial_prompt(tmp.path(), &data, &catalog, "toy", "1");
+    let b = initial_prompt(tmp.path(), &data, &catalog, "other", "1");
+    let c = initial_prompt(tmp.path(), &data, &catalog, "toy", "2");
+    assert_eq!(a.len(), 20 * 32);
+    // modeling_t5.py:1476: an nn.Embedding T5's _init_weights never visits, so N(0, 1).
+    let n = a.len() as f64;
+    let mean = a.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let sd = (a
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt();
+    assert!(
+        (sd - 1.0).abs() < 0.1 && mean.abs() < 0.15,
+        "mean {mean}, sd {sd}"
+    );
+    // One draw per seed, shared by every task (PromptT5.py:56-70 saves one initial model).
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+}

@@ -48,6 +48,10 @@ pub enum Metric {
     ExactMatch,
     /// ROUGE-L F-measure.
     RougeL,
+    /// The official T5 generation score: smoothed sentence BLEU, weights (0.7, 0.3), over
+    /// SentencePiece pieces, against the first gold cut to `t5.target_len`, decoded within
+    /// `t5.min_length` / `t5.max_length` (model/PromptT5.py:289-310). Needs the task's `[t5]`.
+    Bleu,
 }
 
 impl Metric {
@@ -58,6 +62,7 @@ impl Metric {
             Metric::SquadF1 => "squad_f1",
             Metric::ExactMatch => "exact_match",
             Metric::RougeL => "rouge_l",
+            Metric::Bleu => "bleu",
         }
     }
 }
@@ -89,6 +94,13 @@ pub struct Templates {
 }
 
 /// File stems of the splits under the task's data folder (`train.parquet`, `dev.jsonl`, ...).
+///
+/// The one rule: each task picks its best prompt on the split the official code validated on
+/// and is scored on the split the official code tested on. Where that data has no split of its
+/// own in the public export, the catalog says how it is made: `dev_holdout_percent` holds a
+/// seeded dev set out of train where the official code had a dev file; `dev` equal to `test` where the
+/// official configs use one file for both (laptop, restaurant); no `test` where the official
+/// code picks and scores on dev.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Splits {
@@ -97,6 +109,59 @@ pub struct Splits {
     /// Tasks whose test labels are not public evaluate on dev, as the official code does.
     #[serde(default)]
     pub test: Option<String>,
+    /// Dev is this percentage of the train file's examples (at least one), drawn with a seed
+    /// fixed per task, and training reads the rest; `dev` then names the train file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_holdout_percent: Option<u32>,
+}
+
+/// The part a split plays in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SplitRole {
+    Train,
+    Dev,
+    /// The scored split; a task without a test split is scored on dev.
+    Test,
+}
+
+/// Which rows of a split file a role reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rows {
+    All,
+    /// The rows held out as dev: this percentage of the file, at least one.
+    HeldOut(u32),
+    /// Every row but those held out at this percentage.
+    Rest(u32),
+}
+
+impl Splits {
+    /// The file stem and the rows that `role` reads.
+    pub fn of(&self, role: SplitRole) -> (&str, Rows) {
+        match (role, self.dev_holdout_percent) {
+            (SplitRole::Train, Some(n)) => (&self.train, Rows::Rest(n)),
+            (SplitRole::Train, None) => (&self.train, Rows::All),
+            (SplitRole::Test, _) if self.test.is_some() => {
+                (self.test.as_deref().unwrap_or(&self.dev), Rows::All)
+            }
+            (_, Some(n)) => (&self.dev, Rows::HeldOut(n)),
+            (_, None) => (&self.dev, Rows::All),
+        }
+    }
+}
+
+/// A task's lengths in the official T5 runs (config/<Task>PromptT5.config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct T5Lengths {
+    /// `[train] target_len`: training targets are cut to this many tokens (classification
+    /// words included: MNLI's "entailment" trains on two pieces).
+    pub target_len: u32,
+    /// `[eval] max_length` of `generate`, the decoder start included: the official BLEU scores
+    /// the first `max_length - 1` generated tokens.
+    pub max_length: u32,
+    /// `[eval] min_length` of `generate`, the decoder start included: end-of-sequence cannot
+    /// come before `min_length - 1` tokens.
+    pub min_length: u32,
 }
 
 /// One task of the catalog.
@@ -135,6 +200,15 @@ pub struct TaskDef {
     /// Where the definition comes from in the official code, for readers who check it.
     #[serde(default)]
     pub source: Option<String>,
+    /// The official T5 lengths, for the tasks the official code ran on T5. Absent from a
+    /// definition that has none, so that such a task's jobs keep their ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t5: Option<T5Lengths>,
+    /// Metrics scored besides `metric` wherever the task is evaluated; they land in the
+    /// job's `metrics` rows under their names, while `metric` alone selects checkpoints and
+    /// normalises transfer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<Metric>,
 }
 
 impl TaskDef {
@@ -246,6 +320,64 @@ impl TaskDef {
                 if !self.columns.contains_key("target") {
                     return err("columns", "columns has no `target`".into());
                 }
+            }
+        }
+        if self.splits.dev_holdout_percent.is_some() && self.splits.dev != self.splits.train {
+            return err(
+                "dev_holdout_percent",
+                format!(
+                    "splits.dev_holdout_percent holds dev out of the train file: dev must be \
+                     {:?}, not {:?}",
+                    self.splits.train, self.splits.dev
+                ),
+            );
+        }
+        if let Some(p) = self.splits.dev_holdout_percent
+            && !(1..100).contains(&p)
+        {
+            return err(
+                "dev_holdout_percent",
+                format!("splits.dev_holdout_percent {p} must be a percentage from 1 to 99"),
+            );
+        }
+        if let Some(t5) = &self.t5
+            && (t5.target_len == 0 || t5.max_length < 2 || t5.min_length > t5.max_length)
+        {
+            return err(
+                "t5",
+                format!(
+                    "t5.target_len {} must be at least 1, t5.max_length {} at least 2 (the \
+                     decoder start and one token) and t5.min_length {} at most max_length",
+                    t5.target_len, t5.max_length, t5.min_length
+                ),
+            );
+        }
+        for m in std::iter::once(self.metric).chain(self.also.iter().copied()) {
+            let generation = matches!(
+                m,
+                Metric::SquadF1 | Metric::ExactMatch | Metric::RougeL | Metric::Bleu
+            );
+            if generation != (self.kind == TaskKind::Generation) {
+                return err(
+                    "metric",
+                    format!(
+                        "metric `{}` does not score a {} task",
+                        m.name(),
+                        if self.kind == TaskKind::Generation {
+                            "generation"
+                        } else {
+                            "classification"
+                        }
+                    ),
+                );
+            }
+            if m == Metric::Bleu && self.t5.is_none() {
+                return err(
+                    "metric",
+                    "metric `bleu` decodes and cuts references with the task's [t5] lengths: \
+                     add a [t5] table (target_len, min_length, max_length)"
+                        .into(),
+                );
             }
         }
         let templates = self

@@ -204,6 +204,14 @@ impl JobSpec {
         }
     }
 
+    /// Prompt settings of a job that tunes a prompt (train and TPT jobs).
+    pub fn prompt_settings(&self) -> Option<&PromptSettings> {
+        match self {
+            JobSpec::Train { settings, .. } | JobSpec::Tpt { settings, .. } => Some(settings),
+            _ => None,
+        }
+    }
+
     /// The model a worker must hold to run it; the job subject carries it so that workers can
     /// prefer the model they have loaded.
     pub fn model(&self) -> Option<&str> {
@@ -554,7 +562,12 @@ impl JobGraph {
         (0..self.jobs.len()).step_by(step).chain(last).all(|i| {
             let j = &self.jobs[i];
             let ids = self.dep_ids(i).collect();
-            content_id(&mut b.buf, &b.model_json, &b.task_json, &j.spec, ids) == j.id
+            let defs = Defs {
+                models: &b.model_json,
+                tasks: &b.task_json,
+                versions: &b.model_defs,
+            };
+            content_id(&mut b.buf, &defs, &j.spec, ids) == j.id
         })
     }
 
@@ -598,6 +611,9 @@ struct Builder<'a> {
     /// the bytes a planned job hashes).
     model_json: IdMap<&'a str, Vec<u8>>,
     task_json: IdMap<&'a str, Vec<u8>>,
+    /// The version of what each model's family computes ([`Arch::definitions`]), for the
+    /// models that have one.
+    model_defs: IdMap<&'a str, &'static str>,
     /// The content being hashed, reused from job to job.
     buf: Vec<u8>,
 }
@@ -611,12 +627,16 @@ impl<'a> Builder<'a> {
             train: IdMap::default(),
             model_json: IdMap::default(),
             task_json: IdMap::default(),
+            model_defs: IdMap::default(),
             buf: Vec::new(),
         };
         for m in &sweep.models {
             b.model_json
                 .entry(m.name.as_str())
                 .or_insert_with(|| json(m));
+            if let Some(v) = m.arch.definitions() {
+                b.model_defs.insert(m.name.as_str(), v);
+            }
         }
         for t in &sweep.tasks {
             b.task_json.entry(t.name()).or_insert_with(|| json(t));
@@ -630,7 +650,12 @@ impl<'a> Builder<'a> {
             .iter()
             .map(|&k| &self.graph.jobs[k as usize].id)
             .collect();
-        let id = content_id(&mut self.buf, &self.model_json, &self.task_json, &spec, ids);
+        let defs = Defs {
+            models: &self.model_json,
+            tasks: &self.task_json,
+            versions: &self.model_defs,
+        };
+        let id = content_id(&mut self.buf, &defs, &spec, ids);
         let key = spec.key();
         self.graph.push(
             Job {
@@ -767,7 +792,9 @@ impl<'a> Builder<'a> {
                         source: TptSource::Task {
                             task: Symbol::new(&src),
                         },
-                        settings: self.settings(&model.name, &tgt),
+                        settings: Box::new(
+                            tpt.settings.apply(self.sweep.settings(&model.name, &tgt)),
+                        ),
                         tgt: Symbol::new(&tgt),
                         model: Symbol::new(&model.name),
                         seed,
@@ -852,7 +879,9 @@ impl<'a> Builder<'a> {
                         tgt: Symbol::new(task),
                         model: Symbol::new(&tgt.name),
                         seed,
-                        settings: self.settings(&tgt.name, task),
+                        settings: Box::new(
+                            tpt.settings.apply(self.sweep.settings(&tgt.name, task)),
+                        ),
                         stop_when_matched: tpt.stop_when_matched,
                     };
                     self.add(spec, vec![projector, src_prompt, vanilla], None);
@@ -908,8 +937,7 @@ impl<'a> Builder<'a> {
 /// made once, in `buf`.
 fn content_id(
     buf: &mut Vec<u8>,
-    model_json: &IdMap<&str, Vec<u8>>,
-    task_json: &IdMap<&str, Vec<u8>>,
+    defs: &Defs<'_, '_>,
     spec: &JobSpec,
     mut deps: Vec<&JobId>,
 ) -> JobId {
@@ -919,7 +947,14 @@ fn content_id(
     buf.clear();
     buf.extend_from_slice(b"{\"v\":1,\"spec\":");
     let _ = serde_json::to_writer(&mut *buf, spec);
-    for (field, names, json) in [("models", models, model_json), ("tasks", tasks, task_json)] {
+    let versions: Vec<&str> = models
+        .iter()
+        .filter_map(|m| defs.versions.get(m).copied())
+        .collect();
+    for (field, names, json) in [
+        ("models", models, defs.models),
+        ("tasks", tasks, defs.tasks),
+    ] {
         buf.extend_from_slice(b",\"");
         buf.extend_from_slice(field.as_bytes());
         buf.extend_from_slice(b"\":[");
@@ -939,9 +974,20 @@ fn content_id(
         buf.extend_from_slice(b",\"random\":");
         let _ = serde_json::to_writer(&mut *buf, RANDOM_PROMPT);
     }
+    if !versions.is_empty() {
+        buf.extend_from_slice(b",\"defs\":");
+        let _ = serde_json::to_writer(&mut *buf, &versions);
+    }
     buf.push(b'}');
     let digest = Sha256::digest(&buf[..]);
     JobId::new(hex::encode(&digest[..16]))
+}
+
+/// The definitions a job's content names, serialized once per sweep (see [`Builder`]).
+struct Defs<'m, 'a> {
+    models: &'m IdMap<&'a str, Vec<u8>>,
+    tasks: &'m IdMap<&'a str, Vec<u8>>,
+    versions: &'m IdMap<&'a str, &'static str>,
 }
 
 /// Whether a job uses the random prompt, which is then part of its content.
@@ -954,7 +1000,7 @@ fn uses_random(spec: &JobSpec) -> bool {
 }
 
 /// The models and tasks a job names, in the order its content lists their definitions.
-fn names_of(spec: &JobSpec) -> (Vec<&str>, Vec<&str>) {
+pub(crate) fn names_of(spec: &JobSpec) -> (Vec<&str>, Vec<&str>) {
     match spec {
         JobSpec::Train { task, model, .. } | JobSpec::Activations { task, model, .. } => {
             (vec![model], vec![task])
@@ -1070,27 +1116,56 @@ mod tests {
             deps: Vec<&'a JobId>,
             #[serde(skip_serializing_if = "Option::is_none")]
             random: Option<&'static str>,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            defs: Vec<&'static str>,
         }
-        let source = include_str!("../../sweeps/demo.toml");
+        let demo = include_str!("../../sweeps/demo.toml");
+        // The demo with its first model on T5 (the projectors' source): its jobs name the
+        // family's definitions version, the other model's do not.
+        let t5 = demo.replacen(
+            "arch = \"bert\"\nhead = \"tied\"\nlayout = \"official\"",
+            "arch = \"t5\"",
+            1,
+        );
+        assert_ne!(t5, demo);
         let catalog = crate::catalog::Catalog::builtin().unwrap();
-        let sweep = Sweep::parse(std::path::Path::new("demo.toml"), source, &catalog).unwrap();
-        let graph = JobGraph::build(&sweep);
-        assert!(graph.len() > 100);
-        let b = Builder::new(&sweep);
-        for (i, job) in graph.jobs().iter().enumerate() {
-            let (models, tasks) = b.names_in(&job.spec);
-            let mut deps: Vec<&JobId> = graph.dep_ids(i).collect();
-            deps.sort();
-            let content = Content {
-                v: 1,
-                spec: &job.spec,
-                models,
-                tasks,
-                deps,
-                random: uses_random(&job.spec).then_some(RANDOM_PROMPT),
-            };
-            let digest = Sha256::digest(serde_json::to_vec(&content).unwrap());
-            assert_eq!(job.id.as_str(), hex::encode(&digest[..16]), "{}", job.key);
+        for (source, versioned) in [(demo, false), (t5.as_str(), true)] {
+            let mut with_defs = 0;
+            let sweep = Sweep::parse(std::path::Path::new("demo.toml"), source, &catalog).unwrap();
+            let graph = JobGraph::build(&sweep);
+            assert!(graph.len() > 100);
+            let b = Builder::new(&sweep);
+            for (i, job) in graph.jobs().iter().enumerate() {
+                let (models, tasks) = b.names_in(&job.spec);
+                let mut deps: Vec<&JobId> = graph.dep_ids(i).collect();
+                deps.sort();
+                let mut content = Content {
+                    v: 1,
+                    spec: &job.spec,
+                    models,
+                    tasks,
+                    deps,
+                    random: uses_random(&job.spec).then_some(RANDOM_PROMPT),
+                    defs: vec![],
+                };
+                content.defs = content
+                    .models
+                    .iter()
+                    .filter_map(|m| m.arch.definitions())
+                    .collect();
+                let defs = content.defs.clone();
+                let id = |c: &Content| {
+                    hex::encode(&Sha256::digest(serde_json::to_vec(c).unwrap())[..16])
+                };
+                assert_eq!(job.id.as_str(), id(&content), "{}", job.key);
+                if !defs.is_empty() {
+                    // Without the version the same job would have another id.
+                    with_defs += 1;
+                    content.defs.clear();
+                    assert_ne!(job.id.as_str(), id(&content), "{}", job.key);
+                }
+            }
+            assert_eq!(with_defs > 0, versioned);
         }
     }
 }

@@ -45,6 +45,48 @@ pub struct Plan {
     pub invalid: Vec<InvalidSetting>,
 }
 
+/// One planned job as `plan --json --jobs` lists it: what will run, with every setting
+/// resolved, defaults included (the wire form leaves some out to keep ids stable).
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedJob {
+    pub id: String,
+    pub key: String,
+    /// The job's spec as workers receive it, its settings completed.
+    pub spec: serde_json::Value,
+    /// The ids of the jobs it waits for.
+    pub deps: Vec<String>,
+    /// The definitions versions of its models' families that entered the id
+    /// (`Arch::definitions`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub definitions: Vec<&'static str>,
+}
+
+/// Every job of `graph`, in plan order, with its resolved settings.
+pub fn planned_jobs(sweep: &Sweep, graph: &JobGraph) -> Result<Vec<PlannedJob>, serde_json::Error> {
+    graph
+        .jobs()
+        .iter()
+        .enumerate()
+        .map(|(i, job)| {
+            let mut spec = serde_json::to_value(&job.spec)?;
+            if let Some(settings) = job.spec.prompt_settings() {
+                spec["settings"] = settings.resolved()?;
+            }
+            Ok(PlannedJob {
+                id: job.id.as_str().to_string(),
+                key: job.key.clone(),
+                spec,
+                deps: graph.dep_ids(i).map(|d| d.as_str().to_string()).collect(),
+                definitions: crate::graph::names_of(&job.spec)
+                    .0
+                    .into_iter()
+                    .filter_map(|m| sweep.model(m)?.arch.definitions())
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
 /// A setting that a model of the sweep cannot run (a prompt longer than it takes).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct InvalidSetting {

@@ -75,11 +75,56 @@ const PAPER: &[Expected] = &[
     cls("ethicsjustice", "ethics", ETHICS),
     cls("qqp", "paraphrase", &["not_duplicate", "duplicate"]),
     cls("mrpc", "paraphrase", &["not_equivalent", "equivalent"]),
-    generation("squad", "qa", Metric::SquadF1),
-    generation("nq_open", "qa", Metric::SquadF1),
-    generation("multi_news", "summarization", Metric::RougeL),
-    generation("samsum", "summarization", Metric::RougeL),
+    generation("squad", "qa", Metric::Bleu),
+    generation("nq_open", "qa", Metric::Bleu),
+    generation("multi_news", "summarization", Metric::Bleu),
+    generation("samsum", "summarization", Metric::Bleu),
 ];
+
+/// (task, target_len, min_length, max_length) of config/<Task>PromptT5.config, and the
+/// metric scored besides the official BLEU.
+const T5_LENGTHS: &[(&str, u32, u32, u32)] = &[
+    ("imdb", 1, 3, 3),
+    ("sst2", 1, 3, 3),
+    ("laptop", 1, 3, 3),
+    ("restaurant", 1, 3, 3),
+    ("movierationales", 1, 3, 3),
+    ("tweetevalsentiment", 1, 3, 3),
+    ("mnli", 2, 3, 3),
+    ("qnli", 2, 3, 3),
+    ("snli", 2, 3, 3),
+    ("ethicsdeontology", 1, 3, 3),
+    ("ethicsjustice", 1, 3, 3),
+    ("qqp", 1, 3, 3),
+    ("mrpc", 1, 3, 3),
+    ("squad", 20, 2, 10),
+    ("multi_news", 30, 2, 50),
+    ("nq_open", 20, 3, 10),
+    ("samsum", 50, 2, 50),
+];
+
+#[test]
+fn every_paper_task_has_the_official_t5_lengths_and_generation_keeps_its_own_metric_too() {
+    let catalog = catalog();
+    for &(name, target_len, min_length, max_length) in T5_LENGTHS {
+        let t5 = task(&catalog, name).t5.as_ref().unwrap();
+        assert_eq!(
+            (t5.target_len, t5.min_length, t5.max_length),
+            (target_len, min_length, max_length),
+            "{name}"
+        );
+    }
+    for (name, other) in [
+        ("squad", Metric::SquadF1),
+        ("nq_open", Metric::SquadF1),
+        ("multi_news", Metric::RougeL),
+        ("samsum", Metric::RougeL),
+    ] {
+        assert_eq!(task(&catalog, name).also, [other], "{name}");
+    }
+    // The demo's tasks never ran on T5 officially: they have no lengths, so their ids stay.
+    assert!(task(&catalog, "demo-movies").t5.is_none());
+}
 
 fn task<'a>(catalog: &'a Catalog, name: &str) -> &'a TaskDef {
     catalog.get(name).unwrap_or_else(|| {
@@ -348,5 +393,50 @@ fn the_builtin_catalog_holds_every_file_of_sweeps_tasks_as_the_folder_reads_it()
     assert!(folder.names().eq(builtin.names()));
     for task in folder.names() {
         assert_eq!(builtin.get(task), folder.get(task), "{task}");
+    }
+}
+
+#[test]
+fn bad_t5_lengths_metrics_and_hold_outs_are_named_with_their_file() {
+    let squad = std::fs::read_to_string(catalog_dir().join("squad.toml")).unwrap();
+    let imdb = std::fs::read_to_string(catalog_dir().join("imdb.toml")).unwrap();
+    let cases = [
+        (
+            "squad.toml",
+            squad.replace("target_len = 20", "target_len = 0"),
+            "t5.target_len 0 must be at least 1",
+        ),
+        (
+            "squad.toml",
+            squad.replace("min_length = 2", "min_length = 11"),
+            "t5.min_length 11 at most max_length",
+        ),
+        (
+            "squad.toml",
+            squad[..squad.find("\n[t5]").unwrap()].to_string(),
+            "metric `bleu` decodes and cuts references with the task's [t5] lengths",
+        ),
+        (
+            "squad.toml",
+            squad.replace("also = [\"squad_f1\"]", "also = [\"accuracy\"]"),
+            "metric `accuracy` does not score a generation task",
+        ),
+        (
+            "imdb.toml",
+            imdb.replace("dev = \"train\"", "dev = \"test\""),
+            "splits.dev_holdout_percent holds dev out of the train file: dev must be \"train\"",
+        ),
+        (
+            "imdb.toml",
+            imdb.replace("dev_holdout_percent = 10", "dev_holdout_percent = 100"),
+            "splits.dev_holdout_percent 100 must be a percentage from 1 to 99",
+        ),
+    ];
+    for (file, text, needle) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(file), &text).unwrap();
+        let err = Catalog::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(needle), "{needle}: {err}");
+        assert!(err.contains(file), "{file}: {err}");
     }
 }

@@ -32,15 +32,24 @@ fn paper_roberta_plans_the_full_grid() {
     let graph = JobGraph::build(&sweep);
     let n = 13;
     // Per model: n prompts, n·n transfers (the n-1 other sources and random per target; the
-    // diagonal is the train job's own eval), n·(n-1) TPT pairs, n+1 activation masks (the
-    // random prompt too).
+    // diagonal is the train job's own eval), the 14 official TPT pairs, n+1 activation masks
+    // (the random prompt too); one official projector (task objective) and its n scores.
     assert_eq!(count(&graph, JobKind::Train), 2 * n);
     assert_eq!(count(&graph, JobKind::Transfer), 2 * n * n);
-    assert_eq!(count(&graph, JobKind::Tpt), 2 * n * (n - 1));
+    assert_eq!(count(&graph, JobKind::Tpt), 2 * 14);
     assert_eq!(count(&graph, JobKind::Activations), 2 * (n + 1));
-    assert_eq!(count(&graph, JobKind::Projector), 2);
-    assert_eq!(count(&graph, JobKind::CrossModel), 2 * n);
-    assert_eq!(graph.len(), 26 + 338 + 312 + 28 + 2 + 26);
+    assert_eq!(count(&graph, JobKind::Projector), 1);
+    assert_eq!(count(&graph, JobKind::CrossModel), n);
+    assert_eq!(graph.len(), 26 + 338 + 28 + 28 + 1 + 13);
+    // TPT trains at the official configs' 1e-3 on both backbones; the vanilla runs keep theirs.
+    for (model, vanilla) in [("roberta-base", 1e-3), ("roberta-large", 1e-4)] {
+        assert_eq!(sweep.settings(model, "sst2").learning_rate, vanilla);
+        let tpt = graph.by_key(&format!("tpt/imdb->sst2/{model}/s1")).unwrap();
+        match &tpt.spec {
+            JobSpec::Tpt { settings, .. } => assert_eq!(settings.learning_rate, 1e-3),
+            other => panic!("{other:?}"),
+        }
+    }
     // train -> projector -> cross_model is the longest chain.
     assert_eq!(graph.depth(), 3);
 }
@@ -68,6 +77,101 @@ fn paper_t5_plans_seventeen_tasks() {
     ] {
         assert_eq!(sweep.settings("t5-base", task).learning_rate, lr, "{task}");
     }
+    // Trained as the official code trains T5: AdamW eps 1e-6, train() mode, pads attended.
+    for task in &sweep.tasks {
+        let s = sweep.settings("t5-base", task.name());
+        assert_eq!(
+            (s.adam_eps, s.dropout, s.official_padding),
+            (1e-6, 0.1, true),
+            "{}",
+            task.name()
+        );
+    }
+}
+
+#[test]
+fn t5_jobs_carry_their_definitions_version_so_old_results_are_not_reused() {
+    let t5 = SMALL.replace("arch = \"bert\"\nhead = \"tied\"", "arch = \"t5\"");
+    let sweep = parse(&t5).unwrap();
+    let graph = JobGraph::build(&sweep);
+    let train = graph.by_key("train/demo-movies/m/s1").unwrap();
+    // The id is the hash of the content with the family's version in it: without it, the same
+    // spec hashes to another id, which a store of results computed the old way holds.
+    let defs = promptgrid_common::spec::Arch::T5.definitions().unwrap();
+    assert_eq!(defs, "t5@2");
+    let planned = promptgrid_common::plan::planned_jobs(&sweep, &graph).unwrap();
+    let listed = planned.iter().find(|j| j.key == train.key).unwrap();
+    assert_eq!(listed.definitions, [defs]);
+    assert_eq!(listed.id, train.id.0.to_string());
+    // Every T5 job names the version; an encoder sweep's jobs name none and keep their ids.
+    assert!(planned.iter().all(|j| j.definitions == [defs]));
+    let bert = planned_of(SMALL);
+    assert!(bert.iter().all(|j| j.definitions.is_empty()));
+    // A stored graph is checked against the ids this build gives (graph.rs's unit test hashes
+    // the content with and without the version).
+    assert!(graph.ids_agree(&sweep, 1000));
+}
+
+fn planned_of(text: &str) -> Vec<promptgrid_common::plan::PlannedJob> {
+    let sweep = parse(text).unwrap();
+    promptgrid_common::plan::planned_jobs(&sweep, &JobGraph::build(&sweep)).unwrap()
+}
+
+#[test]
+fn tpt_settings_replace_the_vanilla_ones_in_tpt_jobs_only() {
+    let text = SMALL.replace(
+        "pairs = \"all\"",
+        "pairs = \"all\"\nlearning_rate = 0.01\nbatch_size = 4\nmax_steps = 7",
+    );
+    let graph = JobGraph::build(&parse(&text).unwrap());
+    match &graph.by_key("tpt/demo-rt->demo-movies/m/s1").unwrap().spec {
+        JobSpec::Tpt { settings, .. } => assert_eq!(
+            (
+                settings.learning_rate,
+                settings.batch_size,
+                settings.max_steps
+            ),
+            (0.01, 4, 7)
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        id_of(&text, "train/demo-rt/m/s1"),
+        id_of(SMALL, "train/demo-rt/m/s1")
+    );
+    assert_ne!(
+        id_of(&text, "tpt/demo-rt->demo-movies/m/s1"),
+        id_of(SMALL, "tpt/demo-rt->demo-movies/m/s1")
+    );
+    for (bad, key) in [
+        ("learning_rate = 0.0", "studies.tpt.learning_rate"),
+        ("batch_size = 0", "studies.tpt.batch_size"),
+        ("max_steps = -1", "studies.tpt.max_steps"),
+    ] {
+        let text = SMALL.replace("pairs = \"all\"", &format!("pairs = \"all\"\n{bad}"));
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains(key), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn plan_lists_every_setting_of_a_job_defaults_included() {
+    let planned = planned_of(SMALL);
+    let train = planned
+        .iter()
+        .find(|j| j.key == "train/demo-rt/m/s1")
+        .unwrap();
+    let s = &train.spec["settings"];
+    // Left out of the wire form at their defaults, shown here.
+    assert_eq!(s["adam_eps"], 1e-8);
+    assert_eq!(s["dropout"], 0.0);
+    assert_eq!(s["official_padding"], false);
+    assert_eq!(s["learning_rate"], 0.3);
+    let tpt = planned
+        .iter()
+        .find(|j| j.key == "tpt/demo-rt->demo-movies/m/s1")
+        .unwrap();
+    assert!(tpt.deps.contains(&train.id));
 }
 
 #[test]
@@ -87,7 +191,7 @@ fn job_keys_are_readable() {
         "transfer/random->sst2/roberta-base/s1",
         "tpt/imdb->sst2/roberta-large/s1",
         "activations/random/roberta-base/s1",
-        "projector/roberta-base->roberta-large/distance/s1",
+        "projector/roberta-base->roberta-large/task/s1",
         "cross_model/qqp/roberta-base->roberta-large/task/s1",
     ] {
         assert!(graph.by_key(key).is_some(), "missing {key}");
@@ -450,12 +554,13 @@ fn bad_sweeps() -> Vec<Bad> {
         });
     };
     add(
-        "dropout on a T5 model",
-        SMALL
-            .replace("max_steps = 100", "max_steps = 100\ndropout = 0.1")
-            .replace("arch = \"bert\"\nhead = \"tied\"", "arch = \"t5\""),
-        "dropout = 0.1",
-        &["`dropout`", "model `m` is T5", "dropout 0.1"],
+        "official T5 padding on an encoder",
+        SMALL.replace(
+            "max_steps = 100",
+            "max_steps = 100\nofficial_padding = true",
+        ),
+        "official_padding = true",
+        &["`official_padding`", "is an encoder", "T5 models only"],
     );
     add(
         "unknown task",

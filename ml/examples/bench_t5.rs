@@ -68,6 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prompt = prompt.set_requires_grad(mode == "train");
     let options = GenerateOptions {
         max_new_tokens,
+        min_new_tokens: 0,
         keep_logits: false,
     };
     let mut seconds = Vec::new();

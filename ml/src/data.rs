@@ -12,7 +12,7 @@ use arrow::array::{
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use promptgrid_common::catalog::{LabelValue, TaskDef, TaskKind};
+use promptgrid_common::catalog::{LabelValue, Rows, TaskDef, TaskKind};
 use serde_json::Value;
 
 use super::config::Family;
@@ -195,6 +195,25 @@ pub fn read_text_split(path: &Path, task: &TaskDef) -> MlResult<SplitRows<TextEx
         out.examples.push(TextExample { fields, targets });
     }
     out.checked(path)
+}
+
+/// A split file and the rows of it that a role reads ([`Splits::of`]).
+///
+/// [`Splits::of`]: promptgrid_common::catalog::Splits::of
+#[derive(Debug, Clone, Copy)]
+pub struct SplitFile<'a> {
+    pub path: &'a Path,
+    pub rows: Rows,
+}
+
+/// [`load_split`] of the rows `file` names.
+pub fn load_split_rows(file: SplitFile<'_>, task: &TaskDef) -> MlResult<Vec<Example>> {
+    super::holdout::select(
+        load_split(file.path, task)?,
+        file.rows,
+        &task.name,
+        file.path,
+    )
 }
 
 /// Reads every example of a split file through the task's column mapping. Rows with label -1

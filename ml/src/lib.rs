@@ -45,11 +45,13 @@
 pub mod activations;
 mod attention;
 mod bert;
+pub mod bleu;
 mod config;
 mod cuda;
 pub mod data;
 mod error;
 pub mod heap;
+mod holdout;
 mod limits;
 pub mod metrics;
 mod model;

@@ -11,7 +11,9 @@
 //!   `</s>` included, is never cut.
 //! * Target: classification, the label's T5 verbalizer word without `</s>` (every official
 //!   formatter: `target = tokenizer.encode(word, add_special_tokens=False)`, e.g.
-//!   SST2PromptT5Formatter.py:64); generation, the first gold text then `</s>`, at most
+//!   SST2PromptT5Formatter.py:64), cut to the task's official `target_len` where the catalog
+//!   gives one (MNLIPromptT5Formatter.py:64-67: "entailment" trains on its first two pieces);
+//!   generation, the first gold text then `</s>`, at most
 //!   `max_target_tokens` tokens in all. The official generation formatters leave `</s>` out too
 //!   (squadPromptT5Formatter.py:61), but then greedy decoding never learns to stop, and the
 //!   text metrics score whatever follows the answer: promptgrid keeps it there. The loss is the
@@ -22,21 +24,25 @@
 //!   tokens, scored against every gold text with the task's metric: SQuAD F1 or exact match
 //!   (best over the golds, so NQ-Open's answer lists count), ROUGE-L (best over the references).
 //!   Accuracy on a generation task is the exact-match rate.
+//! * Padding: a micro-batch pads to its longest input and masks the pads, unless
+//!   [`T5Data::train_width`] asks for the official training batches (see there).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use promptgrid_common::catalog::{Metric, TaskDef, TaskKind};
+use promptgrid_common::catalog::{Metric, Rows, T5Lengths, TaskDef, TaskKind};
 use tch::{Device, Kind, Tensor};
 use tokenizers::Tokenizer;
 
+use super::data::SplitFile;
 use super::data::{self, Example, TextExample};
 use super::error::{MlError, MlResult};
 use super::metrics;
 use super::t5::{self, GenerateOptions, T5Model};
 use super::template::{TemplateTokenizer, fit};
-use super::textmetrics;
 use super::tokenizer::{pieces, tokenizer_error};
 use super::train::PromptModel;
+use super::{bleu, holdout, textmetrics};
 
 /// Target tokens of a question-answering task: answers are short
 /// (the official code trains on 20), 64 keeps the long tail whole.
@@ -60,6 +66,9 @@ pub struct T5Tokenizer {
     eos_id: i64,
     /// Put into templates at `{sep}`.
     eos_token: String,
+    /// What `convert_ids_to_tokens(..., skip_special_tokens=True)` drops: the special added
+    /// tokens (pad, end, unknown, sentinels) and the end-of-sequence id.
+    special_ids: HashSet<i64>,
 }
 
 impl std::fmt::Debug for T5Tokenizer {
@@ -82,11 +91,19 @@ impl T5Tokenizer {
                 path: path.into(),
                 message: format!("the end-of-sequence id {eos_id} is not in the vocabulary"),
             })?;
+        let special_ids = inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| i64::from(id))
+            .chain(std::iter::once(eos_id))
+            .collect();
         Ok(T5Tokenizer {
             inner,
             path: path.into(),
             eos_id,
             eos_token,
+            special_ids,
         })
     }
 
@@ -141,6 +158,15 @@ impl T5Tokenizer {
     /// The id of a token of the vocabulary (added tokens included), e.g. `<extra_id_0>`.
     pub fn token_id(&self, token: &str) -> Option<i64> {
         self.inner.token_to_id(token).map(i64::from)
+    }
+
+    /// The pieces of `ids` as the official BLEU reads them:
+    /// `convert_ids_to_tokens(ids, skip_special_tokens=True)`.
+    pub fn pieces(&self, ids: &[i64]) -> Vec<String> {
+        ids.iter()
+            .filter(|id| !self.special_ids.contains(id))
+            .map(|&id| self.token(id))
+            .collect()
     }
 
     /// The token of an id, or `<id>` when the vocabulary has none.
@@ -261,7 +287,17 @@ impl T5Backbone {
 
     /// Rows of ids, right-padded, and their 1/0 mask, on the device.
     fn pad(&self, rows: &[&[i64]]) -> (Tensor, Tensor) {
-        let width = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        self.pad_to(rows, 0)
+    }
+
+    /// [`Self::pad`] to at least `min_width` tokens.
+    fn pad_to(&self, rows: &[&[i64]], min_width: usize) -> (Tensor, Tensor) {
+        let width = rows
+            .iter()
+            .map(|r| r.len())
+            .max()
+            .unwrap_or(0)
+            .max(min_width);
         let pad = self.model.config().pad_token_id();
         let mut ids = Vec::with_capacity(rows.len() * width);
         let mut mask = Vec::with_capacity(rows.len() * width);
@@ -284,6 +320,17 @@ impl T5Backbone {
     fn input_batch(&self, data: &T5Data, idx: impl Iterator<Item = usize>) -> (Tensor, Tensor) {
         let rows: Vec<&[i64]> = idx.map(|i| data.inputs[i].as_slice()).collect();
         self.pad(&rows)
+    }
+
+    /// A training micro-batch: [`Self::input_batch`], or with [`T5Data::train_width`] every row
+    /// padded to that width and every position attended, pads included.
+    fn train_batch(&self, data: &T5Data, idx: &[usize]) -> (Tensor, Tensor) {
+        let Some(width) = data.train_width else {
+            return self.input_batch(data, idx.iter().copied());
+        };
+        let rows: Vec<&[i64]> = idx.iter().map(|&i| data.inputs[i].as_slice()).collect();
+        let (ids, mask) = self.pad_to(&rows, width);
+        (ids, mask.ones_like())
     }
 
     /// Classification: the predicted label of every example (argmax over the label words'
@@ -312,6 +359,72 @@ impl T5Backbone {
         Ok(predictions)
     }
 
+    /// The official generation score ([`Metric::Bleu`]): greedy decoding within the task's
+    /// official `min_length`/`max_length`, each hypothesis' pieces scored by
+    /// [`bleu::official_bleu`] against its reference's, the mean over the examples. The official
+    /// evaluator adds each batch's sum through `int()` (PromptT5.py:310), which lowers the
+    /// score by about half an example per batch; that truncation is left out.
+    pub fn official_bleu(
+        &self,
+        prompt: &Tensor,
+        data: &T5Data,
+        eval_batch_size: usize,
+    ) -> MlResult<f64> {
+        let lengths = data.lengths.as_ref().ok_or_else(|| {
+            MlError::Invalid("bleu: the task has no [t5] lengths to decode and cut with".into())
+        })?;
+        if data.bleu_refs.len() != data.len() {
+            return Err(MlError::Invalid(format!(
+                "bleu: {} references for {} examples",
+                data.bleu_refs.len(),
+                data.len()
+            )));
+        }
+        let options = GenerateOptions {
+            max_new_tokens: (lengths.max_length as usize).saturating_sub(1),
+            min_new_tokens: (lengths.min_length as usize).saturating_sub(1),
+            keep_logits: false,
+        };
+        let rows = self.decode(prompt, data, eval_batch_size, options)?;
+        let total: f64 = rows
+            .iter()
+            .zip(&data.bleu_refs)
+            .map(|(row, reference)| {
+                let hypothesis = self.tokenizer.pieces(&row[1..]);
+                bleu::official_bleu(&hypothesis, &self.tokenizer.pieces(reference))
+            })
+            .sum();
+        Ok(if data.is_empty() {
+            0.0
+        } else {
+            total / data.len() as f64
+        })
+    }
+
+    /// Every example's greedy decoding in batches of `eval_batch_size`: the decoder start, then
+    /// the chosen tokens (pads after a row's end), as `generate` returns them.
+    fn decode(
+        &self,
+        prompt: &Tensor,
+        data: &T5Data,
+        eval_batch_size: usize,
+        options: GenerateOptions,
+    ) -> MlResult<Vec<Vec<i64>>> {
+        let batch = eval_batch_size.max(1);
+        let mut rows = Vec::with_capacity(data.len());
+        for start in (0..data.len()).step_by(batch) {
+            let end = (start + batch).min(data.len());
+            let (ids, mask) = self.input_batch(data, start..end);
+            let out = self
+                .model
+                .greedy_generate(Some(prompt), &ids, &mask, options)?;
+            rows.extend(Vec::<Vec<i64>>::try_from(
+                &out.sequences.to_device(Device::Cpu),
+            )?);
+        }
+        Ok(rows)
+    }
+
     /// Generation: every example's greedily decoded text, at most `max_target_tokens` tokens.
     pub fn generate(
         &self,
@@ -319,31 +432,24 @@ impl T5Backbone {
         data: &T5Data,
         eval_batch_size: usize,
     ) -> MlResult<Vec<String>> {
-        let batch = eval_batch_size.max(1);
         let options = GenerateOptions {
             max_new_tokens: data.max_target_tokens,
+            min_new_tokens: 0,
             keep_logits: false,
         };
         let eos = self.model.config().eos_token_ids();
-        let mut texts = Vec::with_capacity(data.len());
-        for start in (0..data.len()).step_by(batch) {
-            let end = (start + batch).min(data.len());
-            let (ids, mask) = self.input_batch(data, start..end);
-            let out = self
-                .model
-                .greedy_generate(Some(prompt), &ids, &mask, options)?;
-            let rows = Vec::<Vec<i64>>::try_from(&out.sequences.to_device(Device::Cpu))?;
-            for row in rows {
+        self.decode(prompt, data, eval_batch_size, options)?
+            .into_iter()
+            .map(|row| {
                 // Column 0 is the decoder start; a row ends at its first end-of-sequence.
                 let tokens: Vec<i64> = row
                     .into_iter()
                     .skip(1)
                     .take_while(|t| !eos.contains(t))
                     .collect();
-                texts.push(self.tokenizer.decode(&tokens)?);
-            }
-        }
-        Ok(texts)
+                self.tokenizer.decode(&tokens)
+            })
+            .collect()
     }
 }
 
@@ -363,10 +469,22 @@ pub struct T5Data {
     pub golds: Vec<Vec<String>>,
     /// The longest target in tokens, and generation's decode length.
     pub max_target_tokens: usize,
+    /// The task's official T5 lengths, which [`Metric::Bleu`] decodes with.
+    pub lengths: Option<T5Lengths>,
+    /// Generation: each example's first gold text cut to the official `target_len` pieces,
+    /// the reference of [`Metric::Bleu`] (squadPromptT5Formatter.py:61-66).
+    pub bleu_refs: Vec<Vec<i64>>,
+    /// Official T5 training: model/PromptT5.py:91 calls the model without `attention_mask`,
+    /// and the formatters pad every input to `max_len + 2 + prompt_num` tokens
+    /// (MNLIPromptT5Formatter.py:39, 52), so the pads are attended. When set, each training
+    /// micro-batch pads its inputs (the prompt excluded) to this many tokens and attends to all
+    /// of them. Scoring masks the pads either way, as the official `generate` does.
+    pub train_width: Option<usize>,
 }
 
 impl T5Data {
-    /// A classification split: `template` filled per example, targets the label words.
+    /// A classification split: `template` filled per example, targets the label words (cut to
+    /// `target_len` tokens when given).
     pub fn classification(
         backbone: &T5Backbone,
         template: &str,
@@ -374,12 +492,19 @@ impl T5Data {
         examples: &[Example],
         prompt_len: usize,
         max_text_tokens: Option<usize>,
+        target_len: Option<usize>,
     ) -> MlResult<T5Data> {
         let tok = &backbone.tokenizer;
         let label_ids = tok.first_token_ids(label_words)?;
         let words = label_words
             .iter()
-            .map(|w| tok.ids(w))
+            .map(|w| {
+                let mut ids = tok.ids(w)?;
+                if let Some(n) = target_len {
+                    ids.truncate(n.max(1));
+                }
+                Ok(ids)
+            })
             .collect::<MlResult<Vec<_>>>()?;
         let targets = examples
             .iter()
@@ -407,6 +532,9 @@ impl T5Data {
             label_ids,
             golds: Vec::new(),
             max_target_tokens: words.iter().map(Vec::len).max().unwrap_or(1),
+            lengths: None,
+            bleu_refs: Vec::new(),
+            train_width: None,
         })
     }
 
@@ -452,6 +580,9 @@ impl T5Data {
             label_ids: Vec::new(),
             golds: examples.iter().map(|e| e.targets.clone()).collect(),
             max_target_tokens,
+            lengths: None,
+            bleu_refs: Vec::new(),
+            train_width: None,
         })
     }
 
@@ -466,16 +597,43 @@ impl T5Data {
         max_target_tokens: usize,
         limit: usize,
     ) -> MlResult<T5Data> {
+        let file = SplitFile {
+            path,
+            rows: Rows::All,
+        };
+        Self::load_rows(
+            backbone,
+            task,
+            file,
+            prompt_len,
+            max_text_tokens,
+            max_target_tokens,
+            limit,
+        )
+    }
+
+    /// [`Self::load`] of the rows of a split file that a role reads (a held-out dev set).
+    pub fn load_rows(
+        backbone: &T5Backbone,
+        task: &TaskDef,
+        file: SplitFile<'_>,
+        prompt_len: usize,
+        max_text_tokens: Option<usize>,
+        max_target_tokens: usize,
+        limit: usize,
+    ) -> MlResult<T5Data> {
+        let path = file.path;
+        let select = |rows| holdout::select(rows, file.rows, &task.name, path);
         let template = &task.template.t5;
         let cut = |n: usize| if limit > 0 { n.min(limit) } else { n };
-        match task.kind {
+        let mut data = match task.kind {
             TaskKind::Classification => {
                 let words = &task
                     .verbalizer
                     .as_ref()
                     .ok_or_else(|| MlError::Invalid(format!("task {}: no verbalizer", task.name)))?
                     .t5;
-                let mut examples = data::load_split(path, task)?;
+                let mut examples = select(data::load_split(path, task)?)?;
                 examples.truncate(cut(examples.len()));
                 Self::classification(
                     backbone,
@@ -484,21 +642,41 @@ impl T5Data {
                     &examples,
                     prompt_len,
                     max_text_tokens,
-                )
+                    task.t5.as_ref().map(|t| t.target_len as usize),
+                )?
             }
             TaskKind::Generation => {
-                let mut examples = data::load_text_split(path, task)?;
+                let mut examples = holdout::select(
+                    data::load_text_split(path, task)?,
+                    file.rows,
+                    &task.name,
+                    path,
+                )?;
                 examples.truncate(cut(examples.len()));
-                Self::generation(
+                let mut data = Self::generation(
                     backbone,
                     template,
                     &examples,
                     prompt_len,
                     max_text_tokens,
                     max_target_tokens,
-                )
+                )?;
+                if let Some(t5) = &task.t5 {
+                    data.bleu_refs = examples
+                        .iter()
+                        .map(|e| {
+                            let first = e.targets.first().map_or("", String::as_str);
+                            let mut ids = backbone.tokenizer.ids(first)?;
+                            ids.truncate(t5.target_len as usize);
+                            Ok(ids)
+                        })
+                        .collect::<MlResult<_>>()?;
+                }
+                data
             }
-        }
+        };
+        data.lengths = task.t5.clone();
+        Ok(data)
     }
 
     pub fn len(&self) -> usize {
@@ -551,6 +729,9 @@ pub fn generation_score(
                 .reduce(f64::max)
                 .ok_or_else(|| MlError::Invalid("ROUGE: an example has no reference".into()))
         }),
+        Metric::Bleu => Err(MlError::Invalid(
+            "bleu scores decoded pieces, not texts: use T5Backbone::official_bleu".into(),
+        )),
     }
 }
 
@@ -567,6 +748,12 @@ impl PromptModel for T5Backbone {
 
     fn vocab_size(&self) -> i64 {
         self.model.config().vocab_size
+    }
+
+    /// 1: the official T5 prompt is an `nn.Embedding` (model/modeling_t5.py:1476) that T5's
+    /// `_init_weights` (:728-770) never visits, so it keeps PyTorch's default Normal(0, 1).
+    fn random_init_std(&self) -> f64 {
+        1.0
     }
 
     fn input_embeddings(&self) -> &Tensor {
@@ -645,12 +832,22 @@ impl PromptModel for T5Backbone {
     }
 
     fn micro_batch_loss(&self, prompt: &Tensor, data: &T5Data, idx: &[usize]) -> MlResult<Tensor> {
-        let (ids, mask) = self.input_batch(data, idx.iter().copied());
+        self.train_loss(prompt, data, idx, 0.0)
+    }
+
+    fn train_loss(
+        &self,
+        prompt: &Tensor,
+        data: &T5Data,
+        idx: &[usize],
+        p: f64,
+    ) -> MlResult<Tensor> {
+        let (ids, mask) = self.train_batch(data, idx);
         let targets: Vec<&[i64]> = idx.iter().map(|&i| data.targets[i].as_slice()).collect();
         let (target, target_mask) = self.pad(&targets);
         Ok(self
             .model
-            .teacher_forced_loss(Some(prompt), &ids, &mask, &target, &target_mask)?
+            .teacher_forced_loss_dropout(Some(prompt), &ids, &mask, &target, &target_mask, p)?
             .to_kind(Kind::Float))
     }
 
@@ -671,6 +868,9 @@ impl PromptModel for T5Backbone {
                     }
                     _ => metrics::accuracy(&predictions, &data.labels),
                 })
+            }
+            TaskKind::Generation if metric == Metric::Bleu => {
+                self.official_bleu(prompt, data, eval_batch_size)
             }
             TaskKind::Generation => {
                 let predictions = self.generate(prompt, data, eval_batch_size)?;

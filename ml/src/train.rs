@@ -42,9 +42,11 @@ pub struct TuneConfig {
     /// Hand a checkpoint to the observer every this many steps; 0 never.
     pub checkpoint_every: usize,
     pub seed: u64,
-    /// Random (Normal(0, 0.02), as the official prompt embedding's `_init_weights`,
-    /// modelling_roberta.py:125-132), vocabulary rows, or a prompt file whose length overrides
-    /// `prompt_len` (transfer as initialisation).
+    /// Random (Normal(0, [`PromptModel::random_init_std`]): the official prompt embedding's
+    /// initialisation for the model family), vocabulary rows, or a prompt file whose length
+    /// overrides `prompt_len` (transfer as initialisation). The random draw depends on the seed
+    /// alone, so every task of a seed starts from the same prompt, as the official code's one
+    /// saved initial model (model/PromptT5.py:56-70) makes it.
     pub init: Init<PathBuf>,
     /// The dev score that selects the best prompt.
     pub metric: Metric,
@@ -204,6 +206,9 @@ pub trait PromptModel {
     fn prompt_width(&self) -> i64;
     /// Rows of the input word embeddings that `Init::Vocab` samples from.
     fn vocab_size(&self) -> i64;
+    /// The standard deviation of `Init::Random`: how the official code initialises the prompt
+    /// embedding of this model family.
+    fn random_init_std(&self) -> f64;
     /// The input word embeddings [V, d].
     fn input_embeddings(&self) -> &Tensor;
     /// Checks that `prompt` is [L, d] (or [K, L, d]) with this model's width.
@@ -257,6 +262,12 @@ impl PromptModel for EncoderModel {
 
     fn vocab_size(&self) -> i64 {
         self.config.vocab_size
+    }
+
+    /// 0.02: the prompt embedding is a module of the official RoBERTa/BERT, so their
+    /// `_init_weights` draws it from Normal(0, initializer_range) (modelling_roberta.py:125-132).
+    fn random_init_std(&self) -> f64 {
+        0.02
     }
 
     fn input_embeddings(&self) -> &Tensor {
@@ -319,10 +330,11 @@ pub fn init_prompt<M: PromptModel + ?Sized>(
 ) -> MlResult<Tensor> {
     let d = model.prompt_width();
     let mut rng = SplitMix64::new(seed ^ 0x05EE_D0F9_A0E7);
+    let std = model.random_init_std();
     let prompt = match init {
         Init::Random => {
             let values: Vec<f32> = (0..prompt_len * d as usize)
-                .map(|_| (rng.normal() * 0.02) as f32)
+                .map(|_| (rng.normal() * std) as f32)
                 .collect();
             Tensor::from_slice(&values).view([prompt_len as i64, d])
         }

@@ -54,9 +54,12 @@ fn snli() -> TaskDef {
             train: "train".into(),
             dev: "validation".into(),
             test: Some("test".into()),
+            dev_holdout_percent: None,
         },
         data_dir: None,
         source: None,
+        t5: None,
+        also: vec![],
     }
 }
 

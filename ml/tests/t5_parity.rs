@@ -138,6 +138,7 @@ fn greedy_generation(name: &str) {
             f.get("attention_mask"),
             GenerateOptions {
                 max_new_tokens,
+                min_new_tokens: 0,
                 keep_logits: true,
             },
         )
@@ -485,6 +486,7 @@ fn bf16_stays_within_rounding(name: &str) {
             mask,
             GenerateOptions {
                 max_new_tokens: 8,
+                min_new_tokens: 0,
                 keep_logits: true,
             },
         )

@@ -129,3 +129,15 @@ fn rouge_corpus_is_the_mean() {
     assert_same(scores.rouge2, num(&want["rouge2"]), "corpus ROUGE-2");
     assert_same(scores.rouge_l, num(&want["rougeL"]), "corpus ROUGE-L");
 }
+
+#[test]
+fn official_bleu_is_nltks_smoothed_sentence_bleu() {
+    let f = fixtures();
+    let cases = f["bleu"].as_array().unwrap();
+    assert!(cases.len() >= 10);
+    for case in cases {
+        let (hyp, reference) = (strings(&case["hypothesis"]), strings(&case["reference"]));
+        let got = promptgrid_ml::bleu::official_bleu(&hyp, &reference);
+        assert_same(got, num(&case["bleu"]), &format!("{hyp:?} / {reference:?}"));
+    }
+}

@@ -91,6 +91,9 @@ pub struct PlanArgs {
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
+    /// With --json: list every job with its id, dependencies and resolved settings.
+    #[arg(long, requires = "json")]
+    pub jobs: bool,
     #[command(flatten)]
     pub roots: RootArgs,
 }

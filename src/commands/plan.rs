@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use promptgrid_common::JobGraph;
-use promptgrid_common::plan::Plan;
+use promptgrid_common::plan::{Plan, planned_jobs};
 
 use crate::cli::PlanArgs;
 
@@ -13,9 +13,15 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let graph = JobGraph::build(&sweep);
     let plan = Plan::new(&sweep, &graph, &args.roots.given());
     if args.json {
+        let mut out = serde_json::to_value(&plan).context("writing the plan")?;
+        if args.jobs {
+            out["job_list"] =
+                serde_json::to_value(planned_jobs(&sweep, &graph).context("listing the jobs")?)
+                    .context("listing the jobs")?;
+        }
         println!(
             "{}",
-            serde_json::to_string_pretty(&plan).context("writing the plan")?
+            serde_json::to_string_pretty(&out).context("writing the plan")?
         );
     } else {
         print!("{plan}");

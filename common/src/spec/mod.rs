@@ -38,5 +38,5 @@ pub use choices::{Head, Init, Layout};
 pub use types::{
     Arch, CrossModelPair, CrossTaskStudy, DEFAULT_ADAM_EPS, Indicator, IndicatorStudy, ModelSpec,
     Objective, ProjectorSettings, PromptSettings, Studies, Sweep, SyntheticSpec, TaskSpec,
-    TptPairs, TptStudy,
+    TptPairs, TptSettings, TptStudy,
 };

@@ -46,6 +46,7 @@ pub struct Prompt {
     pub checkpoint_every: Option<Spanned<i64>>,
     pub dropout: Option<Spanned<f64>>,
     pub adam_eps: Option<Spanned<f64>>,
+    pub official_padding: Option<bool>,
     pub seeds: Option<Spanned<Vec<u64>>>,
 }
 
@@ -106,6 +107,9 @@ pub struct Tpt {
     #[serde(default)]
     pub stop_when_matched: bool,
     pub seeds: Option<Spanned<Vec<u64>>>,
+    pub learning_rate: Option<Spanned<f64>>,
+    pub batch_size: Option<Spanned<i64>>,
+    pub max_steps: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

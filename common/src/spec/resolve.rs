@@ -191,18 +191,17 @@ impl Sweep {
                 if let Some(p) = task_prompts.get(t.name()) {
                     s = p.apply(&ctx, "task.prompt", s)?;
                 }
-                // Refused here rather than by every T5 job at run time.
-                if !m.arch.is_encoder() && s.dropout > 0.0 {
+                // Refused here rather than ignored by every encoder job at run time.
+                if m.arch.is_encoder() && s.official_padding {
                     return Err(SpecError::at_key(
                         file,
                         source,
-                        "dropout",
+                        "official_padding",
                         format!(
-                            "model `{}` is T5, which promptgrid trains without dropout \
-                             (task `{}`: dropout {}); set it on the encoder models only",
+                            "model `{}` is an encoder: official_padding is the official T5 \
+                             training's batches (task `{}`); set it on the T5 models only",
                             m.name,
                             t.name(),
-                            s.dropout
                         ),
                     ));
                 }

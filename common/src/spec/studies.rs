@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use super::raw::{self, Pairs};
 use super::types::{
     CrossModelPair, CrossTaskStudy, Indicator, IndicatorStudy, ModelSpec, ProjectorSettings,
-    Studies, SyntheticSpec, TptPairs, TptStudy,
+    Studies, SyntheticSpec, TptPairs, TptSettings, TptStudy,
 };
 use super::validate::{Ctx, positive, seed_list};
 use crate::error::{SpecError, SpecResult};
@@ -188,6 +188,21 @@ impl raw::Studies {
                     }
                     None => None,
                 };
+                let learning_rate = match &t.learning_rate {
+                    Some(lr) if !(lr.get_ref().is_finite() && *lr.get_ref() > 0.0) => {
+                        return Err(ctx.err(
+                            lr,
+                            "studies.tpt.learning_rate",
+                            format!("must be a positive number, not {}", lr.get_ref()),
+                        ));
+                    }
+                    lr => lr.as_ref().map(|v| *v.get_ref()),
+                };
+                let settings = TptSettings {
+                    learning_rate,
+                    batch_size: positive(ctx, &t.batch_size, "studies.tpt.batch_size", false)?,
+                    max_steps: positive(ctx, &t.max_steps, "studies.tpt.max_steps", false)?,
+                };
                 Some(TptStudy {
                     pairs,
                     top_k,
@@ -195,6 +210,7 @@ impl raw::Studies {
                     models: models_of_tpt,
                     stop_when_matched: t.stop_when_matched,
                     seeds,
+                    settings,
                 })
             }
             None => None,

@@ -27,6 +27,21 @@ impl Arch {
     pub fn is_encoder(self) -> bool {
         matches!(self, Arch::Bert | Arch::Roberta)
     }
+
+    /// The version of what this family's jobs compute beyond their settings, for the families
+    /// whose definitions changed since promptgrid first ran them. It enters the id of every job
+    /// that names a model of the family, so a sweep planned again recomputes the results of
+    /// the old definition instead of reusing them. Raise it with every change that moves a
+    /// result; the list is the history.
+    ///
+    /// * `t5@2`: random init Normal(0, 1) (was Normal(0, 0.02)), classification targets cut to
+    ///   the task's official `target_len`, dropout honoured in training.
+    pub fn definitions(self) -> Option<&'static str> {
+        match self {
+            Arch::T5 | Arch::T5V1_1 => Some("t5@2"),
+            Arch::Bert | Arch::Roberta => None,
+        }
+    }
 }
 
 /// Prompt-tuning settings after all overrides: what a train or tpt job runs with.
@@ -59,6 +74,22 @@ pub struct PromptSettings {
         skip_serializing_if = "is_default_adam_eps"
     )]
     pub adam_eps: f64,
+    /// T5 only: train on the official batches, every input padded to `max_text_tokens + 2`
+    /// tokens with the pads attended (model/PromptT5.py:91 passes no `attention_mask`). Left
+    /// out of the wire form at its default, off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub official_padding: bool,
+}
+
+impl PromptSettings {
+    /// Every setting as JSON, including those the wire form leaves out at their defaults.
+    pub fn resolved(&self) -> Result<serde_json::Value, serde_json::Error> {
+        let mut v = serde_json::to_value(self)?;
+        v["dropout"] = self.dropout.into();
+        v["adam_eps"] = self.adam_eps.into();
+        v["official_padding"] = self.official_padding.into();
+        Ok(v)
+    }
 }
 
 /// AdamW's epsilon when a sweep does not set one.
@@ -91,6 +122,7 @@ impl Default for PromptSettings {
             checkpoint_every: 100,
             dropout: 0.0,
             adam_eps: DEFAULT_ADAM_EPS,
+            official_padding: false,
         }
     }
 }
@@ -161,6 +193,38 @@ pub struct TptStudy {
     /// The seeds TPT runs at (of those its model has); all when `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seeds: Option<Vec<u64>>,
+    /// What TPT runs differently from its target's vanilla run.
+    #[serde(default, skip_serializing_if = "TptSettings::is_empty")]
+    pub settings: TptSettings,
+}
+
+/// Settings of TPT runs that replace their target's vanilla settings: the official
+/// `<Target>use<Source>PromptRoberta*.config` train at lr 1e-3 on both backbones, with their
+/// own epochs. Absent ones keep the vanilla value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TptSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learning_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u32>,
+}
+
+impl TptSettings {
+    pub fn is_empty(&self) -> bool {
+        *self == TptSettings::default()
+    }
+
+    /// `vanilla` with these settings in place.
+    pub fn apply(&self, vanilla: &PromptSettings) -> PromptSettings {
+        PromptSettings {
+            learning_rate: self.learning_rate.unwrap_or(vanilla.learning_rate),
+            batch_size: self.batch_size.unwrap_or(vanilla.batch_size),
+            max_steps: self.max_steps.unwrap_or(vanilla.max_steps),
+            ..vanilla.clone()
+        }
+    }
 }
 
 /// How a projector learns.

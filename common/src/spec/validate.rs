@@ -149,6 +149,9 @@ impl Prompt {
             }
             base.adam_eps = v;
         }
+        if let Some(v) = self.official_padding {
+            base.official_padding = v;
+        }
         let fields: [(&Option<Spanned<i64>>, &str, bool, &mut u32); 7] = [
             (&self.batch_size, "batch_size", false, &mut base.batch_size),
             (&self.grad_accum, "grad_accum", false, &mut base.grad_accum),

@@ -19,6 +19,9 @@ use crate::{MlError, MlResult};
 pub struct GenerateOptions {
     /// Steps at most; fewer when every row has ended.
     pub max_new_tokens: usize,
+    /// Steps before which end-of-sequence cannot be chosen (transformers' `min_length` less the
+    /// decoder start: `MinLengthLogitsProcessor` sets its score to -inf).
+    pub min_new_tokens: usize,
     /// Keep each step's logits (memory: B x steps x vocab floats).
     pub keep_logits: bool,
 }
@@ -97,9 +100,14 @@ impl<'m> Session<'m> {
             kv: &self.cross_kv,
             bias: &self.cross_bias,
         };
-        let h = model
-            .decoder
-            .forward(&x, &self_bias, Some(&mut self.caches), Some(cross), None);
+        let h = model.decoder.forward(
+            &x,
+            &self_bias,
+            Some(&mut self.caches),
+            Some(cross),
+            None,
+            0.0,
+        );
         self.step += 1;
         Ok(model.lm_logits(&h).select(1, 0))
     }
@@ -153,9 +161,14 @@ impl T5Model {
         let mut sequence = vec![token.shallow_clone()];
         let mut logits = Vec::new();
         let mut finished = Tensor::zeros([b], (Kind::Bool, device));
-        for _ in 0..options.max_new_tokens {
+        for step in 0..options.max_new_tokens {
             let step_logits = session.feed(&token)?;
-            let next = step_logits
+            let choose = if step < options.min_new_tokens {
+                step_logits.index_fill(1, &eos, f64::NEG_INFINITY)
+            } else {
+                step_logits.shallow_clone()
+            };
+            let next = choose
                 .argmax(-1, false)
                 .where_self(&finished.logical_not(), &pad);
             if options.keep_logits {

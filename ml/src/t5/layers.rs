@@ -36,6 +36,12 @@ impl T5LayerNorm {
     }
 }
 
+/// `nn.Dropout(p)` in training mode; `p = 0` is the identity (evaluation, or a run without
+/// dropout), so inference paths pay nothing.
+fn dropout(x: Tensor, p: f64) -> Tensor {
+    if p > 0.0 { x.dropout(p, true) } else { x }
+}
+
 /// A bias-free `nn.Linear`'s `name.weight`, [out, in].
 fn linear(p: &nn::Path, w: &mut Weights, name: &str, out: i64, inp: i64) -> Tensor {
     w.take(&(p / name), "weight", &[out, inp])
@@ -102,8 +108,10 @@ impl T5LayerFF {
     }
 
     /// `capture`, when given, receives the activation function's output (what a forward hook on
-    /// HF's `DenseReluDense.act` sees: for gated FFNs, before the product with `wi_1`).
-    pub(super) fn forward(&self, x: &Tensor, capture: Option<&mut Vec<Tensor>>) -> Tensor {
+    /// HF's `DenseReluDense.act` sees: for gated FFNs, before the product with `wi_1`). `p`
+    /// drops where HF's `T5DenseActDense.dropout` (before `wo`) and `T5LayerFF.dropout` (before
+    /// the residual) do.
+    pub(super) fn forward(&self, x: &Tensor, capture: Option<&mut Vec<Tensor>>, p: f64) -> Tensor {
         let h = self.layer_norm.forward(x);
         let (inner, wo) = match &self.dense_relu_dense {
             DenseReluDense::T5DenseActDense { wi, wo } => {
@@ -121,7 +129,7 @@ impl T5LayerFF {
                 (a * precision::linear(&h, wi_1, None), wo)
             }
         };
-        x + precision::linear(&inner, wo, None)
+        x + dropout(precision::linear(&dropout(inner, p), wo, None), p)
     }
 }
 
@@ -267,8 +275,8 @@ impl T5Attention {
     }
 
     /// `x` [B, T, d_model] attends over the keys `kv` names; `bias` is added to the scores
-    /// (broadcast to [B, H, T, K]).
-    pub(super) fn forward(&self, x: &Tensor, kv: Kv<'_>, bias: &Tensor) -> Tensor {
+    /// (broadcast to [B, H, T, K]); `p` drops attention weights (HF's `attn_weights` dropout).
+    pub(super) fn forward(&self, x: &Tensor, kv: Kv<'_>, bias: &Tensor, p: f64) -> Tensor {
         let (b, t, _) = x.size3().unwrap();
         let q = self.heads(x, &self.q);
         let (k, v) = match kv {
@@ -288,7 +296,7 @@ impl T5Attention {
         let scores = q.matmul(&k.transpose(-1, -2)) + bias;
         // Softmax in float32 (bf16 scores meet the float32 bias as float32 anyway), then the
         // product in the values' type.
-        let weights = scores.softmax(-1, Kind::Float).to_kind(v.kind());
+        let weights = dropout(scores.softmax(-1, Kind::Float), p).to_kind(v.kind());
         let out = weights
             .matmul(&v)
             .transpose(1, 2)
@@ -316,10 +324,11 @@ impl T5LayerSelfAttention {
         }
     }
 
-    fn forward(&self, x: &Tensor, kv: Kv<'_>, bias: &Tensor) -> Tensor {
-        x + self
+    fn forward(&self, x: &Tensor, kv: Kv<'_>, bias: &Tensor, p: f64) -> Tensor {
+        let out = self
             .self_attention
-            .forward(&self.layer_norm.forward(x), kv, bias)
+            .forward(&self.layer_norm.forward(x), kv, bias, p);
+        x + dropout(out, p)
     }
 }
 
@@ -338,10 +347,11 @@ impl T5LayerCrossAttention {
         }
     }
 
-    fn forward(&self, x: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor) -> Tensor {
-        x + self
-            .enc_dec_attention
-            .forward(&self.layer_norm.forward(x), Kv::Given(k, v), bias)
+    fn forward(&self, x: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, p: f64) -> Tensor {
+        let out =
+            self.enc_dec_attention
+                .forward(&self.layer_norm.forward(x), Kv::Given(k, v), bias, p);
+        x + dropout(out, p)
     }
 }
 
@@ -432,6 +442,9 @@ impl T5Stack {
     /// * `caches`: one per block for incremental decoding (then `x` holds the new steps only).
     /// * `cross`: the encoder side, for the decoder.
     /// * `ffn_capture`: receives each block's FFN activation, in order (see [`T5LayerFF`]).
+    /// * `p`: dropout, where HF's `T5Stack` applies it (the input embeddings, every sublayer's
+    ///   output, attention weights, the FFN's inner activation, the final norm's output); 0
+    ///   outside training.
     pub(super) fn forward(
         &self,
         x: &Tensor,
@@ -439,26 +452,29 @@ impl T5Stack {
         mut caches: Option<&mut [LayerCache]>,
         cross: Option<CrossInput<'_>>,
         mut ffn_capture: Option<&mut Vec<Tensor>>,
+        p: f64,
     ) -> Tensor {
-        let mut h = x.shallow_clone();
+        let mut h = dropout(x.shallow_clone(), p);
         for (i, block) in self.block.iter().enumerate() {
             let kv = match caches.as_deref_mut() {
                 Some(caches) => Kv::Cached(&mut caches[i]),
                 None => Kv::Own,
             };
-            h = block.self_attention.forward(&h, kv, self_bias);
+            h = block.self_attention.forward(&h, kv, self_bias, p);
             if let (Some(layer), Some(cross)) = (&block.cross_attention, &cross) {
                 h = match cross {
                     CrossInput::Encoder { hidden, bias } => {
                         let (k, v) = layer.enc_dec_attention.project_kv(hidden);
-                        layer.forward(&h, &k, &v, bias)
+                        layer.forward(&h, &k, &v, bias, p)
                     }
-                    CrossInput::Cached { kv, bias } => layer.forward(&h, &kv[i].0, &kv[i].1, bias),
+                    CrossInput::Cached { kv, bias } => {
+                        layer.forward(&h, &kv[i].0, &kv[i].1, bias, p)
+                    }
                 };
             }
-            h = block.ff.forward(&h, ffn_capture.as_deref_mut());
+            h = block.ff.forward(&h, ffn_capture.as_deref_mut(), p);
         }
-        self.final_layer_norm.forward(&h)
+        dropout(self.final_layer_norm.forward(&h), p)
     }
 }
 

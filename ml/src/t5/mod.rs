@@ -273,10 +273,21 @@ impl T5Model {
         input_ids: &Tensor,
         attention_mask: &Tensor,
     ) -> MlResult<EncoderOutput> {
+        self.encode_dropout(prompt, input_ids, attention_mask, 0.0)
+    }
+
+    /// [`Self::encode`] with dropout `p` (a training step).
+    fn encode_dropout(
+        &self,
+        prompt: Option<&Tensor>,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        p: f64,
+    ) -> MlResult<EncoderOutput> {
         let (x, mask) = self.encoder_inputs(prompt, input_ids, attention_mask)?;
         let k = x.size()[1];
         let bias = self.encoder.position_bias(k, k, 0, self.device()) + additive_mask(&mask);
-        let hidden_states = self.encoder.forward(&x, &bias, None, None, None);
+        let hidden_states = self.encoder.forward(&x, &bias, None, None, None, p);
         Ok(EncoderOutput {
             hidden_states,
             attention_mask: mask,
@@ -298,6 +309,7 @@ impl T5Model {
         enc: &EncoderOutput,
         decoder_input_ids: &Tensor,
         capture: Option<&mut Vec<Tensor>>,
+        p: f64,
     ) -> MlResult<Tensor> {
         let ids = decoder_input_ids;
         let (b, s) = match ids.size().as_slice() {
@@ -325,7 +337,7 @@ impl T5Model {
         };
         let h = self
             .decoder
-            .forward(&x, &self_bias, None, Some(cross), capture);
+            .forward(&x, &self_bias, None, Some(cross), capture, p);
         Ok(self.lm_logits(&h))
     }
 
@@ -336,7 +348,7 @@ impl T5Model {
         enc: &EncoderOutput,
         decoder_input_ids: &Tensor,
     ) -> MlResult<Tensor> {
-        self.decode(enc, decoder_input_ids, None)
+        self.decode(enc, decoder_input_ids, None, 0.0)
     }
 
     /// The decoder's first step (input `decoder_start_token_id`) over `[P ; input]`, recording
@@ -356,7 +368,7 @@ impl T5Model {
             (Kind::Int64, self.device()),
         );
         let mut ffn = Vec::new();
-        let logits = self.decode(&enc, &start, capture.decoder_ffn.then_some(&mut ffn))?;
+        let logits = self.decode(&enc, &start, capture.decoder_ffn.then_some(&mut ffn), 0.0)?;
         Ok(FirstStep {
             logits: logits.select(1, 0),
             decoder_ffn: ffn.iter().map(|a| a.select(1, 0)).collect(),
@@ -423,6 +435,32 @@ impl T5Model {
         target_ids: &Tensor,
         target_mask: &Tensor,
     ) -> MlResult<Tensor> {
+        self.teacher_forced_loss_dropout(
+            prompt,
+            input_ids,
+            attention_mask,
+            target_ids,
+            target_mask,
+            0.0,
+        )
+    }
+
+    /// [`Self::teacher_forced_loss`] of a training step in `train()` mode: dropout `p` wherever
+    /// transformers' T5 applies its `dropout_rate`, in the encoder and the decoder.
+    pub fn teacher_forced_loss_dropout(
+        &self,
+        prompt: Option<&Tensor>,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        target_ids: &Tensor,
+        target_mask: &Tensor,
+        p: f64,
+    ) -> MlResult<Tensor> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(MlError::Invalid(format!(
+                "dropout {p}: expected a probability in [0, 1)"
+            )));
+        }
         let (target, tmask) = check_batch("target", target_ids, target_mask, self.device())?;
         let (b, s) = (target.size()[0], target.size()[1]);
         if s == 0 {
@@ -443,8 +481,8 @@ impl T5Model {
         let shifted = Tensor::cat(&[start, labels.narrow(1, 0, s - 1)], 1);
         let decoder_input =
             shifted.masked_fill(&shifted.eq(IGNORE_INDEX), self.config.pad_token_id());
-        let enc = self.encode(prompt, input_ids, attention_mask)?;
-        let logits = self.decode(&enc, &decoder_input, None)?;
+        let enc = self.encode_dropout(prompt, input_ids, attention_mask, p)?;
+        let logits = self.decode(&enc, &decoder_input, None, p)?;
         let v = self.config.vocab_size;
         Ok(logits.view([-1, v]).cross_entropy_loss::<Tensor>(
             &labels.view([-1]),

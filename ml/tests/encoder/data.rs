@@ -41,9 +41,12 @@ fn task(template: &str) -> TaskDef {
             train: "train".into(),
             dev: "dev".into(),
             test: None,
+            dev_holdout_percent: None,
         },
         data_dir: None,
         source: None,
+        t5: None,
+        also: vec![],
     }
 }
 

@@ -213,11 +213,11 @@ impl Run<'_> {
         };
         let prompt = self.projected(tgt_model, model.device, task, src_model, *objective, *seed)?;
         let settings = self.view.sweep.settings(tgt_model, task);
-        let eval = self.score(model, &prompt, task, split, settings)?;
+        let (eval, also) = self.score(model, &prompt, task, split, settings)?;
         Ok(JobOutput {
             provenance: None,
             artifacts: vec![],
-            metrics: vec![],
+            metrics: also,
             evals: vec![EvalRow {
                 src_task: Some(task.to_string()),
                 src_model: Some(src_model.to_string()),

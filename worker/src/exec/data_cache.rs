@@ -5,11 +5,13 @@
 //! used ones go first.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use promptgrid_common::catalog::Rows;
 use promptgrid_ml::TaskData;
+use promptgrid_ml::data::SplitFile;
 
 use super::ExecError;
 
@@ -20,6 +22,9 @@ pub(super) struct DataKey {
     model: String,
     task: String,
     path: PathBuf,
+    /// The rows of the file the split reads (a held-out dev set and its train remainder are
+    /// two splits of one file).
+    rows: Rows,
     stamp: (u64, Option<SystemTime>),
     prompt_len: usize,
     max_text_tokens: Option<usize>,
@@ -30,16 +35,17 @@ impl DataKey {
     pub(super) fn new(
         model: &str,
         task: &str,
-        path: &Path,
+        file: SplitFile<'_>,
         prompt_len: usize,
         max_text_tokens: Option<usize>,
         limit: usize,
     ) -> DataKey {
-        let meta = std::fs::metadata(path).ok();
+        let meta = std::fs::metadata(file.path).ok();
         DataKey {
             model: model.to_string(),
             task: task.to_string(),
-            path: path.to_path_buf(),
+            path: file.path.to_path_buf(),
+            rows: file.rows,
             stamp: (
                 meta.as_ref().map_or(0, |m| m.len()),
                 meta.and_then(|m| m.modified().ok()),
@@ -117,6 +123,8 @@ fn bytes(data: &TaskData) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use promptgrid_ml::Encoded;
 
@@ -134,7 +142,11 @@ mod tests {
     }
 
     fn key(task: &str, limit: usize) -> DataKey {
-        DataKey::new("m", task, Path::new("no/such/file"), 20, Some(48), limit)
+        let file = SplitFile {
+            path: Path::new("no/such/file"),
+            rows: Rows::All,
+        };
+        DataKey::new("m", task, file, 20, Some(48), limit)
     }
 
     #[test]

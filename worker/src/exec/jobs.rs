@@ -16,6 +16,7 @@ use tch::Tensor;
 use super::data_cache::DataKey;
 use super::{ExecError, MlExecutor, SweepView, prompt_artifact, resolve::Split};
 use promptgrid_ml::activations::{encoder_mask, t5_backbone_mask};
+use promptgrid_ml::data::SplitFile;
 use promptgrid_ml::t5data::default_max_target_tokens;
 use promptgrid_ml::{
     Checkpoint, EncoderModel, MlResult, PromptFile, PromptModel, T5Backbone, T5Data, TaskData,
@@ -81,21 +82,31 @@ impl JobModel for T5Backbone {
         settings: &PromptSettings,
         limit: usize,
     ) -> Result<Arc<T5Data>, ExecError> {
-        let path = run.exec.roots.split(task, split)?;
-        Ok(Arc::new(T5Data::load(
+        let (path, rows) = run.exec.roots.split(task, split)?;
+        let mut data = T5Data::load_rows(
             self,
             task,
-            &path,
+            SplitFile { path: &path, rows },
             prompt_len,
             Some(settings.max_text_tokens as usize),
             default_max_target_tokens(task),
             limit,
-        )?))
+        )?;
+        data.train_width = official_width(settings);
+        Ok(Arc::new(data))
     }
 
     fn activation_mask(&self, prompt: &Tensor, model: &str, task: &str) -> MlResult<MaskFile> {
         t5_backbone_mask(self, prompt, model, task)
     }
+}
+
+/// The official T5 formatters' input width, `max_len + 2` text tokens (the prompt apart), when
+/// the settings ask for the official training batches.
+pub(crate) fn official_width(settings: &PromptSettings) -> Option<usize> {
+    settings
+        .official_padding
+        .then_some(settings.max_text_tokens as usize + 2)
 }
 
 /// Rows per forward pass when scoring.
@@ -132,13 +143,14 @@ impl Run<'_> {
         settings: &PromptSettings,
         limit: usize,
     ) -> Result<Arc<TaskData>, ExecError> {
-        let path = self.exec.roots.split(task, split)?;
+        let (path, rows) = self.exec.roots.split(task, split)?;
         let cap = Some(settings.max_text_tokens as usize);
         // The job's model is the resident one, under its name in the sweep.
         let name = self.job.spec.model().unwrap_or(&model.name);
-        let key = DataKey::new(name, &task.name, &path, prompt_len, cap, limit);
+        let file = SplitFile { path: &path, rows };
+        let key = DataKey::new(name, &task.name, file, prompt_len, cap, limit);
         self.exec.data.get_or_encode(key, || {
-            let mut examples = data::load_split(&path, task)?;
+            let mut examples = data::load_split_rows(file, task)?;
             if limit > 0 {
                 examples.truncate(limit);
             }
@@ -175,7 +187,8 @@ impl Run<'_> {
         Ok(PromptFile::load(file.path(), width)?)
     }
 
-    /// Scores one prompt on a task's split: the eval row of a transfer or cross-model job.
+    /// Scores one prompt on a task's split: the eval row of a transfer or cross-model job, and
+    /// the task's further metrics ([`TaskDef::also`]) as metric rows.
     pub(super) fn score<M: JobModel>(
         &self,
         model: &M,
@@ -183,16 +196,12 @@ impl Run<'_> {
         task_name: &str,
         split: &str,
         settings: &PromptSettings,
-    ) -> Result<EvalRow, ExecError> {
+    ) -> Result<(EvalRow, Vec<MetricRow>), ExecError> {
         let task = self.task(task_name)?;
         let which = Split::scored(split)?;
         let data = model.split_data(self, task, which, prompt.size()[0] as usize, settings, 0)?;
-        let span = self.ctx.phase(Phase::Evaluate);
-        span.record("task", task_name);
-        span.record("split", split);
-        span.record("examples", model.data_len(&data));
-        let value = span.in_scope(|| model.score(prompt, &data, task.metric, EVAL_BATCH))?;
-        Ok(EvalRow {
+        let (value, also) = self.evaluate(model, prompt, &data, task, which, 0)?;
+        let eval = EvalRow {
             src_task: None,
             tgt_task: Some(task_name.to_string()),
             src_model: None,
@@ -200,6 +209,33 @@ impl Run<'_> {
             metric: task.metric.name().into(),
             value,
             n: model.data_len(&data) as u64,
+        };
+        Ok((eval, also))
+    }
+
+    /// `task`'s metric of `prompt` on `data` (its split `which`), and each further metric as a
+    /// metric row at `step`.
+    fn evaluate<M: JobModel>(
+        &self,
+        model: &M,
+        prompt: &Tensor,
+        data: &M::Data,
+        task: &TaskDef,
+        which: Split,
+        step: usize,
+    ) -> Result<(f64, Vec<MetricRow>), ExecError> {
+        let span = self.ctx.phase(Phase::Evaluate);
+        span.record("task", task.name.as_str());
+        span.record("split", split_name(task, which));
+        span.record("examples", model.data_len(data));
+        span.in_scope(|| {
+            let value = model.score(prompt, data, task.metric, EVAL_BATCH)?;
+            let also = task
+                .also
+                .iter()
+                .map(|m| Ok((m.name(), model.score(prompt, data, *m, EVAL_BATCH)?)))
+                .collect::<MlResult<Vec<_>>>()?;
+            Ok((value, self.final_metrics(step, &also)))
         })
     }
 
@@ -352,25 +388,31 @@ impl Run<'_> {
             self.ctx
                 .put_artifact(&prompt_artifact(&self.job.id), &bytes),
         )?;
-        let span = self.ctx.phase(Phase::Evaluate);
-        span.record("task", task_name.as_str());
-        span.record("split", split_name(task, Split::Test));
-        span.record("examples", model.data_len(&test));
-        let value =
-            span.in_scope(|| model.score(&outcome.best_prompt, &test, task.metric, EVAL_BATCH))?;
+        let (value, also) = self.evaluate(
+            model,
+            &outcome.best_prompt,
+            &test,
+            task,
+            Split::Test,
+            outcome.steps,
+        )?;
         Ok(JobOutput {
             provenance: None,
             artifacts: vec![artifact],
-            metrics: self.final_metrics(
-                outcome.steps,
-                &[
-                    ("best_step", outcome.best_step as f64),
-                    ("steps", outcome.steps as f64),
-                ]
+            metrics: self
+                .final_metrics(
+                    outcome.steps,
+                    &[
+                        ("best_step", outcome.best_step as f64),
+                        ("steps", outcome.steps as f64),
+                    ]
+                    .into_iter()
+                    .chain(observer.matched_at.map(|s| ("matched_step", s as f64)))
+                    .collect::<Vec<_>>(),
+                )
                 .into_iter()
-                .chain(observer.matched_at.map(|s| ("matched_step", s as f64)))
-                .collect::<Vec<_>>(),
-            ),
+                .chain(also)
+                .collect(),
             evals: vec![EvalRow {
                 src_task: Some(src_name.to_string()),
                 tgt_task: Some(task_name.to_string()),
@@ -409,11 +451,11 @@ impl Run<'_> {
                 .prompt
                 .to_device(model.device())
         };
-        let eval = self.score(model, &prompt, tgt, split, settings)?;
+        let (eval, also) = self.score(model, &prompt, tgt, split, settings)?;
         Ok(JobOutput {
             provenance: None,
             artifacts: vec![],
-            metrics: vec![],
+            metrics: also,
             evals: vec![EvalRow {
                 src_task: Some(src.to_string()),
                 ..eval

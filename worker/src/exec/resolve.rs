@@ -4,7 +4,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use promptgrid_common::catalog::TaskDef;
+use promptgrid_common::catalog::{Rows, SplitRole, TaskDef};
 use promptgrid_common::spec::ModelSpec;
 
 use super::ExecError;
@@ -27,18 +27,15 @@ impl Roots {
     }
 
     /// The split file of `task` for `which` (train, dev, or the eval split: test where the task
-    /// has one, else dev).
-    pub fn split(&self, task: &TaskDef, which: Split) -> Result<PathBuf, ExecError> {
+    /// has one, else dev), and the rows of it that `which` reads (a dev set held out of train).
+    pub fn split(&self, task: &TaskDef, which: Split) -> Result<(PathBuf, Rows), ExecError> {
         let dir = self.data.join(inside(task.data_dir(), "task data folder")?);
-        let stem = match which {
-            Split::Train => task.splits.train.as_str(),
-            Split::Dev => task.splits.dev.as_str(),
-            Split::Test => task.splits.test.as_deref().unwrap_or(&task.splits.dev),
-        };
-        Ok(promptgrid_ml::data::find_split(
+        let (stem, rows) = task.splits.of(which.role());
+        let path = promptgrid_ml::data::find_split(
             &dir,
             inside(stem, "split name")?.to_str().unwrap_or(stem),
-        )?)
+        )?;
+        Ok((path, rows))
     }
 }
 
@@ -52,6 +49,14 @@ pub enum Split {
 }
 
 impl Split {
+    fn role(self) -> SplitRole {
+        match self {
+            Split::Train => SplitRole::Train,
+            Split::Dev => SplitRole::Dev,
+            Split::Test => SplitRole::Test,
+        }
+    }
+
     /// The split a sweep names for scoring (`test` or `dev`).
     pub fn scored(name: &str) -> Result<Split, ExecError> {
         match name {

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use promptgrid_common::catalog::TaskDef;
+use promptgrid_common::catalog::{Rows, SplitRole, TaskDef};
 use serde::Serialize;
 use tch::Tensor;
 
@@ -34,9 +34,11 @@ pub fn eval(
     prompts: &[PathBuf],
     max_text_tokens: usize,
 ) -> MlResult<Vec<PromptScore>> {
-    let split = split
-        .or(task.splits.test.as_deref())
-        .unwrap_or(&task.splits.dev);
+    // A named split is a file, read whole; by default the task's scored split.
+    let split = match split {
+        Some(stem) => (stem, Rows::All),
+        None => task.splits.of(SplitRole::Test),
+    };
     match model.load_any()? {
         LoadedModel::Encoder(m) => eval_with(&m, task, data_dir, split, prompts, max_text_tokens),
         LoadedModel::T5(m) => eval_with(&m, task, data_dir, split, prompts, max_text_tokens),
@@ -47,7 +49,7 @@ fn eval_with<M: OneShotModel>(
     model: &M,
     task: &TaskDef,
     data_dir: &Path,
-    split: &str,
+    split: (&str, Rows),
     prompts: &[PathBuf],
     max_text_tokens: usize,
 ) -> MlResult<Vec<PromptScore>> {

@@ -15,7 +15,7 @@ mod tune;
 
 use std::path::{Path, PathBuf};
 
-use promptgrid_common::catalog::TaskDef;
+use promptgrid_common::catalog::{Rows, TaskDef};
 use tch::{Device, Tensor};
 
 use promptgrid_ml::{
@@ -80,13 +80,13 @@ pub(crate) trait OneShotModel: PromptModel {
     /// Layers and attention heads, for the PEFT adapter's config.
     fn peft_shape(&self) -> (i64, i64);
 
-    /// A split of `task` from its data folder, encoded for prompts of `prompt_len` tokens;
-    /// `limit` 0 keeps every example.
+    /// A split of `task` from its data folder (a file stem and the rows of it to read),
+    /// encoded for prompts of `prompt_len` tokens; `limit` 0 keeps every example.
     fn load_split(
         &self,
         task: &TaskDef,
         data_dir: &Path,
-        stem: &str,
+        split: (&str, Rows),
         prompt_len: usize,
         max_text_tokens: usize,
         limit: usize,

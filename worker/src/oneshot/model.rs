@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
-use promptgrid_common::catalog::{Metric, TaskDef, TaskKind};
+use promptgrid_common::catalog::{Metric, Rows, TaskDef, TaskKind};
 use tch::{Device, Kind, Tensor};
 
+use promptgrid_ml::data::SplitFile;
 use promptgrid_ml::t5data::default_max_target_tokens;
 use promptgrid_ml::{
     Encoded, EncoderModel, MlError, MlResult, PromptModel, T5Backbone, T5Data, TaskData, data,
@@ -36,12 +37,13 @@ impl OneShotModel for EncoderModel {
         &self,
         task: &TaskDef,
         data_dir: &Path,
-        stem: &str,
+        (stem, rows): (&str, Rows),
         prompt_len: usize,
         max_text_tokens: usize,
         limit: usize,
     ) -> MlResult<TaskData> {
-        let mut examples = data::load_split(&data::find_split(data_dir, stem)?, task)?;
+        let path = data::find_split(data_dir, stem)?;
+        let mut examples = data::load_split_rows(SplitFile { path: &path, rows }, task)?;
         if limit > 0 {
             examples.truncate(limit);
         }
@@ -110,15 +112,18 @@ impl OneShotModel for T5Backbone {
         &self,
         task: &TaskDef,
         data_dir: &Path,
-        stem: &str,
+        (stem, rows): (&str, Rows),
         prompt_len: usize,
         max_text_tokens: usize,
         limit: usize,
     ) -> MlResult<T5Data> {
-        T5Data::load(
+        T5Data::load_rows(
             self,
             task,
-            &data::find_split(data_dir, stem)?,
+            SplitFile {
+                path: &data::find_split(data_dir, stem)?,
+                rows,
+            },
             prompt_len,
             Some(max_text_tokens),
             default_max_target_tokens(task),

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use promptgrid_common::catalog::TaskDef;
+use promptgrid_common::catalog::{SplitRole, TaskDef};
 use serde::Serialize;
 
 use promptgrid_ml::{Init, MlResult, PromptFile, TuneConfig, TuneObserver};
@@ -92,22 +92,21 @@ fn tune_with<M: OneShotModel>(
             .size()[0] as usize,
         _ => cfg.prompt_len,
     };
-    let split = |stem: &str, limit: usize| {
+    let split = |role: SplitRole, limit: usize| {
         model.load_split(
             task,
             &request.data_dir,
-            stem,
+            task.splits.of(role),
             prompt_len,
             request.max_text_tokens,
             limit,
         )
     };
-    let train = split(&task.splits.train, 0)?;
-    let dev = split(&task.splits.dev, request.dev_examples)?;
+    let train = split(SplitRole::Train, 0)?;
+    let dev = split(SplitRole::Dev, request.dev_examples)?;
     // Read before training: a broken test file fails the command before the training steps and
     // before a prompt file is written.
-    let test_stem = task.splits.test.as_deref().unwrap_or(&task.splits.dev);
-    let test = split(test_stem, 0)?;
+    let test = split(SplitRole::Test, 0)?;
     let mut observer = Bar {
         bar: progress_bar(cfg.max_steps),
         dev: None,
@@ -128,7 +127,7 @@ fn tune_with<M: OneShotModel>(
         steps: outcome.steps,
         best_step: outcome.best_step,
         best_dev: outcome.best_score,
-        test_split: test_stem.to_string(),
+        test_split: task.splits.of(SplitRole::Test).0.to_string(),
         test_score: model.score(&prompt, &test, task.metric, EVAL_BATCH)?,
         metric: task.metric.name(),
         out: out.to_path_buf(),
