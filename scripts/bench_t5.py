@@ -26,7 +26,7 @@ from transformers import T5Config, T5ForConditionalGeneration
 SHAPES = {
     # google/t5-v1_1-small's shape.
     "small": dict(vocab_size=32128, d_model=512, d_kv=64, d_ff=1024, num_layers=8, num_decoder_layers=8, num_heads=6, feed_forward_proj="gated-gelu"),
-    # t5-base's (README's sizing table), with an untied head like the small one.
+    # t5-base's (the sizing table of docs/cluster.md), with an untied head like the small one.
     "base": dict(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_decoder_layers=12, num_heads=12, feed_forward_proj="relu"),
 }
 COMMON = dict(relative_attention_num_buckets=32, relative_attention_max_distance=128, tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)

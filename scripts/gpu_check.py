@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-# README's "Sizing" table, GB: weights plus activations at batch 16 with 128 text and 100 prompt
+# The "Sizing" table of docs/cluster.md, GB: weights plus activations at batch 16 with 128 text and 100 prompt
 # tokens, in fp32; the CUDA context adds about 0.5 GB a process, which the measurement includes.
 SIZING = {
     "roberta-base training": (4, 5),
@@ -25,7 +25,7 @@ SIZING = {
     "roberta-large training": (10, 12),
 }
 CONTEXT_GB = 0.5
-# README's Precision paragraph: bf16 stays within 1% of the float32 scores.
+# docs/commands.md, "Precision": bf16 stays within 1% of the float32 scores.
 BF16_BAND = 0.01
 FP32_TOLERANCE = 1e-4
 
@@ -121,7 +121,7 @@ def table(d, device):
     same = rust["sequences"] == hf["sequences"]
     row("T5 greedy decoding", f"{rate(rust):.0f} tok/s", f"{rate(hf):.0f} tok/s (transformers)",
         f"{rate(rust) / rate(hf):.2f}x, same tokens: {'yes' if same else 'NO'}", "same tokens", same)
-    # 4. Peak memory against README's sizing table.
+    # 4. Peak memory against the sizing table of docs/cluster.md.
     for key in SIZING:
         path = f"{d}/mem-{key.replace(' ', '-')}.json"
         if not os.path.exists(path):
@@ -134,9 +134,9 @@ def table(d, device):
         if device.startswith("cuda"):
             ok = gib <= hi + CONTEXT_GB
             note = " (below)" if gib < lo else ""
-            row(label, f"{gib:.2f} GiB{note}", f"README {lo}-{hi} GB", m["what"], f"≤ {hi + CONTEXT_GB:g} (with context)", ok)
+            row(label, f"{gib:.2f} GiB{note}", f"sizing {lo}-{hi} GB", m["what"], f"≤ {hi + CONTEXT_GB:g} (with context)", ok)
         else:
-            row(label, f"{gib:.2f} GiB", f"README {lo}-{hi} GB (GPU)", m["what"], "dry run: not compared", None)
+            row(label, f"{gib:.2f} GiB", f"sizing {lo}-{hi} GB (GPU)", m["what"], "dry run: not compared", None)
     widths = [max(len(str(r[i])) for r in rows + [HEADER]) for i in range(len(HEADER))]
     for r in [HEADER] + rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -3,7 +3,7 @@
 `transformers` forward hooks on the existing tiny checkpoints (it only reads them):
 
 * tiny-bert, tiny-roberta (BertForMaskedLM / RobertaForMaskedLM): the input is the prompt plus
-  the start token, read at the mask (DESIGN.md §1). The hook is on each
+  the start token, read at the mask (docs/design.md, "Transferability indicators"). The hook is on each
   `encoder.layer[i].intermediate` (its output is after the activation function), and records the
   row at the readout position:
   - prefix:   inputs_embeds = [P ; E[start] ; E[mask]], positions as transformers makes them for

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes results/tests/data/reference_indicators.json: the prompt indicators of DESIGN.md §1,
+"""Writes results/tests/data/reference_indicators.json: the prompt indicators of docs/design.md ("Transferability indicators"),
 computed independently with NumPy (explicit pairwise differences, no Gram-matrix shortcut), and
 their Spearman correlations with relative transfer (pandas average ranks), on the reference
 RoBERTa-base prompts. The Rust test compares promptgrid's values with these within 1e-5.

@@ -6,7 +6,7 @@ Run after scripts/prepare-demo, with the project's Python:
 
 (or `pytest tests/demo_assets.py`). It checks that
 
-* scripts/demo-assets.lock pins the five packages of DESIGN.md section 4 by sha256;
+* scripts/demo-assets.lock pins the five packages of docs/design.md ("The offline demo") by sha256;
 * sweeps/tasks/demo-*.toml satisfy the catalog's rules (common/src/catalog.rs: TaskDef) and use
   verbalizer words that are single, distinct MiniLM wordpieces;
 * the models are Hugging Face folders; MiniLM-L3's tensors carry exactly BertModel's names (those

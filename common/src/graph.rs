@@ -1,4 +1,4 @@
-//! The job graph: a sweep expanded into jobs with dependency edges (DESIGN.md §2).
+//! The job graph: a sweep expanded into jobs with dependency edges (docs/design.md, "The job graph").
 //!
 //! A job's id is a hash of everything that changes its result: its kind and names, the resolved
 //! settings, the definitions of the models and tasks it touches, and the ids of the jobs it

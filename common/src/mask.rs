@@ -1,5 +1,5 @@
 //! The activation-mask artifact (`mask/<job id>`): which FFN neurons a prompt switches on in each
-//! layer of a frozen model, for the ON indicator (DESIGN.md §1).
+//! layer of a frozen model, for the ON indicator (docs/design.md, "Transferability indicators").
 //!
 //! The file is safetensors with one tensor `bits`, dtype U64, shape `[layers, wpl]` with
 //! `wpl = neurons.div_ceil(64)`, and the string metadata `format` (`promptgrid-mask/1`),

@@ -1,4 +1,4 @@
-//! The ON indicator's input (DESIGN.md §1): the FFN activations a soft prompt induces in the
+//! The ON indicator's input (docs/design.md, "Transferability indicators"): the FFN activations a soft prompt induces in the
 //! frozen model, one vector per layer, and their binary mask (`> 0`) as a [`MaskFile`].
 //!
 //! Capture is a switch on the ordinary forward pass (the `observe` hook of

@@ -1,4 +1,4 @@
-//! The cross-model projector (DESIGN §1): maps a soft prompt of a source model, [L, d_src], to
+//! The cross-model projector (docs/design.md, "Cross-model projector"): maps a soft prompt of a source model, [L, d_src], to
 //! one for a target model, [L, d_tgt]. The architecture is the official Prompt-Transferability
 //! `AE_1_layer_mutiple_100_paper` (tools/projector.py): flatten, Linear(L·d_src → h), tanh,
 //! Linear(h → L·d_tgt), reshape, LayerNorm(d_tgt) per token. Tensor names equal that module's

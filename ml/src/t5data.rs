@@ -1,4 +1,4 @@
-//! T5 prompt tuning on a task (DESIGN.md §1): the model folder's tokenizer, a task's split
+//! T5 prompt tuning on a task (docs/design.md, "T5"): the model folder's tokenizer, a task's split
 //! encoded for T5 ([`T5Data`]), and [`T5Backbone`], the frozen model with its tokenizer, which
 //! [`tune`](super::tune) trains prompts on (it implements [`PromptModel`]).
 //!

@@ -424,7 +424,7 @@ fn the_projector_forward_and_one_adamw_step_are_the_official_codes() {
     let out = p.project(&src).unwrap();
     assert_close(&out.view([1, 1200]), &want["out_tanh"], "projector forward");
     // The LeakyReLU module the official base -> large evaluation loads the same weights into
-    // (tools/init_tool.py:61) computes something else: README's fidelity table names it.
+    // (tools/init_tool.py:61) computes something else: docs/fidelity.md's table names it.
     let leaky = (&want["out_leaky_relu"] - &want["out_tanh"]).abs().max();
     assert!(leaky.double_value(&[]) > 0.1, "{leaky}");
     // One step on the mean squared distance (the official script's stand-in loss), with the

@@ -1,4 +1,4 @@
-//! The ON indicator (DESIGN.md §1): the cosine between the binary FFN activation masks that two
+//! The ON indicator (docs/design.md, "Transferability indicators"): the cosine between the binary FFN activation masks that two
 //! prompts induce, over all layers and per window of consecutive layers, computed on packed bits.
 //!
 //! The windows are the official ones by default: consecutive, non-overlapping blocks of

@@ -1,4 +1,4 @@
-//! Prompt-only transferability indicators (DESIGN.md §1), for every pair of prompts of one model.
+//! Prompt-only transferability indicators (docs/design.md, "Transferability indicators"), for every pair of prompts of one model.
 //!
 //! Each pair needs the L×L Gram matrix `G = P1 P2ᵀ` once: E_average uses
 //! `‖p1_i − p2_j‖² = ‖p1_i‖² + ‖p2_j‖² − 2 G_ij` and C_average uses `G_ij / (‖p1_i‖ ‖p2_j‖)`, so

@@ -1,11 +1,11 @@
 //! promptgrid-results: the Parquet tables of a study, the analysis and the report; no tch.
 //!
 //! Layout:
-//! * [`schema`]: one row type and Arrow schema per table (DESIGN.md §5);
+//! * [`schema`]: one row type and Arrow schema per table (docs/results.md, "Tables");
 //! * [`store`], [`writer`]: committed parts, the deduplicating [`writer::TableWriter`] the sink
 //!   commits through, compaction;
 //! * [`prompts`], [`indicators`], [`activation`]: prompt loading and the transferability
-//!   indicators (DESIGN.md §1), ON on bit-packed activation masks;
+//!   indicators (docs/design.md, "The science"), ON on bit-packed activation masks;
 //! * [`transfer`], [`spearman`]: relative transfer and rank correlations;
 //! * [`seeds`], [`rho_uncertainty`], [`resample`]: the spread over seeds, the beats-random rule,
 //!   bootstrap intervals and permutation p-values of ρ, and their seeded generator;

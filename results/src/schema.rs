@@ -1,11 +1,11 @@
-//! The Parquet tables of DESIGN.md §5: one row type and one explicit Arrow schema per table,
+//! The Parquet tables of docs/results.md ("Tables"): one row type and one explicit Arrow schema per table,
 //! declared once here. Each `tables!` entry names every column once (its field, Rust type,
 //! Arrow kind and doc; the column is named after the field, nullable when the field is an
 //! `Option`), and the row struct, its schema and both conversions are generated from that one
 //! list, so the schema, the written columns and the read columns cannot disagree. Reading looks
 //! each column up by name and checks its type exactly.
 //!
-//! Extra columns beyond DESIGN.md §5: `evals.src_type`/`tgt_type` (the task type, from the
+//! Extra columns beyond the key columns (docs/results.md, "Tables"): `evals.src_type`/`tgt_type` (the task type, from the
 //! catalog, so the report can group tasks without the catalog at hand), `indicators.layers` and
 //! `correlations.layers` (null for prompt indicators, `all` or `first-last` for ON), `tpt.seed`
 //! and `tpt.tpt_best` (the best score TPT reached, kept when it never reaches vanilla's best),
@@ -57,7 +57,7 @@ impl<T: KeyPart> KeyPart for Option<T> {
     }
 }
 
-/// One table of DESIGN.md §5.
+/// One table of docs/results.md ("Tables").
 pub trait Table: Sized + Clone {
     /// Folder name under `results/<sweep>/`.
     const NAME: &'static str;

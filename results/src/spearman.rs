@@ -1,4 +1,4 @@
-//! Spearman's ρ between an indicator and relative transfer (DESIGN.md §1): per target over the
+//! Spearman's ρ between an indicator and relative transfer (docs/design.md, "Correlation with transfer"): per target over the
 //! sources s ≠ t, the mean over targets, and globally over all off-diagonal pairs.
 
 use std::collections::{BTreeMap, BTreeSet};

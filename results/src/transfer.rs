@@ -1,5 +1,5 @@
 //! Zero-shot transfer results and the relative-performance matrix:
-//! `relative(s→t) = 100 · score(s→t) / score(t→t)` (DESIGN.md §1).
+//! `relative(s→t) = 100 · score(s→t) / score(t→t)` (docs/design.md, "Cross-task transfer").
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

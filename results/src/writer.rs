@@ -365,7 +365,7 @@ pub fn replace_table<T: Table>(sweep: &Path, writer: &str, rows: &[T]) -> Result
     Ok(())
 }
 
-/// Compacts every table of DESIGN.md §5 (and `transfer_relative`) under `sweep`.
+/// Compacts every table of docs/results.md, "Tables" (and `transfer_relative`) under `sweep`.
 pub fn compact_all(sweep: &Path, small_rows: usize) -> Result<Vec<(&'static str, CompactOutcome)>> {
     use crate::schema::*;
     Ok(vec![

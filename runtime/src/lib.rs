@@ -1,4 +1,4 @@
-//! promptgrid-runtime: the distributed runtime over NATS JetStream (DESIGN.md §2): both sides
+//! promptgrid-runtime: the distributed runtime over NATS JetStream (docs/design.md, "Architecture"): both sides
 //! of it, the coordinator ([`scheduler`]) and the job loop workers run ([`jobloop`]).
 //!
 //! Layout:

@@ -1,4 +1,4 @@
-//! The JetStream objects of one sweep (DESIGN.md §2): the work-queue stream of jobs with one
+//! The JetStream objects of one sweep (docs/design.md, "Architecture"): the work-queue stream of jobs with one
 //! durable pull consumer per model, the events stream, the state bucket and the artifact store.
 
 use std::collections::BTreeMap;

@@ -1,5 +1,5 @@
-//! The command line, as clap parses it: the subcommands and their flags, nothing else. README's
-//! command reference documents every flag here; `tests/operations.rs` checks the deployment
+//! The command line, as clap parses it: the subcommands and their flags, nothing else. The
+//! command reference (docs/commands.md) documents every flag here; `tests/operations.rs` checks the deployment
 //! recipes against them. Flag groups shared by several subcommands are in args.rs; turning them
 //! into the libraries' settings is in convert.rs.
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::UnknownValue;
 
-/// How an encoder turns the mask state into class scores (DESIGN.md §1).
+/// How an encoder turns the mask state into class scores (docs/design.md, "Readouts: mlm and tied").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Head {

@@ -246,7 +246,7 @@ impl Objective {
     }
 }
 
-/// Projector training settings (DESIGN.md §1).
+/// Projector training settings (docs/design.md, "Cross-model projector").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProjectorSettings {
     pub hidden: u32,
@@ -266,7 +266,7 @@ pub struct CrossModelPair {
     pub settings: ProjectorSettings,
 }
 
-/// Transferability indicators (DESIGN.md §1).
+/// Transferability indicators (docs/design.md, "Transferability indicators").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Indicator {

@@ -1,6 +1,6 @@
 //! T5 v1.0 (ReLU FFN, tied embeddings, decoder output scaled by `d_model^-0.5`) and v1.1
 //! (gated-GELU FFN, untied `lm_head`), as transformers' `T5ForConditionalGeneration` computes
-//! them, with a soft prompt in front of the encoder input (DESIGN.md §1).
+//! them, with a soft prompt in front of the encoder input (docs/design.md, "T5").
 //!
 //! Layout:
 //! * `config`: `config.json`.

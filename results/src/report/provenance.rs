@@ -1,7 +1,7 @@
 //! What produced a result set: the setups (promptgrid version and commit, torch, device,
 //! precision, threads) its done jobs recorded, so that the report says what its numbers come
 //! from and flags a result set whose jobs ran on different setups (their scores may differ by
-//! setup alone; README, Determinism).
+//! setup alone; docs/results.md, "Determinism and provenance").
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -1,5 +1,5 @@
 //! Transfer as initialization: convergence speedup of each TPT job over vanilla prompt tuning
-//! (DESIGN.md §1), from the `jobs` and `metrics` tables. The metrics table is streamed batch by
+//! (docs/design.md, "Transfer as initialization"), from the `jobs` and `metrics` tables. The metrics table is streamed batch by
 //! batch and only `dev_score` rows of train/tpt jobs are kept, so millions of rows fit in memory.
 
 use std::collections::{BTreeMap, HashMap, HashSet};

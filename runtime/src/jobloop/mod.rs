@@ -1,4 +1,4 @@
-//! The worker's job loop (DESIGN.md §2, "Worker"): pull a job, preferring the model the
+//! The worker's job loop (docs/design.md, "Worker"): pull a job, preferring the model the
 //! executor holds; take it with a compare-and-set on its state; hold the lease with progress
 //! acks; run it; commit the result only if the state still names this attempt; publish the
 //! event; ack. On shutdown it takes no new job, lets the executor checkpoint, and hands the
