@@ -465,3 +465,128 @@ fn tune_twice_with_one_seed_writes_identical_bytes() {
     assert!(a.2 == b.2, "the PEFT configs differ in bytes");
     assert!(a.3 == b.3, "the PEFT weights differ in bytes");
 }
+
+/// `promptgrid tune` runs what a sweep's train job runs: given the same settings (dropout and
+/// AdamW's eps included), both write the same prompt.
+#[test]
+fn tune_writes_the_prompt_a_sweeps_train_job_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let assets = assets();
+    let sweep = dir.path().join("same.toml");
+    std::fs::write(
+        &sweep,
+        r#"[sweep]
+name = "same"
+
+[prompt]
+length = 4
+learning_rate = 0.3
+batch_size = 4
+max_steps = 3
+eval_every = 3
+max_text_tokens = 32
+dev_examples = 8
+dropout = 0.1
+adam_eps = 1e-6
+seeds = [7]
+
+[[model]]
+name = "minilm-l3"
+arch = "bert"
+head = "tied"
+layout = "official"
+
+[[task]]
+name = "demo-movies"
+
+[studies.cross_task]
+"#,
+    )
+    .unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_promptgrid"))
+        .args(["run"])
+        .arg(&sweep)
+        .args(["--workers", "1", "--threads", "2", "--results"])
+        .arg(dir.path().join("runs"))
+        .arg("--models-root")
+        .arg(assets.join("models"))
+        .arg("--data-root")
+        .arg(assets.join("data"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let prompts: Vec<PathBuf> = std::fs::read_dir(dir.path().join("runs/same/artifacts/prompt"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(prompts.len(), 1, "one train job: {prompts:?}");
+
+    tune_tiny(
+        dir.path(),
+        &[
+            "--layout",
+            "official",
+            "--learning-rate",
+            "0.3",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "3",
+            "--eval-every",
+            "3",
+            "--seed",
+            "7",
+            "--dropout",
+            "0.1",
+            "--adam-eps",
+            "1e-6",
+            "--out",
+            "tuned.safetensors",
+        ],
+    );
+    let prompt = |path: &Path| {
+        tch::Tensor::read_safetensors(path)
+            .unwrap()
+            .into_iter()
+            .find(|(name, _)| name == "prompt")
+            .unwrap()
+            .1
+    };
+    let (job, tuned) = (
+        prompt(&prompts[0]),
+        prompt(&dir.path().join("tuned.safetensors")),
+    );
+    assert_eq!(tuned.size(), [4, 384]);
+    assert!(
+        job.equal(&tuned),
+        "tune and the sweep's train job trained different prompts"
+    );
+
+    // The official T5 batches on an encoder are refused, as a sweep refuses them.
+    let refused = Command::new(env!("CARGO_BIN_EXE_promptgrid"))
+        .args([
+            "tune",
+            "--task",
+            "demo-movies",
+            "--head",
+            "tied",
+            "--official-padding",
+        ])
+        .arg("--model")
+        .arg(assets.join("models/minilm-l3"))
+        .arg("--data")
+        .arg(assets.join("data/demo-movies"))
+        .arg("--out")
+        .arg(dir.path().join("never.safetensors"))
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("--official-padding"), "{err}");
+    assert!(!dir.path().join("never.safetensors").exists());
+}

@@ -84,6 +84,6 @@ pub use promptgrid_common::spec::{Head, Init, Layout};
 pub use t5data::{T5Backbone, T5Data, T5Tokenizer};
 pub use tokenizer::EncoderTokenizer;
 pub use train::{
-    Checkpoint, Evaluation, PromptModel, TuneConfig, TuneObserver, TuneOutcome, evaluate_prompts,
-    init_prompt, tune,
+    Checkpoint, EVAL_BATCH, Evaluation, PromptModel, TuneConfig, TuneObserver, TuneOutcome,
+    evaluate_prompts, init_prompt, tune,
 };

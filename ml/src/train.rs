@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor};
 use super::data::TaskData;
 use super::error::{MlError, MlResult};
 use super::metrics;
-use promptgrid_common::spec::{Init, Layout};
+use promptgrid_common::spec::{Init, Layout, PromptSettings};
 
 use super::model::{Encoded, EncoderModel};
 use super::prompt::{PromptFile, read_tensors, write_tensors};
@@ -52,24 +52,48 @@ pub struct TuneConfig {
     pub metric: Metric,
 }
 
+/// Rows per forward pass when scoring, in jobs and in `promptgrid tune` alike.
+pub const EVAL_BATCH: usize = 64;
+
+impl TuneConfig {
+    /// The run a sweep's `settings` describe, from `init` (the settings' own init, resolved to a
+    /// file where it names one), at `seed`, picking the best prompt by `metric`. A sweep's train
+    /// job and `promptgrid tune` both build their run here, so that the same settings train the
+    /// same prompt. No weight decay: the paper uses none.
+    pub fn from_settings(
+        settings: &PromptSettings,
+        init: Init<PathBuf>,
+        seed: u64,
+        metric: Metric,
+    ) -> TuneConfig {
+        TuneConfig {
+            prompt_len: settings.length as usize,
+            lr: settings.learning_rate,
+            weight_decay: 0.0,
+            adam_eps: settings.adam_eps,
+            dropout: settings.dropout,
+            batch_size: settings.batch_size as usize,
+            grad_accum: settings.grad_accum as usize,
+            max_steps: settings.max_steps as usize,
+            eval_every: settings.eval_every as usize,
+            eval_batch_size: EVAL_BATCH,
+            checkpoint_every: settings.checkpoint_every as usize,
+            seed,
+            init,
+            metric,
+        }
+    }
+}
+
+/// A sweep's defaults ([`PromptSettings::default`]), seed 0, random init, accuracy.
 impl Default for TuneConfig {
     fn default() -> TuneConfig {
-        TuneConfig {
-            prompt_len: 100,
-            lr: 0.3,
-            weight_decay: 0.0,
-            adam_eps: 1e-8,
-            dropout: 0.0,
-            batch_size: 16,
-            grad_accum: 1,
-            max_steps: 1000,
-            eval_every: 100,
-            eval_batch_size: 64,
-            checkpoint_every: 0,
-            seed: 0,
-            init: Init::Random,
-            metric: Metric::Accuracy,
-        }
+        TuneConfig::from_settings(
+            &PromptSettings::default(),
+            Init::Random,
+            0,
+            Metric::Accuracy,
+        )
     }
 }
 

@@ -9,7 +9,7 @@ mod convert;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use promptgrid_common::spec::Init;
+use promptgrid_common::spec::{Init, PromptSettings};
 
 pub use args::{
     DeviceArgs, FailureArgs, ModelArgs, NatsArgs, ResultsArgs, RootArgs, SweepArgs, TaskArgs,
@@ -209,26 +209,35 @@ pub struct TuneArgs {
     #[command(flatten)]
     pub task: TaskArgs,
     /// Soft tokens L.
-    #[arg(long, default_value_t = 100)]
-    pub length: usize,
+    #[arg(long, default_value_t = PromptSettings::default().length)]
+    pub length: u32,
     /// random, vocab or from:<prompt file>.
     #[arg(long, default_value = "random")]
     pub init: Init<PathBuf>,
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = PromptSettings::default().learning_rate)]
     pub learning_rate: f64,
-    #[arg(long, default_value_t = 16)]
-    pub batch_size: usize,
-    #[arg(long, default_value_t = 1)]
-    pub grad_accum: usize,
-    #[arg(long, default_value_t = 1000)]
-    pub max_steps: usize,
-    #[arg(long, default_value_t = 100)]
-    pub eval_every: usize,
-    #[arg(long, default_value_t = 128)]
-    pub max_text_tokens: usize,
+    #[arg(long, default_value_t = PromptSettings::default().batch_size)]
+    pub batch_size: u32,
+    #[arg(long, default_value_t = PromptSettings::default().grad_accum)]
+    pub grad_accum: u32,
+    #[arg(long, default_value_t = PromptSettings::default().max_steps)]
+    pub max_steps: u32,
+    #[arg(long, default_value_t = PromptSettings::default().eval_every)]
+    pub eval_every: u32,
+    #[arg(long, default_value_t = PromptSettings::default().max_text_tokens)]
+    pub max_text_tokens: u32,
     /// Dev examples per evaluation; 0 = all.
-    #[arg(long, default_value_t = 0)]
-    pub dev_examples: usize,
+    #[arg(long, default_value_t = PromptSettings::default().dev_examples)]
+    pub dev_examples: u32,
+    /// Dropout inside the frozen model while training (the official code's: 0.1).
+    #[arg(long, default_value_t = PromptSettings::default().dropout)]
+    pub dropout: f64,
+    /// AdamW's epsilon (the official transformers.AdamW's: 1e-6).
+    #[arg(long, default_value_t = PromptSettings::default().adam_eps)]
+    pub adam_eps: f64,
+    /// T5: train on the official batches, inputs padded to max_text_tokens + 2, pads attended.
+    #[arg(long)]
+    pub official_padding: bool,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// The prompt file to write (safetensors).

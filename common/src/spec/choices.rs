@@ -34,7 +34,8 @@ pub enum Layout {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Init<P = String> {
-    /// Normal(0, 0.02).
+    /// Normal(0, σ), σ the official initialisation of the model family's prompt (0.02 for
+    /// BERT and RoBERTa, 1 for T5).
     Random,
     /// Rows of the word embedding matrix, sampled.
     Vocab,

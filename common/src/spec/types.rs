@@ -82,6 +82,13 @@ pub struct PromptSettings {
 }
 
 impl PromptSettings {
+    /// With `official_padding`, the official T5 formatters' input width: `max_len + 2` text
+    /// tokens, the prompt apart (MNLIPromptT5Formatter.py:39).
+    pub fn official_width(&self) -> Option<usize> {
+        self.official_padding
+            .then_some(self.max_text_tokens as usize + 2)
+    }
+
     /// Every setting as JSON, including those the wire form leaves out at their defaults.
     pub fn resolved(&self) -> Result<serde_json::Value, serde_json::Error> {
         let mut v = serde_json::to_value(self)?;

@@ -19,8 +19,8 @@ use promptgrid_ml::activations::{encoder_mask, t5_backbone_mask};
 use promptgrid_ml::data::SplitFile;
 use promptgrid_ml::t5data::default_max_target_tokens;
 use promptgrid_ml::{
-    Checkpoint, EncoderModel, MlResult, PromptFile, PromptModel, T5Backbone, T5Data, TaskData,
-    TuneConfig, TuneObserver, data, random_baseline, tune,
+    Checkpoint, EVAL_BATCH, EncoderModel, MlResult, PromptFile, PromptModel, T5Backbone, T5Data,
+    TaskData, TuneConfig, TuneObserver, data, random_baseline, tune,
 };
 
 /// What the train, TPT, transfer and activations jobs need from the resident model besides
@@ -92,7 +92,7 @@ impl JobModel for T5Backbone {
             default_max_target_tokens(task),
             limit,
         )?;
-        data.train_width = official_width(settings);
+        data.train_width = settings.official_width();
         Ok(Arc::new(data))
     }
 
@@ -101,16 +101,6 @@ impl JobModel for T5Backbone {
     }
 }
 
-/// The official T5 formatters' input width, `max_len + 2` text tokens (the prompt apart), when
-/// the settings ask for the official training batches.
-pub(crate) fn official_width(settings: &PromptSettings) -> Option<usize> {
-    settings
-        .official_padding
-        .then_some(settings.max_text_tokens as usize + 2)
-}
-
-/// Rows per forward pass when scoring.
-const EVAL_BATCH: usize = 64;
 /// Training losses are streamed in groups of this many steps (and at every evaluation).
 const LOSS_FLUSH: usize = 10;
 
@@ -331,19 +321,7 @@ impl Run<'_> {
         let test = model.split_data(self, task, Split::Test, prompt_len, settings, 0)?;
         let mut cfg = TuneConfig {
             prompt_len,
-            lr: settings.learning_rate,
-            weight_decay: 0.0,
-            adam_eps: settings.adam_eps,
-            dropout: settings.dropout,
-            batch_size: settings.batch_size as usize,
-            grad_accum: settings.grad_accum as usize,
-            max_steps: settings.max_steps as usize,
-            eval_every: settings.eval_every as usize,
-            eval_batch_size: EVAL_BATCH,
-            checkpoint_every: settings.checkpoint_every as usize,
-            seed,
-            init,
-            metric: task.metric,
+            ..TuneConfig::from_settings(settings, init, seed, task.metric)
         };
         let resume = match self.block(self.ctx.load_checkpoint())? {
             Some(bytes) => {

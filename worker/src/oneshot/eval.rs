@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use promptgrid_common::catalog::{Rows, SplitRole, TaskDef};
+use promptgrid_common::spec::PromptSettings;
 use serde::Serialize;
 use tch::Tensor;
 
@@ -61,7 +62,11 @@ fn eval_with<M: OneShotModel>(
         })
         .collect::<MlResult<Vec<Tensor>>>()?;
     let prompt_len = tensors.first().map_or(0, |t| t.size()[0] as usize);
-    let data = model.load_split(task, data_dir, split, prompt_len, max_text_tokens, 0)?;
+    let settings = PromptSettings {
+        max_text_tokens: max_text_tokens as u32,
+        ..PromptSettings::default()
+    };
+    let data = model.load_split(task, data_dir, split, prompt_len, &settings, 0)?;
     let n = model.data_len(&data);
     Ok(prompts
         .iter()

@@ -16,6 +16,7 @@ mod tune;
 use std::path::{Path, PathBuf};
 
 use promptgrid_common::catalog::{Rows, TaskDef};
+use promptgrid_common::spec::PromptSettings;
 use tch::{Device, Tensor};
 
 use promptgrid_ml::{
@@ -81,14 +82,15 @@ pub(crate) trait OneShotModel: PromptModel {
     fn peft_shape(&self) -> (i64, i64);
 
     /// A split of `task` from its data folder (a file stem and the rows of it to read),
-    /// encoded for prompts of `prompt_len` tokens; `limit` 0 keeps every example.
+    /// encoded for prompts of `prompt_len` tokens as `settings` say (`max_text_tokens`, T5's
+    /// `official_padding`); `limit` 0 keeps every example.
     fn load_split(
         &self,
         task: &TaskDef,
         data_dir: &Path,
         split: (&str, Rows),
         prompt_len: usize,
-        max_text_tokens: usize,
+        settings: &PromptSettings,
         limit: usize,
     ) -> MlResult<Self::Data>;
 

@@ -4,19 +4,17 @@
 use std::path::Path;
 
 use promptgrid_common::catalog::{Metric, Rows, TaskDef, TaskKind};
+use promptgrid_common::spec::PromptSettings;
 use tch::{Device, Kind, Tensor};
 
 use promptgrid_ml::data::SplitFile;
 use promptgrid_ml::t5data::default_max_target_tokens;
 use promptgrid_ml::{
-    Encoded, EncoderModel, MlError, MlResult, PromptModel, T5Backbone, T5Data, TaskData, data,
-    evaluate_prompts, metrics,
+    EVAL_BATCH, Encoded, EncoderModel, MlError, MlResult, PromptModel, T5Backbone, T5Data,
+    TaskData, data, evaluate_prompts, metrics,
 };
 
 use super::{Input, OneShotModel, Scores};
-
-/// Examples per forward pass when scoring.
-const EVAL_BATCH: usize = 64;
 
 impl OneShotModel for EncoderModel {
     type Input = Encoded;
@@ -39,9 +37,10 @@ impl OneShotModel for EncoderModel {
         data_dir: &Path,
         (stem, rows): (&str, Rows),
         prompt_len: usize,
-        max_text_tokens: usize,
+        settings: &PromptSettings,
         limit: usize,
     ) -> MlResult<TaskData> {
+        let max_text_tokens = settings.max_text_tokens as usize;
         let path = data::find_split(data_dir, stem)?;
         let mut examples = data::load_split_rows(SplitFile { path: &path, rows }, task)?;
         if limit > 0 {
@@ -114,10 +113,10 @@ impl OneShotModel for T5Backbone {
         data_dir: &Path,
         (stem, rows): (&str, Rows),
         prompt_len: usize,
-        max_text_tokens: usize,
+        settings: &PromptSettings,
         limit: usize,
     ) -> MlResult<T5Data> {
-        T5Data::load_rows(
+        let mut data = T5Data::load_rows(
             self,
             task,
             SplitFile {
@@ -125,10 +124,12 @@ impl OneShotModel for T5Backbone {
                 rows,
             },
             prompt_len,
-            Some(max_text_tokens),
+            Some(settings.max_text_tokens as usize),
             default_max_target_tokens(task),
             limit,
-        )
+        )?;
+        data.train_width = settings.official_width();
+        Ok(data)
     }
 
     /// One prompt at a time: classification by the label words' first-token logits (with

@@ -7,56 +7,26 @@ use indicatif::{ProgressBar, ProgressStyle};
 use promptgrid_common::catalog::{SplitRole, TaskDef};
 use serde::Serialize;
 
-use promptgrid_ml::{Init, MlResult, PromptFile, TuneConfig, TuneObserver};
+use promptgrid_common::spec::PromptSettings;
+use promptgrid_ml::{EVAL_BATCH, Init, MlError, MlResult, PromptFile, TuneConfig, TuneObserver};
 
 use super::{LoadedModel, ModelArgs, OneShotModel};
 
-/// Examples per forward pass of the dev and test scores.
-const EVAL_BATCH: usize = 64;
-
-/// The settings of one `promptgrid tune` run.
+/// The settings of one `promptgrid tune` run: a sweep's train job, on files.
 #[derive(Debug, Clone)]
 pub struct TuneRequest {
     /// The task's data folder (its split files).
     pub data_dir: PathBuf,
-    /// Soft tokens L (a `from:` init takes the length of its file instead).
-    pub length: usize,
+    /// Every setting a sweep's train job has; `settings.init` is replaced by `init`.
+    pub settings: PromptSettings,
+    /// The start: random, vocabulary rows, or a prompt file (whose length overrides
+    /// `settings.length`).
     pub init: Init<PathBuf>,
-    pub learning_rate: f64,
-    pub batch_size: usize,
-    pub grad_accum: usize,
-    pub max_steps: usize,
-    pub eval_every: usize,
-    pub max_text_tokens: usize,
-    /// Dev examples per evaluation; 0 = all.
-    pub dev_examples: usize,
     pub seed: u64,
     /// The prompt file to write (safetensors).
     pub out: PathBuf,
     /// Also write a PEFT prompt-tuning adapter into this folder.
     pub peft: Option<PathBuf>,
-}
-
-impl TuneRequest {
-    /// The training settings for `task`: its metric picks the best prompt; no weight decay, no
-    /// checkpoints, and the library's defaults for the rest (eval mode, Adam eps 1e-8).
-    fn config(&self, task: &TaskDef) -> TuneConfig {
-        TuneConfig {
-            prompt_len: self.length,
-            lr: self.learning_rate,
-            weight_decay: 0.0,
-            batch_size: self.batch_size,
-            grad_accum: self.grad_accum,
-            max_steps: self.max_steps,
-            eval_every: self.eval_every,
-            eval_batch_size: EVAL_BATCH,
-            checkpoint_every: 0,
-            seed: self.seed,
-            init: self.init.clone(),
-            metric: task.metric,
-            ..Default::default()
-        }
-    }
 }
 
 /// What `promptgrid tune` reports.
@@ -75,6 +45,10 @@ pub struct TuneReport {
 /// formulation of the task.
 pub fn tune(model: &ModelArgs, task: &TaskDef, request: &TuneRequest) -> MlResult<TuneReport> {
     match model.load_any()? {
+        LoadedModel::Encoder(_) if request.settings.official_padding => Err(MlError::Invalid(
+            "--official-padding is the official T5 training's batches; this model is an encoder"
+                .into(),
+        )),
         LoadedModel::Encoder(m) => tune_with(&m, task, request),
         LoadedModel::T5(m) => tune_with(&m, task, request),
     }
@@ -85,7 +59,12 @@ fn tune_with<M: OneShotModel>(
     task: &TaskDef,
     request: &TuneRequest,
 ) -> MlResult<TuneReport> {
-    let cfg = request.config(task);
+    let cfg = TuneConfig::from_settings(
+        &request.settings,
+        request.init.clone(),
+        request.seed,
+        task.metric,
+    );
     let prompt_len = match &cfg.init {
         Init::From(p) => PromptFile::load(p, Some(model.prompt_width()))?
             .prompt
@@ -98,12 +77,12 @@ fn tune_with<M: OneShotModel>(
             &request.data_dir,
             task.splits.of(role),
             prompt_len,
-            request.max_text_tokens,
+            &request.settings,
             limit,
         )
     };
     let train = split(SplitRole::Train, 0)?;
-    let dev = split(SplitRole::Dev, request.dev_examples)?;
+    let dev = split(SplitRole::Dev, request.settings.dev_examples as usize)?;
     // Read before training: a broken test file fails the command before the training steps and
     // before a prompt file is written.
     let test = split(SplitRole::Test, 0)?;
