@@ -623,7 +623,6 @@ impl T5Data {
         limit: usize,
     ) -> MlResult<T5Data> {
         let path = file.path;
-        let select = |rows| holdout::select(rows, file.rows, &task.name, path);
         let template = &task.template.t5;
         let cut = |n: usize| if limit > 0 { n.min(limit) } else { n };
         let mut data = match task.kind {
@@ -633,7 +632,7 @@ impl T5Data {
                     .as_ref()
                     .ok_or_else(|| MlError::Invalid(format!("task {}: no verbalizer", task.name)))?
                     .t5;
-                let mut examples = select(data::load_split(path, task)?)?;
+                let mut examples = data::load_split_rows(file, task)?;
                 examples.truncate(cut(examples.len()));
                 Self::classification(
                     backbone,
