@@ -98,9 +98,9 @@ pub struct Templates {
 /// The one rule: each task picks its best prompt on the split the official code validated on
 /// and is scored on the split the official code tested on. Where that data has no split of its
 /// own in the public export, the catalog says how it is made: `dev_holdout_percent` holds a
-/// seeded dev set out of train where the official code had a dev file; `dev` equal to `test` where the
-/// official configs use one file for both (laptop, restaurant); no `test` where the official
-/// code picks and scores on dev.
+/// seeded dev set out of train where the official code had a dev file; `dev` equal to `test`
+/// where the official configs use one file for both (laptop, restaurant); no `test` where the
+/// official code picks and scores on dev.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Splits {
@@ -137,14 +137,11 @@ pub enum Rows {
 impl Splits {
     /// The file stem and the rows that `role` reads.
     pub fn of(&self, role: SplitRole) -> (&str, Rows) {
-        match (role, self.dev_holdout_percent) {
-            (SplitRole::Train, Some(n)) => (&self.train, Rows::Rest(n)),
-            (SplitRole::Train, None) => (&self.train, Rows::All),
-            (SplitRole::Test, _) if self.test.is_some() => {
-                (self.test.as_deref().unwrap_or(&self.dev), Rows::All)
-            }
-            (_, Some(n)) => (&self.dev, Rows::HeldOut(n)),
-            (_, None) => (&self.dev, Rows::All),
+        let held = self.dev_holdout_percent;
+        match (role, &self.test) {
+            (SplitRole::Train, _) => (&self.train, held.map_or(Rows::All, Rows::Rest)),
+            (SplitRole::Test, Some(test)) => (test, Rows::All),
+            _ => (&self.dev, held.map_or(Rows::All, Rows::HeldOut)),
         }
     }
 }

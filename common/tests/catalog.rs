@@ -440,3 +440,17 @@ fn bad_t5_lengths_metrics_and_hold_outs_are_named_with_their_file() {
         assert!(err.contains(file), "{file}: {err}");
     }
 }
+
+#[test]
+fn each_role_reads_its_split_file_and_rows() {
+    use promptgrid_common::catalog::{Rows, SplitRole};
+    let catalog = catalog();
+    let imdb = &task(&catalog, "imdb").splits;
+    assert_eq!(imdb.of(SplitRole::Train), ("train", Rows::Rest(10)));
+    assert_eq!(imdb.of(SplitRole::Dev), ("train", Rows::HeldOut(10)));
+    assert_eq!(imdb.of(SplitRole::Test), ("test", Rows::All));
+    // No test split: scored on dev, read whole.
+    let sst2 = &task(&catalog, "sst2").splits;
+    assert_eq!(sst2.of(SplitRole::Test), ("validation", Rows::All));
+    assert_eq!(sst2.of(SplitRole::Train), ("train", Rows::All));
+}
